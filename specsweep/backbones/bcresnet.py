@@ -1,0 +1,168 @@
+"""BC-ResNet (Kim et al., "Broadcasted Residual Learning for Efficient Keyword Spotting", 2021)."""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+
+def _largest_divisor_at_most(n: int, limit: int) -> int:
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+class SubSpectralNorm(nn.Module):
+    """Batch norm with separate statistics per frequency sub-band.
+
+    Parameters
+    ----------
+    channels : int
+    freq : int
+        Frequency size of the input; the number of sub-bands is the largest divisor of
+        ``freq`` not above ``subbands`` so that any n_mels works.
+    subbands : int
+
+    Examples
+    --------
+    >>> SubSpectralNorm(8, freq=20)(torch.randn(2, 8, 20, 101)).shape
+    torch.Size([2, 8, 20, 101])
+    """
+
+    def __init__(self, channels: int, freq: int, subbands: int = 5) -> None:
+        super().__init__()
+        self.subbands = _largest_divisor_at_most(freq, subbands)
+        self.bn = nn.BatchNorm2d(channels * self.subbands)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, f, t = x.shape
+        x = self.bn(x.reshape(b, c * self.subbands, f // self.subbands, t))
+        return x.reshape(b, c, f, t)
+
+
+class BCResBlock(nn.Module):
+    """One broadcasted residual block, ``(batch, in_ch, freq, time)`` to
+    ``(batch, out_ch, freq_out, time)``.
+
+    A 2-D frequency-wise depthwise path (f2) is averaged over frequency, passed
+    through a 1-D temporal path (f1) and broadcast back. When channels or the
+    frequency stride change, the block is a transition block without identity shortcut.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        freq: int,
+        stride: int = 1,
+        dilation: int = 1,
+        dropout: float = 0.1,
+        subbands: int = 5,
+    ) -> None:
+        super().__init__()
+        self.transition = in_channels != out_channels or stride != 1
+        layers: List[nn.Module] = []
+        if in_channels != out_channels:
+            layers += [nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU()]
+        self.out_freq = (freq - 1) // stride + 1
+        layers += [
+            nn.Conv2d(out_channels, out_channels, (3, 1), stride=(stride, 1), padding=(1, 0), groups=out_channels, bias=False),
+            SubSpectralNorm(out_channels, self.out_freq, subbands),
+        ]
+        self.f2 = nn.Sequential(*layers)
+        self.f1 = nn.Sequential(
+            nn.Conv2d(out_channels, out_channels, (1, 3), padding=(0, dilation), dilation=(1, dilation), groups=out_channels, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.SiLU(),
+            nn.Conv2d(out_channels, out_channels, 1, bias=False),
+            nn.Dropout2d(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frequency_wise = self.f2(x)
+        temporal = self.f1(frequency_wise.mean(dim=2, keepdim=True))
+        out = frequency_wise + temporal
+        if not self.transition:
+            out = out + x
+        return torch.relu(out)
+
+
+class BCResNet(nn.Module):
+    """BC-ResNet on a log-spectrogram ``(batch, bins, frames)``.
+
+    Parameters
+    ----------
+    input_shape : (int, int)
+        ``(bins, frames)`` as reported by the front-end's ``output_shape``.
+    num_outputs : int
+        Classes (KWS) or CTC symbols including the blank (ASR).
+    head : {"utterance", "frames"}
+        ``"utterance"`` returns ``(batch, num_outputs)``; ``"frames"`` keeps the time
+        axis and returns ``(batch, frames, num_outputs)`` for CTC.
+    width : float
+        Width multiplier: BC-ResNet-1 has stage channels 8/12/16/20.
+    blocks : sequence of int
+        Blocks per stage.
+    dropout : float
+
+    Examples
+    --------
+    >>> net = BCResNet((40, 101), num_outputs=12)
+    >>> net(torch.randn(2, 40, 101)).shape
+    torch.Size([2, 12])
+    >>> BCResNet((40, 101), 40, head="frames")(torch.randn(2, 40, 101)).shape
+    torch.Size([2, 101, 40])
+    """
+
+    base_channels: Tuple[int, ...] = (16, 8, 12, 16, 20, 32)
+    stage_strides: Tuple[int, ...] = (1, 2, 2, 1)
+    stage_dilations: Tuple[int, ...] = (1, 2, 4, 8)
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int,
+        head: str = "utterance",
+        width: float = 1.0,
+        blocks: Sequence[int] = (2, 2, 4, 4),
+        dropout: float = 0.1,
+        subbands: int = 5,
+    ) -> None:
+        super().__init__()
+        if head not in ("utterance", "frames"):
+            raise ValueError(f"head must be 'utterance' or 'frames', got {head!r}")
+        if len(blocks) != 4:
+            raise ValueError(f"blocks must list 4 stages, got {list(blocks)}")
+        self.head_kind = head
+        stem_ch, *stage_ch, head_ch = [max(1, round(c * width)) for c in self.base_channels]
+        freq, _ = input_shape
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, stem_ch, 5, stride=(2, 1), padding=2, bias=False), nn.BatchNorm2d(stem_ch), nn.ReLU()
+        )
+        freq = (freq - 1) // 2 + 1
+        layers: List[nn.Module] = []
+        in_ch = stem_ch
+        for out_ch, n, stride, dilation in zip(stage_ch, blocks, self.stage_strides, self.stage_dilations):
+            for i in range(n):
+                # Frequency can only be halved while it is more than one bin.
+                block_stride = stride if (i == 0 and freq > 1) else 1
+                block = BCResBlock(in_ch, out_ch, freq, block_stride, dilation, dropout, subbands)
+                layers.append(block)
+                in_ch, freq = out_ch, block.out_freq
+        self.stages = nn.Sequential(*layers)
+        # The paper's 5x5 depthwise conv eats 4 frequency bins unpadded; small n_mels leave fewer.
+        freq_kernel = min(5, freq)
+        self.head = nn.Sequential(
+            nn.Conv2d(in_ch, in_ch, (freq_kernel, 5), padding=(0, 2), groups=in_ch),
+            nn.Conv2d(in_ch, head_ch, 1, bias=False),
+            nn.BatchNorm2d(head_ch),
+            nn.ReLU(),
+        )
+        self.classifier = nn.Conv1d(head_ch, num_outputs, 1)
+
+    def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
+        x = self.stem(spectrogram.unsqueeze(1))
+        x = self.head(self.stages(x)).mean(dim=2)
+        if self.head_kind == "utterance":
+            return self.classifier(x.mean(dim=2, keepdim=True)).squeeze(2)
+        return self.classifier(x).transpose(1, 2)

@@ -1,0 +1,58 @@
+"""The simple models of the original experiments: a linear classifier (KWS) and a BiLSTM (ASR)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class SimpleModel(nn.Module):
+    """Linear layer on the flattened log-spectrogram, or a BiLSTM + per-frame linear layer.
+
+    Parameters
+    ----------
+    input_shape : (int, int)
+        ``(bins, frames)`` from the front-end.
+    num_outputs : int
+    head : {"utterance", "frames"}
+        ``"utterance"``: one linear layer on ``bins * frames`` features, output
+        ``(batch, num_outputs)``. ``"frames"``: a one-layer BiLSTM over frames and a
+        linear layer per frame, output ``(batch, frames, num_outputs)``.
+    hidden_size : int
+        LSTM units per direction (``"frames"`` head only).
+
+    Examples
+    --------
+    >>> SimpleModel((40, 101), 12)(torch.randn(3, 40, 101)).shape
+    torch.Size([3, 12])
+    >>> SimpleModel((40, 101), 40, head="frames")(torch.randn(3, 40, 77)).shape
+    torch.Size([3, 77, 40])
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int,
+        head: str = "utterance",
+        hidden_size: int = 32,
+        num_layers: int = 1,
+    ) -> None:
+        super().__init__()
+        if head not in ("utterance", "frames"):
+            raise ValueError(f"head must be 'utterance' or 'frames', got {head!r}")
+        bins, frames = input_shape
+        self.head_kind = head
+        if head == "utterance":
+            self.lstm = None
+            self.linear = nn.Linear(bins * frames, num_outputs)
+        else:
+            self.lstm = nn.LSTM(bins, hidden_size, num_layers=num_layers, batch_first=True, bidirectional=True)
+            self.linear = nn.Linear(2 * hidden_size, num_outputs)
+
+    def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
+        if self.lstm is None:
+            return self.linear(spectrogram.flatten(1))
+        hidden, _ = self.lstm(spectrogram.transpose(1, 2))
+        return self.linear(hidden)

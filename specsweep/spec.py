@@ -1,0 +1,369 @@
+"""Sweep specs: the YAML schema, its validation, and expansion into Tune's search space.
+
+A spec is validated as a whole before Ray starts. Every problem is reported at once,
+one line each, naming the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from specsweep.backbones import BACKBONES, backbone_param_names
+from specsweep.data.datasets import DATASET_TASKS, DATASETS, dataset_param_names
+from specsweep.frontends import FRONTENDS, validate_frontend_config
+
+SECTIONS = ("data", "frontend", "backbone", "train")
+TASK_METRICS = {"kws": ("val_acc", "max"), "asr": ("val_per", "min")}
+
+
+class SpecError(ValueError):
+    """A sweep spec is invalid; ``problems`` lists one message per problem."""
+
+    def __init__(self, source: str, problems: List[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"invalid sweep spec {source}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchParam(_Strict):
+    """One search dimension: exactly one of the forms."""
+
+    grid: Optional[List[Any]] = None
+    choice: Optional[List[Any]] = None
+    uniform: Optional[Tuple[float, float]] = None
+    loguniform: Optional[Tuple[float, float]] = None
+    randint: Optional[Tuple[int, int]] = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "SearchParam":
+        given = [k for k in ("grid", "choice", "uniform", "loguniform", "randint") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of grid, choice, uniform, loguniform, randint (got {given or 'none'})")
+        values = self.grid if self.grid is not None else self.choice
+        if values is not None and not values:
+            raise ValueError(f"{given[0]} needs at least one value")
+        for form in ("uniform", "loguniform", "randint"):
+            bounds = getattr(self, form)
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise ValueError(f"{form} needs [low, high] with low < high, got {list(bounds)}")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError(f"loguniform needs low > 0, got {self.loguniform[0]}")
+        return self
+
+    @property
+    def form(self) -> str:
+        return next(k for k in ("grid", "choice", "uniform", "loguniform", "randint") if getattr(self, k) is not None)
+
+    def values(self) -> Optional[List[Any]]:
+        """The listed values (grid or choice), for checking each one."""
+        return self.grid if self.grid is not None else self.choice
+
+
+class SearchConfig(_Strict):
+    algorithm: Literal["grid", "random", "optuna"] = "grid"
+    num_samples: int = Field(1, ge=1)
+    metric: Optional[str] = None
+    mode: Optional[Literal["max", "min"]] = None
+    space: Dict[str, SearchParam] = Field(default_factory=dict)
+
+
+class SchedulerConfig(_Strict):
+    name: Literal["fifo", "asha"] = "fifo"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class ResourcesConfig(_Strict):
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+    max_concurrent: Optional[int] = Field(None, ge=1)
+
+    @field_validator("gpus")
+    @classmethod
+    def _whole_above_one(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError(f"fractional GPUs must be at most 1 (e.g. 0.25 for four trials per GPU); got {v}")
+        return v
+
+
+class FailureConfig(_Strict):
+    max_failures: int = Field(2, ge=-1)
+
+
+class CheckpointConfig(_Strict):
+    num_to_keep: int = Field(2, ge=1)
+
+
+class WandbConfig(_Strict):
+    project: str = "specsweep"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    tags: List[str] = Field(default_factory=list)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(100, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    frontend_lr: Optional[float] = Field(None, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0)
+    num_workers: int = Field(0, ge=0)
+    balance_classes: bool = True
+    class_weights: Dict[str, float] = Field(default_factory=dict)
+
+
+class SmokeConfig(_Strict):
+    """What ``--smoke-test`` changes: dotted overrides, grid truncation, batch limits."""
+
+    overrides: Dict[str, Any] = Field(default_factory=dict)
+    max_grid_values: int = Field(2, ge=1)
+    limit_train_batches: int = Field(3, ge=1)
+    limit_eval_batches: int = Field(2, ge=1)
+
+
+class SweepSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    task: Literal["kws", "asr"]
+    data: Dict[str, Any]
+    frontend: Dict[str, Any]
+    backbone: Dict[str, Any]
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    seeds: List[int] = Field(default_factory=lambda: [0], min_length=1)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    failure: FailureConfig = Field(default_factory=FailureConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
+    smoke: SmokeConfig = Field(default_factory=SmokeConfig)
+
+    @property
+    def metric(self) -> str:
+        return self.search.metric or TASK_METRICS[self.task][0]
+
+    @property
+    def mode(self) -> str:
+        return self.search.mode or TASK_METRICS[self.task][1]
+
+    def base_config(self) -> Dict[str, Any]:
+        """The trial config before search values are filled in."""
+        return {
+            "task": self.task,
+            "data": copy.deepcopy(self.data),
+            "frontend": copy.deepcopy(self.frontend),
+            "backbone": copy.deepcopy(self.backbone),
+            "train": self.train.model_dump(),
+            "seed": self.seeds[0],
+        }
+
+
+def _format_loc(loc: Tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-"))) or "(top level)"
+
+
+def _pydantic_problems(err: ValidationError) -> List[str]:
+    problems = []
+    for e in err.errors():
+        loc = _format_loc(e["loc"])
+        if e["type"] == "extra_forbidden":
+            if loc.endswith("api_key"):
+                problems.append(f"{loc}: never put a W&B key in a spec; set WANDB_API_KEY or run `wandb login`")
+            else:
+                problems.append(f"{loc}: unknown key")
+        elif e["type"] == "literal_error":
+            problems.append(f"{loc}: {e['msg'].replace('Input should be', 'must be')}, got {e['input']!r}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            problems.append(f"{loc}: {msg}" + ("" if "got" in msg else f" (got {e.get('input')!r})"))
+    return problems
+
+
+def _section_problems(section: str, config: Dict[str, Any], task: str) -> List[str]:
+    """Problems of one data/frontend/backbone config, each prefixed by its section."""
+    name = config.get("name")
+    registry = {"data": DATASETS, "frontend": FRONTENDS, "backbone": BACKBONES}[section]
+    if name is None:
+        return [f"{section}.name: missing; allowed: {', '.join(registry.names())}"]
+    if name not in registry:
+        return [f"{section}.name: unknown {section} {name!r}; allowed: {', '.join(registry.names())}"]
+    if section == "frontend":
+        try:
+            validate_frontend_config(config)
+        except ValueError as err:
+            return [f"frontend.{line}" if not line.startswith("frontend") else line for line in str(err).splitlines()]
+        return []
+    allowed = dataset_param_names(name) if section == "data" else backbone_param_names(name)
+    unknown = sorted(set(config) - allowed - {"name"})
+    if unknown:
+        return [f"{section}.{key}: unknown key for {section} {name!r}; allowed: {', '.join(sorted(allowed))}"
+                for key in unknown]
+    if section == "data":
+        kind = DATASET_TASKS.get(name)
+        if kind and kind != task:
+            return [f"data.name: dataset {name!r} is for task {kind!r}, but task is {task!r}"]
+    return []
+
+
+def _set_dotted(config: Dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
+def _check_space(spec: SweepSpec) -> List[str]:
+    problems = []
+    base = spec.base_config()
+    for key, param in spec.search.space.items():
+        where = f"search.space.{key}"
+        section, _, leaf = key.partition(".")
+        if key == "seed":
+            problems.append(f"{where}: set seeds with the top-level 'seeds' list")
+            continue
+        if section not in SECTIONS or not leaf:
+            problems.append(f"{where}: keys must start with one of {', '.join(SECTIONS)} (e.g. frontend.n_mels)")
+            continue
+        if spec.search.algorithm == "optuna" and param.form == "grid":
+            problems.append(f"{where}: grid values cannot be used with search.algorithm optuna; use choice")
+            continue
+        for value in param.values() or []:
+            trial = copy.deepcopy(base)
+            _set_dotted(trial, key, value)
+            if section == "train":
+                try:
+                    TrainConfig(**trial["train"])
+                except ValidationError as err:
+                    problems += [f"{where}: value {value!r}: {p}" for p in _pydantic_problems(err)]
+            else:
+                problems += [f"{where}: value {value!r}: {p}" for p in _section_problems(section, trial[section], spec.task)]
+    if spec.search.algorithm == "optuna" and len(spec.seeds) > 1:
+        problems.append("seeds: optuna samples one configuration per trial; give one seed (or run one sweep per seed)")
+    if spec.search.algorithm == "grid":
+        sampled = [k for k, p in spec.search.space.items() if p.form != "grid"]
+        if sampled:
+            problems.append(f"search.algorithm: grid cannot sample {', '.join(sampled)}; use algorithm random or optuna")
+    metric = spec.metric
+    known = {"kws": {"val_acc", "val_loss", "train_loss", "train_acc"}, "asr": {"val_per", "val_loss", "train_loss"}}[spec.task]
+    if metric not in known:
+        problems.append(f"search.metric: {metric!r} is not reported by task {spec.task}; allowed: {', '.join(sorted(known))}")
+    return problems
+
+
+def validate_spec(raw: Dict[str, Any], source: str = "<spec>") -> SweepSpec:
+    """Validate a parsed spec; raise :class:`SpecError` listing every problem."""
+    if not isinstance(raw, dict):
+        raise SpecError(source, ["(top level): a spec must be a YAML mapping"])
+    try:
+        spec = SweepSpec(**raw)
+    except ValidationError as err:
+        raise SpecError(source, _pydantic_problems(err)) from None
+    problems = []
+    for section in ("data", "frontend", "backbone"):
+        problems += _section_problems(section, getattr(spec, section), spec.task)
+    if not problems:
+        problems += _check_space(spec)
+    unknown_classes = set(spec.train.class_weights) - {"_unknown_", "_silence_", "yes", "no", "up", "down", "left",
+                                                       "right", "on", "off", "stop", "go"}
+    if spec.task == "kws" and unknown_classes:
+        problems.append(f"train.class_weights: unknown classes {sorted(unknown_classes)}")
+    if problems:
+        raise SpecError(source, problems)
+    return spec
+
+
+def load_spec(path: Union[str, Path], smoke: bool = False) -> SweepSpec:
+    """Read and validate a YAML spec; with ``smoke`` apply its smoke-test reductions."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(str(path), [f"file not found: {path}"])
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(str(path), [f"not valid YAML: {err}"]) from None
+    spec = validate_spec(raw, str(path))
+    return smoke_spec(spec) if smoke else spec
+
+
+def smoke_spec(spec: SweepSpec) -> SweepSpec:
+    """A tiny version of ``spec``: its smoke overrides, 1 epoch, 1 seed, at most
+    ``smoke.max_grid_values`` values per grid axis (first and last), few samples."""
+    raw = spec.model_dump()
+    raw["seeds"] = raw["seeds"][:1]
+    raw["train"]["epochs"] = 1
+    raw["search"]["num_samples"] = min(raw["search"]["num_samples"], 2)
+    keep = spec.smoke.max_grid_values
+    for param in raw["search"]["space"].values():
+        for form in ("grid", "choice"):
+            values = param.get(form)
+            if values and len(values) > keep:
+                param[form] = values[: keep - 1] + values[-1:] if keep > 1 else values[:1]
+    for key, value in spec.smoke.overrides.items():
+        _set_dotted(raw, key, value)
+    raw["search"]["space"] = {k: {f: v for f, v in p.items() if v is not None} for k, p in raw["search"]["space"].items()}
+    return validate_spec(raw, f"{spec.name} (smoke)")
+
+
+def param_space(spec: SweepSpec) -> Dict[str, Any]:
+    """Tune's ``param_space``: the base trial config with search dimensions at their keys."""
+    from ray import tune
+
+    space = spec.base_config()
+    if len(spec.seeds) > 1:
+        space["seed"] = tune.grid_search(spec.seeds)
+    for key, p in spec.search.space.items():
+        if p.form == "grid":
+            dim = tune.grid_search(p.grid)
+        elif p.form == "choice":
+            dim = tune.choice(p.choice)
+        elif p.form == "uniform":
+            dim = tune.uniform(*p.uniform)
+        elif p.form == "loguniform":
+            dim = tune.loguniform(*p.loguniform)
+        else:
+            dim = tune.randint(p.randint[0], p.randint[1])
+        _set_dotted(space, key, dim)
+    return space
+
+
+def expand_trials(spec: SweepSpec) -> List[Dict[str, Any]]:
+    """The trial plan without Ray: every grid point × seed × sample; sampled dimensions
+    are shown as their distribution (e.g. ``"loguniform(0.0001, 0.1)"``)."""
+    grid_keys = [k for k, p in spec.search.space.items() if p.form == "grid"]
+    grid_values = [spec.search.space[k].grid for k in grid_keys]
+    trials = []
+    for combo in itertools.product(*grid_values):
+        for seed in spec.seeds:
+            for _ in range(spec.search.num_samples):
+                config = spec.base_config()
+                config["seed"] = seed
+                for key, value in zip(grid_keys, combo):
+                    _set_dotted(config, key, value)
+                for key, p in spec.search.space.items():
+                    if p.form != "grid":
+                        bounds = getattr(p, p.form)
+                        _set_dotted(config, key, f"{p.form}({', '.join(map(str, bounds))})")
+                trials.append(config)
+    return trials
+
+
+def num_trials(spec: SweepSpec) -> int:
+    grid = math.prod(len(p.grid) for p in spec.search.space.values() if p.form == "grid")
+    return grid * len(spec.seeds) * spec.search.num_samples

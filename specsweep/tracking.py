@@ -1,0 +1,97 @@
+"""Weights & Biases for trials: one run per trial, online with a key, offline without.
+
+The API key is read by wandb itself from ``WANDB_API_KEY`` or the user's ``wandb login``
+(netrc); specsweep never reads, stores or prints it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import netrc
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WandbSettings:
+    """Where trial runs go. ``mode`` is auto (online when a key is configured), online,
+    offline or disabled."""
+
+    project: str = "specsweep"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    mode: str = "auto"
+    tags: List[str] = field(default_factory=list)
+
+
+def has_wandb_credentials() -> bool:
+    """Whether wandb would find a key (environment or netrc), without reading it out."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = re.sub(r"^https?://", "", os.environ.get("WANDB_BASE_URL", "api.wandb.ai")).rstrip("/")
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(mode: str) -> str:
+    if mode == "auto":
+        return "online" if has_wandb_credentials() else "offline"
+    return mode
+
+
+def run_id(sweep_dir: str, trial_id: str) -> str:
+    """A W&B run id that is stable across restores of the same trial, so a resumed
+    trial continues its run instead of starting a second one."""
+    digest = hashlib.sha1(f"{Path(sweep_dir).resolve()}/{trial_id}".encode()).hexdigest()[:8]
+    return f"{trial_id}-{digest}"
+
+
+def run_name(config: Dict[str, Any]) -> str:
+    """``kws-bcresnet-nnaudio-D-mels40-seed1`` style names, from the trial config."""
+    from specsweep.frontends.base import setting_name
+
+    fe = config["frontend"]
+    setting = fe.get("setting") or setting_name(
+        fe.get("trainable_stft", False), fe.get("trainable_mel", fe.get("trainable_filterbank", False))
+    )
+    parts = [config["task"], config["backbone"]["name"], fe["name"], setting, f"mels{fe.get('n_mels', 40)}"]
+    if fe.get("mask_bins"):
+        parts.append("mask" + "_".join(f"{a}-{b}" for a, b in _pairs(fe["mask_bins"])))
+    if fe.get("random_mel_init"):
+        parts.append("randinit")
+    parts.append(f"seed{config['seed']}")
+    return "-".join(str(p) for p in parts)
+
+
+def _pairs(mask: Any) -> List[List[int]]:
+    return [mask] if mask and isinstance(mask[0], int) else list(mask)
+
+
+def init_run(settings: WandbSettings, directory: Path, run_id_: str, name: str, config: Dict[str, Any],
+             tags: List[str]) -> Any:
+    """Start or resume the W&B run of a trial; fall back to offline when online fails,
+    so that no key and no network never fail a sweep."""
+    import wandb
+
+    mode = resolve_mode(settings.mode)
+    directory.mkdir(parents=True, exist_ok=True)
+    kwargs = dict(
+        project=settings.project, entity=settings.entity, group=settings.group, name=name, id=run_id_,
+        resume="allow", config=config, tags=sorted(set(settings.tags) | set(tags)), dir=str(directory),
+        reinit="finish_previous", settings=wandb.Settings(init_timeout=60, silent=True, console="off"),
+    )
+    try:
+        return wandb.init(mode=mode, **kwargs)
+    except Exception as err:  # wandb raises its own error types for network and auth failures
+        if mode != "online":
+            raise
+        log.warning("W&B online init failed (%s); logging this trial offline instead", type(err).__name__)
+        return wandb.init(mode="offline", **kwargs)

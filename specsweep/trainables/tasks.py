@@ -1,0 +1,252 @@
+"""Lightning task modules. Each receives a built :class:`SpectrogramModel` and the
+training hyper-parameters of the trial; optimisation is shared, the loss and metrics differ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Dict, List, Optional, Sequence
+
+import lightning.pytorch as pl
+import torch
+import torchaudio
+from matplotlib.figure import Figure
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from specsweep.model import SpectrogramModel
+from specsweep.plots import plot_confusion_matrix
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule of a trial (the ``train`` section minus loop settings).
+
+    ``frontend_lr`` gives the front-end its own learning rate (None: same as ``lr``);
+    ``schedule`` is ``"constant"`` or ``"cosine"`` (per step, after linear warm-up).
+    """
+
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    frontend_lr: Optional[float] = None
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+
+    @classmethod
+    def from_config(cls, train: Dict[str, Any]) -> "OptimConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in train.items() if k in names})
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the trial stops instead of training on garbage."""
+
+
+class SpeechTask(pl.LightningModule):
+    """Shared optimisation for the speech tasks: parameter groups, schedule, clamping
+    of front-end parameters after each step, and a stop on non-finite loss."""
+
+    def __init__(self, net: SpectrogramModel, optim: OptimConfig, labels: Sequence[str]) -> None:
+        super().__init__()
+        self.net = net
+        self.optim = optim
+        self.labels = list(labels)
+        self.figures: Dict[str, Figure] = {}
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.net(waveform)
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+                "stopping this trial (lower the learning rate?)"
+            )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.net.frontend.after_optimizer_step()
+
+    def configure_optimizers(self) -> Any:
+        o = self.optim
+        frontend = [p for p in self.net.frontend.parameters() if p.requires_grad]
+        groups: List[Dict[str, Any]] = [{"params": [p for p in self.net.backbone.parameters() if p.requires_grad]}]
+        if frontend:
+            groups.append({"params": frontend, "lr": o.frontend_lr if o.frontend_lr is not None else o.lr})
+        if o.optimizer == "adam":
+            opt = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+        elif o.optimizer == "adamw":
+            opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+        elif o.optimizer == "sgd":
+            opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        else:
+            raise ValueError(f"train.optimizer must be adam, adamw or sgd, got {o.optimizer!r}")
+        if o.schedule == "constant" and o.warmup_epochs == 0:
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(o.warmup_epochs * total / max(1, self.trainer.max_epochs or 1))
+        cosine = o.schedule == "cosine"
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if not cosine:
+                return 1.0
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class KWSTask(SpeechTask):
+    """Keyword spotting: cross-entropy over ``len(labels)`` classes, accuracy, and a
+    confusion matrix figure at the end of testing.
+
+    Batches are ``(waveform (batch, samples), targets (batch, 1))``.
+    """
+
+    def __init__(self, net: SpectrogramModel, optim: OptimConfig, labels: Sequence[str]) -> None:
+        super().__init__(net, optim, labels)
+        n = len(self.labels)
+        self.train_acc = MulticlassAccuracy(n, average="micro")
+        self.val_acc = MulticlassAccuracy(n, average="micro")
+        self.test_acc = MulticlassAccuracy(n, average="micro")
+        self.test_confusion = MulticlassConfusionMatrix(n)
+        self.loss_fn = nn.CrossEntropyLoss()
+
+    def _step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        waveform, targets = batch
+        logits = self(waveform)
+        targets = targets[:, 0]
+        return self.loss_fn(logits, targets), logits, targets
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, logits, targets = self._step(batch)
+        self._check_finite(loss)
+        self.train_acc(logits, targets)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss, logits, targets = self._step(batch)
+        self.val_acc(logits, targets)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True)
+        self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        loss, logits, targets = self._step(batch)
+        self.test_acc(logits, targets)
+        self.test_confusion(logits, targets)
+        self.log("test_loss", loss, on_epoch=True)
+        self.log("test_acc", self.test_acc, on_epoch=True)
+
+    def on_test_epoch_end(self) -> None:
+        matrix = self.test_confusion.compute().cpu()
+        self.test_confusion.reset()
+        self.figures["confusion_matrix"] = plot_confusion_matrix(matrix, self.labels)
+
+
+def greedy_ctc_decode(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> List[List[int]]:
+    """Best path decoding: per-frame argmax, repeats merged, blanks removed.
+
+    Parameters
+    ----------
+    log_probs : Tensor, shape (batch, frames, symbols)
+    lengths : Tensor, shape (batch,)
+        Valid frames per utterance.
+
+    Examples
+    --------
+    >>> lp = torch.log(torch.eye(3)[[1, 1, 0, 2, 2, 0]]).unsqueeze(0)
+    >>> greedy_ctc_decode(lp, torch.tensor([6]))
+    [[1, 2]]
+    """
+    best = log_probs.argmax(dim=-1).cpu()
+    out = []
+    for seq, n in zip(best, lengths.tolist()):
+        decoded = torch.unique_consecutive(seq[:n])
+        out.append([int(s) for s in decoded if s != blank])
+    return out
+
+
+class ASRTask(SpeechTask):
+    """Phoneme recognition with CTC: blank is class 0, ``labels[i]`` is class ``i + 1``.
+
+    Batches are ``(waveform (batch, samples), waveform_lengths, targets (batch, max_len),
+    target_lengths)``. Phone error rate is the summed edit distance
+    (``torchaudio.functional.edit_distance``) over the summed reference length, after
+    ``score_map`` folds symbols (TIMIT's 61 phones to 39) when given.
+    """
+
+    def __init__(
+        self,
+        net: SpectrogramModel,
+        optim: OptimConfig,
+        labels: Sequence[str],
+        score_map: Optional[Dict[str, str]] = None,
+        examples_to_log: int = 4,
+    ) -> None:
+        super().__init__(net, optim, labels)
+        self.ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+        self.score_map = score_map or {}
+        self.examples_to_log = examples_to_log
+        self._errors = {"val": [0, 0], "test": [0, 0]}
+        self.examples: List[Dict[str, str]] = []
+
+    def _frames(self, samples: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([self.net.frontend.num_frames(int(n)) for n in samples], device=samples.device)
+
+    def _step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        waveform, wave_lengths, targets, target_lengths = batch
+        log_probs = self(waveform).log_softmax(-1)
+        frames = self._frames(wave_lengths).clamp(max=log_probs.shape[1])
+        loss = self.ctc(log_probs.transpose(0, 1), targets, frames, target_lengths)
+        return loss, log_probs, frames
+
+    def _symbols(self, ids: Sequence[int]) -> List[str]:
+        folded = (self.score_map.get(self.labels[i - 1], self.labels[i - 1]) for i in ids)
+        return [s for s in folded if s]
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self._step(batch)
+        self._check_finite(loss)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
+        return loss
+
+    def _score(self, batch: Any, stage: str) -> None:
+        loss, log_probs, frames = self._step(batch)
+        _, _, targets, target_lengths = batch
+        hyps = greedy_ctc_decode(log_probs, frames)
+        errors = self._errors[stage]
+        for i, hyp in enumerate(hyps):
+            ref = self._symbols(targets[i, : target_lengths[i]].tolist())
+            hyp_symbols = self._symbols(hyp)
+            errors[0] += torchaudio.functional.edit_distance(ref, hyp_symbols)
+            errors[1] += len(ref)
+            if stage == "test" and len(self.examples) < self.examples_to_log:
+                self.examples.append({"reference": " ".join(ref), "hypothesis": " ".join(hyp_symbols)})
+        self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(hyps))
+
+    def _log_per(self, stage: str) -> None:
+        errors, total = self._errors[stage]
+        self._errors[stage] = [0, 0]
+        self.log(f"{stage}_per", errors / max(1, total), prog_bar=True)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._score(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_per("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.examples = []
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._score(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_per("test")

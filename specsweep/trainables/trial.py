@@ -1,0 +1,142 @@
+"""The Ray Tune trainable: one trial = one Lightning fit of a front-end + backbone on a task.
+
+The trial config is a plain nested dict (``task``, ``data``, ``frontend``, ``backbone``,
+``train``, ``seed``) sampled by Tune from the sweep spec.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
+from ray import tune
+from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
+
+from specsweep import tracking
+from specsweep.data.datasets import PreparedData, prepare_dataset
+from specsweep.data.loaders import make_loaders
+from specsweep.model import build_model
+from specsweep.trainables.callbacks import FrontendFigures, TaskFigures
+from specsweep.trainables.tasks import ASRTask, KWSTask, OptimConfig, SpeechTask
+
+CHECKPOINT_FILE = "checkpoint.ckpt"
+# Nominal utterance length for sizing backbones on variable-length ASR input.
+_NOMINAL_SECONDS = 1
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every trial of a sweep shares, passed with ``tune.with_parameters``."""
+
+    sweep_dir: str
+    metric: str
+    mode: str
+    wandb: tracking.WandbSettings = field(default_factory=tracking.WandbSettings)
+    limit_train_batches: Union[int, float] = 1.0
+    limit_eval_batches: Union[int, float] = 1.0
+
+
+def build_task(config: Dict[str, Any], data: PreparedData) -> SpeechTask:
+    """Assemble front-end, backbone and task module from a trial config."""
+    optim = OptimConfig.from_config(config["train"])
+    if config["task"] == "kws":
+        net = build_model(config["frontend"], config["backbone"], data.clip_samples, len(data.labels), "utterance")
+        return KWSTask(net, optim, data.labels)
+    if config["task"] == "asr":
+        nominal = data.clip_samples or _NOMINAL_SECONDS * data.sample_rate
+        net = build_model(config["frontend"], config["backbone"], nominal, len(data.labels) + 1, "frames")
+        return ASRTask(net, optim, data.labels, score_map=data_score_map(config["data"]))
+    raise ValueError(f"task must be 'kws' or 'asr', got {config['task']!r}")
+
+
+def data_score_map(data_config: Dict[str, Any]) -> Optional[Dict[str, str]]:
+    """The symbol folding used for scoring (TIMIT's 61 to 39 phones), if the dataset has one."""
+    if data_config["name"] == "timit":
+        from specsweep.data.timit import FOLD_61_TO_39
+
+        return FOLD_61_TO_39
+    return None
+
+
+def _accelerator() -> Dict[str, Any]:
+    # Ray sets CUDA_VISIBLE_DEVICES to the GPU (or GPU share) it assigned to this trial.
+    if torch.cuda.is_available():
+        return {"accelerator": "gpu", "devices": 1}
+    return {"accelerator": "cpu", "devices": 1}
+
+
+def train_trial(config: Dict[str, Any], run: RunContext) -> None:
+    """Tune function trainable: fit, checkpoint and report every epoch, test at the end."""
+    context = tune.get_context()
+    trial_dir = Path(context.get_trial_dir())
+    cpus = context.get_trial_resources().required_resources.get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
+
+    data = prepare_dataset(config["data"])
+    task = build_task(config, data)
+    train = config["train"]
+    loaders = make_loaders(
+        data, int(train["batch_size"]), int(config["seed"]), int(train.get("num_workers", 0)),
+        balance_classes=bool(train.get("balance_classes", False)) and config["task"] == "kws",
+        class_weights=train.get("class_weights"),
+    )
+
+    trial_id = context.get_trial_id()
+    name = tracking.run_name(config)
+    run_obj = tracking.init_run(
+        run.wandb, Path(run.sweep_dir), tracking.run_id(run.sweep_dir, trial_id), name, config,
+        tags=[f"setting-{config['frontend'].get('setting', '?')}", config["task"], config["frontend"]["name"],
+              config["backbone"]["name"]],
+    )
+    loggers: List[Any] = [] if run_obj is None or run.wandb.mode == "disabled" else [WandbLogger(experiment=run_obj)]
+    best = ModelCheckpoint(dirpath=trial_dir / "best", filename="best", monitor=run.metric, mode=run.mode,
+                           save_top_k=1, save_weights_only=True)
+    figures = trial_dir / "figures"
+    trainer = pl.Trainer(
+        max_epochs=int(train["epochs"]),
+        logger=loggers or False,
+        callbacks=[
+            best,
+            FrontendFigures(figures),
+            TaskFigures(figures),
+            TuneReportCheckpointCallback(filename=CHECKPOINT_FILE, on="validation_end"),
+        ],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_train_batches=run.limit_train_batches,
+        limit_val_batches=run.limit_eval_batches,
+        limit_test_batches=run.limit_eval_batches,
+        log_every_n_steps=10,
+        deterministic=True,
+        default_root_dir=str(trial_dir),
+        **_accelerator(),
+    )
+    checkpoint = tune.get_checkpoint()
+    try:
+        if checkpoint is None:
+            trainer.fit(task, loaders["train"], loaders["val"])
+        else:
+            with checkpoint.as_directory() as folder:
+                trainer.fit(task, loaders["train"], loaders["val"], ckpt_path=os.path.join(folder, CHECKPOINT_FILE))
+        final = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        ckpt_path = best.best_model_path if best.best_model_path and Path(best.best_model_path).exists() else None
+        tested = trainer.test(task, loaders["test"], ckpt_path=ckpt_path, verbose=False)[0]
+        final.update({k: float(v) for k, v in tested.items()})
+        final["best_" + run.metric] = float(best.best_model_score) if best.best_model_score is not None else final.get(run.metric)
+        if isinstance(task, ASRTask) and loggers:
+            loggers[0].log_text("decoded_examples", columns=["reference", "hypothesis"],
+                                data=[[e["reference"], e["hypothesis"]] for e in task.examples])
+        if run_obj is not None:
+            run_obj.summary.update({k: v for k, v in final.items() if k.startswith(("test_", "best_"))})
+        tune.report(final)
+    finally:
+        if run_obj is not None:
+            run_obj.finish()
