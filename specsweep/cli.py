@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--root")
     prepare.add_argument("--download", action="store_true", help="fetch the dataset from its public source")
     prepare.set_defaults(func=_cmd_data_prepare)
+
+    from specsweep import report
+
+    report.add_parser(sub)
     return parser
 
 

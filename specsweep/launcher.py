@@ -124,6 +124,9 @@ def _build_tuner(spec: SweepSpec, run_dir: Path, smoke: bool, restore: bool = Fa
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.num_to_keep,
                                                     checkpoint_score_attribute=spec.metric,
                                                     checkpoint_score_order=spec.mode),
+            # Figures, best weights and offline W&B runs live in the trial's working
+            # directory; syncing artifacts brings them to the run directory (or cloud storage).
+            sync_config=tune.SyncConfig(sync_artifacts=True),
             callbacks=[ProgressLine(spec.metric, spec.mode)],
             verbose=1,
         ),

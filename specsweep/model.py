@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from specsweep.backbones import build_backbone
-from specsweep.frontends import FrontEnd, build_frontend
+from specsweep.frontends import build_frontend
+from specsweep.frontends.base import FrontEnd
 
 
 class SpectrogramModel(nn.Module):

@@ -202,7 +202,7 @@ def _section_problems(section: str, config: Dict[str, Any], task: str) -> List[s
     if name is None:
         return [f"{section}.name: missing; allowed: {', '.join(registry.names())}"]
     if name not in registry:
-        return [f"{section}.name: unknown {section} {name!r}; allowed: {', '.join(registry.names())}"]
+        return [f"{section}.name: unknown {registry.kind} {name!r}; allowed: {', '.join(registry.names())}"]
     if section == "frontend":
         try:
             validate_frontend_config(config)
@@ -304,13 +304,17 @@ def load_spec(path: Union[str, Path], smoke: bool = False) -> SweepSpec:
 
 def smoke_spec(spec: SweepSpec) -> SweepSpec:
     """A tiny version of ``spec``: its smoke overrides, 1 epoch, 1 seed, at most
-    ``smoke.max_grid_values`` values per grid axis (first and last), few samples."""
+    ``smoke.max_grid_values`` values (first and last) per grid axis other than the
+    setting, at most 2 samples."""
     raw = spec.model_dump()
     raw["seeds"] = raw["seeds"][:1]
     raw["train"]["epochs"] = 1
     raw["search"]["num_samples"] = min(raw["search"]["num_samples"], 2)
     keep = spec.smoke.max_grid_values
-    for param in raw["search"]["space"].values():
+    for key, param in raw["search"]["space"].items():
+        if key == "frontend.setting":
+            # Settings A-D are the question of every experiment: smoke tests keep them all.
+            continue
         for form in ("grid", "choice"):
             values = param.get(form)
             if values and len(values) > keep:

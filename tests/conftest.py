@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +55,19 @@ def _offline_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory: pytest.TempPathFactory):
+    """One local Ray for the sweeps of a test session. The dataset cache is fixed before
+    Ray starts because trial workers inherit the environment of the driver."""
+    import ray
+
+    from specsweep.launcher import start_ray
+
+    os.environ.setdefault("SPECSWEEP_CACHE", str(tmp_path_factory.mktemp("cache")))
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ.pop("WANDB_API_KEY", None)
+    start_ray(num_cpus=2)
+    yield
+    ray.shutdown()

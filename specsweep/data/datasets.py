@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from specsweep.data import speechcommands
-from specsweep.data.cache import CachedAudio, build_cache, default_cache_root
+from specsweep.data.cache import CachedAudio, ClipSource, build_cache, default_cache_root
 from specsweep.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -49,12 +49,7 @@ class PreparedData:
 
 
 def _cache_speech_commands(root: Path, cache_dir: Optional[str], name: str) -> PreparedData:
-    sources = speechcommands.speech_commands_sources(root)
-    splits = {
-        split: str(build_cache(clips, speechcommands.SAMPLE_RATE, cache_dir and Path(cache_dir),
-                               label=f"{name} {split}", description={"root": str(root), "split": split}))
-        for split, clips in sources.items()
-    }
+    splits = _cache_splits(speechcommands.speech_commands_sources(root), speechcommands.SAMPLE_RATE, cache_dir, name, root)
     return PreparedData("kws", list(speechcommands.CLASSES), splits, speechcommands.SAMPLE_RATE, speechcommands.CLIP_SAMPLES)
 
 
@@ -75,6 +70,54 @@ def embedded_kws(seed: int = 0, clips_per_word: Optional[int] = None, cache_dir:
     params = {} if clips_per_word is None else {"clips_per_word": clips_per_word}
     root = ensure_speech_commands(cache_dir and Path(cache_dir), seed=seed, **params)
     return _cache_speech_commands(root, cache_dir, "embedded_kws")
+
+
+def _cache_splits(sources: Dict[str, List[ClipSource]], sample_rate: int, cache_dir: Optional[str], name: str,
+                  root: Path) -> Dict[str, str]:
+    return {
+        split: str(build_cache(clips, sample_rate, cache_dir and Path(cache_dir), label=f"{name} {split}",
+                               description={"root": str(root), "split": split}))
+        for split, clips in sources.items()
+    }
+
+
+@_dataset("timit", "asr")
+def timit(root: str, cache_dir: Optional[str] = None) -> PreparedData:
+    """TIMIT phoneme recognition (61 phones for training, folded to 39 for scoring)."""
+    from specsweep.data import timit as timit_layout
+
+    root_path = Path(root).expanduser()
+    splits = _cache_splits(timit_layout.timit_sources(root_path), timit_layout.SAMPLE_RATE, cache_dir, "timit", root_path)
+    return PreparedData("asr", list(timit_layout.PHONES_61), splits, timit_layout.SAMPLE_RATE, None)
+
+
+def phoneme_corpus_sources(root: Path) -> tuple[List[str], Dict[str, List[ClipSource]]]:
+    """The embedded phoneme corpus layout: ``{train,valid,test}/<utt>.wav`` beside
+    ``<utt>.phn.txt`` (space-separated symbols) and ``phonemes.txt`` (the inventory)."""
+    inventory = (root / "phonemes.txt").read_text().split()
+    index = {p: i for i, p in enumerate(inventory)}
+    sources: Dict[str, List[ClipSource]] = {}
+    for split, folder in (("train", "train"), ("val", "valid"), ("test", "test")):
+        clips = []
+        for wav in sorted((root / folder).glob("*.wav")):
+            symbols = wav.with_suffix(".phn.txt").read_text().split()
+            unknown = [s for s in symbols if s not in index]
+            if unknown:
+                raise ValueError(f"{wav.with_suffix('.phn.txt')}: symbols {unknown} missing from phonemes.txt")
+            clips.append(ClipSource(str(wav), tuple(index[s] for s in symbols)))
+        sources[split] = clips
+    return inventory, sources
+
+
+@_dataset("embedded_phonemes", "asr")
+def embedded_phonemes(seed: int = 0, n_utterances: Optional[int] = None, cache_dir: Optional[str] = None) -> PreparedData:
+    """The synthesized phoneme-recognition set, generated on first use into the cache."""
+    from specsweep.data.embedded import ensure_phoneme_corpus
+
+    params = {} if n_utterances is None else {"n_utterances": n_utterances}
+    root = ensure_phoneme_corpus(cache_dir and Path(cache_dir), seed=seed, **params)
+    inventory, sources = phoneme_corpus_sources(root)
+    return PreparedData("asr", inventory, _cache_splits(sources, 16000, cache_dir, "embedded_phonemes", root), 16000, None)
 
 
 def dataset_param_names(name: str) -> set[str]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+import inspect
+from typing import Any, Dict, List, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,6 +44,8 @@ class FrontEnd(nn.Module):
 
     sample_rate: int
     n_bins: int
+    # FFT size of the STFT underneath (filterbank columns are its n_fft // 2 + 1 bins).
+    n_fft: int
 
     def num_frames(self, num_samples: int) -> int:
         """Number of output frames for a clip of ``num_samples`` samples."""
@@ -71,3 +75,106 @@ class FrontEnd(nn.Module):
 
     def after_optimizer_step(self) -> None:
         """Project parameters back to their allowed range (called after each optimizer step)."""
+
+    # Constructor argument that makes the filterbank trainable, so that ``build_frontend``
+    # can map a setting letter onto any front-end's own flag name.
+    filterbank_flag = "trainable_filterbank"
+
+    @property
+    def setting(self) -> str:
+        """The setting letter A-D of this front-end's trainable parts."""
+        counts = {part: bool(params) and all(p.requires_grad for p in params)
+                  for part, params in self.parameter_parts().items()}
+        return setting_name(counts.get("stft", False), counts.get("filterbank", False))
+
+
+MaskBins = List[Tuple[int, int]]
+
+
+def normalise_mask_bins(mask_bins: object) -> MaskBins:
+    """Accept one ``[start, end)`` pair or a list of pairs; return a list of int pairs.
+
+    Raises ValueError (naming ``mask_bins``) for anything else; ranges are checked by
+    :func:`mask_bins_problems`.
+
+    Examples
+    --------
+    >>> normalise_mask_bins([3, 5])
+    [(3, 5)]
+    >>> normalise_mask_bins([[0, 2], [10, 12]])
+    [(0, 2), (10, 12)]
+    >>> normalise_mask_bins(None)
+    []
+    """
+    if mask_bins is None:
+        return []
+    if not isinstance(mask_bins, (list, tuple)):
+        raise ValueError(f"mask_bins: must be a [start, end) pair or a list of pairs, got {mask_bins!r}")
+    if len(mask_bins) == 2 and all(is_int(v) for v in mask_bins):
+        mask_bins = [mask_bins]
+    pairs = []
+    for pair in mask_bins:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(is_int(v) for v in pair)):
+            raise ValueError(f"mask_bins: each entry must be a [start, end) pair of ints, got {pair!r}")
+        pairs.append((int(pair[0]), int(pair[1])))
+    return pairs
+
+
+def mask_bins_problems(pairs: MaskBins, n_freq: int) -> List[str]:
+    """One line per bad ``[start, end)`` pair: ``0 <= start < end <= n_freq`` must hold.
+
+    Examples
+    --------
+    >>> mask_bins_problems([(0, 2), (5, 5), (200, 300)], n_freq=241)  # doctest: +NORMALIZE_WHITESPACE
+    ['mask_bins: [5, 5) must satisfy 0 <= start < end <= 241 (n_fft // 2 + 1)',
+     'mask_bins: [200, 300) must satisfy 0 <= start < end <= 241 (n_fft // 2 + 1)']
+    """
+    return [
+        f"mask_bins: [{start}, {end}) must satisfy 0 <= start < end <= {n_freq} (n_fft // 2 + 1)"
+        for start, end in pairs
+        if not 0 <= start < end <= n_freq
+    ]
+
+
+def bin_mask(pairs: MaskBins, n_freq: int) -> torch.Tensor | None:
+    """``(n_freq,)`` float mask, 0 on masked STFT bins and 1 elsewhere; None without pairs.
+
+    Examples
+    --------
+    >>> bin_mask([(1, 3)], n_freq=5)
+    tensor([1., 0., 0., 1., 1.])
+    """
+    if not pairs:
+        return None
+    mask = torch.ones(n_freq)
+    for start, end in pairs:
+        mask[start:end] = 0.0
+    return mask
+
+
+def raise_problems(problems: List[str]) -> None:
+    """Raise one ValueError with a line per problem (each line starts with the field name)."""
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
+def is_int(value: object) -> bool:
+    """True for ints (numpy's included) but not bools."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    """True for ints and floats (numpy's included) but not bools."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def with_defaults(cls: type, args: Dict[str, Any]) -> Dict[str, Any]:
+    """``args`` completed with the defaults of ``cls``'s constructor."""
+    params = inspect.signature(cls.__init__).parameters
+    return {name: args.get(name, p.default) for name, p in params.items() if name != "self"}
+
+
+def check_waveform(x: torch.Tensor) -> None:
+    """Raise ValueError unless ``x`` is a ``(batch, samples)`` waveform batch."""
+    if x.dim() != 2:
+        raise ValueError(f"waveform must be (batch, samples), got shape {tuple(x.shape)}")

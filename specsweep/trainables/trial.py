@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import lightning.pytorch as pl
 import torch
+import wandb
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from ray import tune
@@ -91,7 +92,7 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     trial_id = context.get_trial_id()
     name = tracking.run_name(config)
     run_obj = tracking.init_run(
-        run.wandb, Path(run.sweep_dir), tracking.run_id(run.sweep_dir, trial_id), name, config,
+        run.wandb, trial_dir, tracking.run_id(run.sweep_dir, trial_id), name, config,
         tags=[f"setting-{config['frontend'].get('setting', '?')}", config["task"], config["frontend"]["name"],
               config["backbone"]["name"]],
     )
@@ -140,3 +141,6 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     finally:
         if run_obj is not None:
             run_obj.finish()
+            # Stop wandb's service process now: Ray may end this worker without running
+            # atexit hooks in order, which makes wandb print a spurious traceback.
+            wandb.teardown()

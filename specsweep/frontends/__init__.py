@@ -1,0 +1,137 @@
+"""Spectrogram front-ends, selected by name in sweep configs.
+
+Examples
+--------
+>>> fe = build_frontend({"name": "nnaudio", "setting": "C", "n_mels": 40})
+>>> fe.trainable_parameter_counts()
+{'stft': 231360, 'filterbank': 0}
+>>> validate_frontend_config({"name": "fastaudio", "n_mels": 0})
+Traceback (most recent call last):
+...
+ValueError: n_mels: must be an int in [1, 241] (n_fft // 2 + 1), got 0
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Dict, List, Mapping
+
+from specsweep.frontends.base import SETTINGS, FrontEnd, raise_problems, setting_flags, setting_name
+from specsweep.frontends.fastaudio import FastAudioFrontEnd
+from specsweep.frontends.nnaudio import NnAudioFrontEnd
+from specsweep.registry import Registry
+
+__all__ = [
+    "FRONTENDS",
+    "SETTINGS",
+    "FastAudioFrontEnd",
+    "FrontEnd",
+    "NnAudioFrontEnd",
+    "build_frontend",
+    "frontend_param_names",
+    "setting_flags",
+    "setting_name",
+    "validate_frontend_config",
+]
+
+FRONTENDS = Registry("frontend")
+FRONTENDS.register("nnaudio")(NnAudioFrontEnd)
+FRONTENDS.register("fastaudio")(FastAudioFrontEnd)
+
+# Keys of a front-end config that are not constructor arguments.
+CONFIG_KEYS = ("name", "setting")
+
+
+def frontend_param_names(name: str) -> set[str]:
+    """Constructor argument names of the front-end registered as ``name``.
+
+    Examples
+    --------
+    >>> sorted(frontend_param_names("fastaudio"))[:3]
+    ['amin', 'center', 'f_max']
+    """
+    params = inspect.signature(FRONTENDS.get(name)).parameters
+    return {p for p in params if p != "self"}
+
+
+def validate_frontend_config(config: Mapping[str, Any]) -> None:
+    """Raise ValueError with one line per problem of a front-end config, each line starting
+    with the offending field and saying what is allowed.
+
+    Checks the name, unknown keys, the setting and its agreement with explicit flags,
+    and every argument's range (e.g. ``n_mels`` in ``[1, n_fft // 2 + 1]``, ``mask_bins``
+    pairs with ``0 <= start < end <= n_fft // 2 + 1``).
+
+    Parameters
+    ----------
+    config : mapping
+        ``{"name": ..., "setting": "A"-"D" (optional), **constructor arguments}``.
+
+    Examples
+    --------
+    >>> validate_frontend_config({"name": "nnaudio", "setting": "B", "mask_bins": [[0, 4]]})
+    >>> validate_frontend_config({"name": "nnaudio", "mask_bins": [5, 3], "colour": 1})
+    Traceback (most recent call last):
+    ...
+    ValueError: colour: unknown key for frontend 'nnaudio'; allowed: center, clamp_mel, eps, fmax, fmin, hop_length, htk, mask_bins, n_fft, n_mels, name, norm, pad_mode, power, random_mel_init, sample_rate, setting, trainable_mel, trainable_stft, win_length, window
+    mask_bins: [5, 3) must satisfy 0 <= start < end <= 241 (n_fft // 2 + 1)
+    """
+    _check_config(config)
+
+
+def build_frontend(config: Mapping[str, Any]) -> FrontEnd:
+    """Build a front-end from a config such as ``{"name": "nnaudio", "setting": "B"}``.
+
+    ``setting`` (A-D) is another spelling of the two trainability flags (nnaudio:
+    ``trainable_stft``/``trainable_mel``; fastaudio: ``trainable_stft``/
+    ``trainable_filterbank``); giving a flag that contradicts the setting is an error.
+
+    Parameters
+    ----------
+    config : mapping
+        ``name``, optional ``setting``, and constructor arguments.
+
+    Returns
+    -------
+    FrontEnd
+        Maps ``(batch, samples)`` waveforms to ``(batch, n_mels, frames)``.
+
+    Examples
+    --------
+    >>> fe = build_frontend({"name": "fastaudio", "setting": "B", "n_mels": 20})
+    >>> fe.trainable_filterbank, fe.output_shape(16000)
+    (True, (20, 101))
+    >>> build_frontend({"name": "nnaudio", "setting": "A", "trainable_mel": True})
+    Traceback (most recent call last):
+    ...
+    ValueError: trainable_mel: setting 'A' means trainable_mel=False, but the config also gives trainable_mel=True
+    """
+    args = _check_config(config)
+    return FRONTENDS.build(config["name"], **args)
+
+
+def _check_config(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """Validate ``config`` and return the constructor arguments it stands for."""
+    name = config.get("name")
+    if not isinstance(name, str) or name not in FRONTENDS:
+        raise ValueError(f"name: unknown frontend {name!r}; allowed: {', '.join(FRONTENDS.names())}")
+    cls = FRONTENDS.get(name)
+    allowed = frontend_param_names(name)
+    problems: List[str] = [
+        f"{key}: unknown key for frontend {name!r}; allowed: {', '.join(sorted(allowed | set(CONFIG_KEYS)))}"
+        for key in sorted(set(config) - allowed - set(CONFIG_KEYS))
+    ]
+    args = {k: v for k, v in config.items() if k in allowed}
+    if "setting" in config:
+        setting = config["setting"]
+        if not isinstance(setting, str) or setting not in SETTINGS:
+            problems.append(f"setting: must be one of {', '.join(SETTINGS)}, got {setting!r}")
+        else:
+            for flag, value in zip(("trainable_stft", cls.filterbank_flag), setting_flags(setting)):
+                if flag in args and args[flag] != value:
+                    problems.append(f"{flag}: setting {setting!r} means {flag}={value}, "
+                                    f"but the config also gives {flag}={args[flag]!r}")
+                args[flag] = value
+    problems += cls.config_problems(**args)
+    raise_problems(problems)
+    return args

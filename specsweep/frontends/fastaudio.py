@@ -1,0 +1,271 @@
+"""FastAudio front-end (Fu et al., ICASSP 2022): learnable triangular filters, each with a
+centre frequency and a bandwidth, on top of the nnAudio STFT."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+import torch
+from speechbrain.processing.features import Filterbank
+from torch import nn
+
+from specsweep.frontends.base import (
+    FrontEnd,
+    bin_mask,
+    check_waveform,
+    is_number,
+    normalise_mask_bins,
+    raise_problems,
+    with_defaults,
+)
+from specsweep.frontends.nnaudio import (
+    PowerSpectrogram,
+    bool_problems,
+    filterbank_problems,
+    stft_problems,
+)
+
+
+class FastAudioFrontEnd(FrontEnd):
+    """Log (dB) filterbank energies from SpeechBrain's learnable triangular
+    :class:`~speechbrain.processing.features.Filterbank`, over the same power spectrogram
+    as :class:`~specsweep.frontends.nnaudio.NnAudioFrontEnd` (conv kernels when
+    ``trainable_stft``, FFT otherwise).
+
+    Centre frequencies and bandwidths start on the Mel scale between ``f_min`` and
+    ``f_max``. :meth:`after_optimizer_step` clamps centres to ``[0, sample_rate / 2]`` and
+    bandwidths (half-widths of the triangles) to ``[min_band_hz, max_band_hz]``; the
+    initial values are clamped the same way.
+
+    Parameters
+    ----------
+    sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power
+        STFT options, as in ``NnAudioFrontEnd``.
+    n_mels : int
+        Number of filters, in ``[1, n_fft // 2 + 1]``.
+    f_min, f_max : float
+        Range of the initial filters in Hz (``f_max`` None: ``sample_rate / 2``).
+    trainable_stft : bool
+        Learn the STFT kernels.
+    trainable_filterbank : bool
+        Learn both the centre frequencies and the bandwidths (80 parameters for 40 filters).
+    min_band_hz, max_band_hz : float
+        Allowed bandwidth range in Hz (``max_band_hz`` None: ``sample_rate / 2``).
+    sort_centres : bool
+        Order output channels by current centre frequency. The order is applied in
+        ``forward`` rather than by permuting the parameters, which would leave the
+        optimizer's per-element state (e.g. Adam moments) attached to the wrong filters.
+    param_change_factor : float
+        SpeechBrain's speed of change of the filter parameters: they are stored divided
+        by ``sample_rate * param_change_factor ** 2``, so the gradient step in Hz scales
+        with ``param_change_factor ** 4``. Unlike SpeechBrain 1.1.2, whose initial filters
+        are scaled by ``param_change_factor``, the filters here start on the Mel scale
+        whatever its value.
+    param_rand_factor : float
+        SpeechBrain's regularisation: in training mode a frozen filterbank's centres and
+        bands are scaled by random factors in ``1 +- param_rand_factor`` (no effect when
+        the filterbank is trainable, as in SpeechBrain).
+    amin, top_db : float
+        dB conversion: ``10 * log10(max(x, amin))`` (20 for ``power`` other than 2),
+        clipped to ``top_db`` below each clip's maximum.
+    mask_bins : [start, end) pair, list of pairs, or None
+        STFT bins zeroed before the filterbank.
+
+    Examples
+    --------
+    >>> fe = FastAudioFrontEnd(trainable_filterbank=True)
+    >>> fe(torch.randn(2, 16000)).shape
+    torch.Size([2, 40, 101])
+    >>> fe.trainable_parameter_counts(), fe.setting
+    ({'stft': 0, 'filterbank': 80}, 'B')
+    >>> fe.centre_hz().detach()[:3].round()
+    tensor([ 44.,  92., 142.])
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_fft: int = 480,
+        hop_length: int = 160,
+        win_length: int | None = None,
+        window: Any = "hann",
+        center: bool = True,
+        pad_mode: str = "reflect",
+        power: float = 2.0,
+        n_mels: int = 40,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        trainable_stft: bool = False,
+        trainable_filterbank: bool = False,
+        min_band_hz: float = 1.0,
+        max_band_hz: float | None = None,
+        sort_centres: bool = False,
+        param_change_factor: float = 1.0,
+        param_rand_factor: float = 0.0,
+        amin: float = 1e-10,
+        top_db: float = 80.0,
+        mask_bins: Sequence[int] | Sequence[Sequence[int]] | None = None,
+    ) -> None:
+        super().__init__()
+        raise_problems(self.config_problems(
+            sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
+            window=window, pad_mode=pad_mode, power=power, n_mels=n_mels, f_min=f_min, f_max=f_max,
+            trainable_stft=trainable_stft, trainable_filterbank=trainable_filterbank,
+            min_band_hz=min_band_hz, max_band_hz=max_band_hz, sort_centres=sort_centres,
+            param_change_factor=param_change_factor, param_rand_factor=param_rand_factor,
+            amin=amin, top_db=top_db, center=center, mask_bins=mask_bins,
+        ))
+        self.sample_rate = sample_rate
+        self.n_bins = n_mels
+        self.n_fft = n_fft
+        self.n_freq = n_fft // 2 + 1
+        self.trainable_stft = trainable_stft
+        self.trainable_filterbank = trainable_filterbank
+        self.sort_centres = sort_centres
+        self.min_band_hz = float(min_band_hz)
+        self.max_band_hz = float(sample_rate / 2 if max_band_hz is None else max_band_hz)
+        self.mask_bins = normalise_mask_bins(mask_bins)
+        self.spectrogram = PowerSpectrogram(
+            sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power, trainable_stft
+        )
+        self.fbank = Filterbank(
+            n_mels=n_mels,
+            log_mel=True,
+            filter_shape="triangular",
+            f_min=f_min,
+            f_max=sample_rate / 2 if f_max is None else f_max,
+            n_fft=n_fft,
+            sample_rate=sample_rate,
+            power_spectrogram=power,
+            amin=amin,
+            ref_value=1.0,
+            top_db=top_db,
+            param_change_factor=param_change_factor,
+            param_rand_factor=param_rand_factor,
+            freeze=not trainable_filterbank,
+        )
+        self._adopt_filterbank_tensors()
+        # Stored value times this is Hz (SpeechBrain's scaling of trainable filters).
+        self._hz_per_unit = sample_rate * param_change_factor**2 if trainable_filterbank else 1.0
+        if trainable_filterbank:
+            with torch.no_grad():
+                # SpeechBrain stores Hz / (sr * pcf) but reads value * sr * pcf**2.
+                self.fbank.f_central.mul_(1.0 / param_change_factor)
+                self.fbank.band.mul_(1.0 / param_change_factor)
+        self.register_buffer("bin_mask", bin_mask(self.mask_bins, self.n_freq), persistent=False)
+        self.after_optimizer_step()
+
+    def _adopt_filterbank_tensors(self) -> None:
+        """Make SpeechBrain's plain tensor attributes buffers so ``.to()`` moves them."""
+        fb = self.fbank
+        # The exact STFT bin frequencies; SpeechBrain's linspace(0, sr // 2, n_freq) is
+        # off the bins for odd n_fft.
+        freqs = torch.arange(self.n_freq, dtype=torch.float32) * (self.sample_rate / self.n_fft)
+        del fb.all_freqs_mat
+        fb.register_buffer("all_freqs_mat", freqs.repeat(fb.n_mels, 1), persistent=False)
+        if fb.freeze:
+            centres, bands = fb.f_central, fb.band
+            del fb.f_central, fb.band
+            fb.register_buffer("f_central", centres, persistent=False)
+            fb.register_buffer("band", bands, persistent=False)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "FastAudioFrontEnd":
+        super()._apply(fn, recurse)
+        # SpeechBrain builds a helper zero on this device inside its triangle code.
+        self.fbank.device_inp = self.fbank.all_freqs_mat.device
+        return self
+
+    @classmethod
+    def config_problems(cls, **args: Any) -> List[str]:
+        """One line per bad constructor argument (missing ones take their defaults)."""
+        a = with_defaults(cls, args)
+        problems = stft_problems(a["sample_rate"], a["n_fft"], a["hop_length"], a["win_length"],
+                                 a["pad_mode"], a["power"], a["window"])
+        problems += filterbank_problems(a["n_mels"], a["n_fft"], a["mask_bins"])
+        problems += bool_problems(**{k: a[k] for k in (
+            "center", "trainable_stft", "trainable_filterbank", "sort_centres")})
+        nyquist = a["sample_rate"] / 2 if is_number(a["sample_rate"]) else float("inf")
+        f_max = nyquist if a["f_max"] is None else a["f_max"]
+        if not is_number(a["f_min"]) or a["f_min"] < 0:
+            problems.append(f"f_min: must be a number >= 0, got {a['f_min']!r}")
+        elif not is_number(f_max) or not a["f_min"] < f_max <= nyquist:
+            problems.append(f"f_max: must be in (f_min, sample_rate / 2] = ({a['f_min']}, {nyquist}] or None, "
+                            f"got {a['f_max']!r}")
+        max_band = nyquist if a["max_band_hz"] is None else a["max_band_hz"]
+        if not is_number(a["min_band_hz"]) or a["min_band_hz"] <= 0:
+            problems.append(f"min_band_hz: must be a number > 0, got {a['min_band_hz']!r}")
+        elif not is_number(max_band) or max_band <= a["min_band_hz"]:
+            problems.append(f"max_band_hz: must be > min_band_hz = {a['min_band_hz']} or None, "
+                            f"got {a['max_band_hz']!r}")
+        if not is_number(a["param_change_factor"]) or a["param_change_factor"] <= 0:
+            problems.append(f"param_change_factor: must be a number > 0, got {a['param_change_factor']!r}")
+        if not is_number(a["param_rand_factor"]) or not 0 <= a["param_rand_factor"] < 1:
+            problems.append(f"param_rand_factor: must be in [0, 1), got {a['param_rand_factor']!r}")
+        if not is_number(a["amin"]) or a["amin"] <= 0:
+            problems.append(f"amin: must be a number > 0, got {a['amin']!r}")
+        if not is_number(a["top_db"]) or a["top_db"] <= 0:
+            problems.append(f"top_db: must be a number > 0, got {a['top_db']!r}")
+        return problems
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, samples)`` waveform to ``(batch, n_mels, frames)`` dB filterbank energies."""
+        check_waveform(x)
+        return self.project(self.spectrogram(x))
+
+    def project(self, spec: torch.Tensor) -> torch.Tensor:
+        """``(batch, n_freq, frames)`` power spectrogram to ``(batch, n_mels, frames)`` dB."""
+        if self.bin_mask is not None:
+            spec = spec * self.bin_mask[:, None]
+        out = self.fbank(spec.transpose(1, 2)).transpose(1, 2)
+        if self.sort_centres:
+            out = out[:, self._order()]
+        return out.contiguous()
+
+    def _order(self) -> torch.Tensor:
+        return torch.argsort(self.centre_hz().detach(), stable=True)
+
+    def centre_hz(self) -> torch.Tensor:
+        """Centre frequencies ``(n_mels,)`` in Hz, in parameter order."""
+        return self.fbank.f_central * self._hz_per_unit
+
+    def band_hz(self) -> torch.Tensor:
+        """Bandwidths (triangle half-widths) ``(n_mels,)`` in Hz, in parameter order."""
+        return self.fbank.band * self._hz_per_unit
+
+    def filterbank(self) -> torch.Tensor:
+        """The triangles as applied, ``(n_mels, n_freq)``: output order, masked columns zero,
+        without the training-time random perturbation of ``param_rand_factor``."""
+        freqs = self.fbank.all_freqs_mat
+        centres = self.centre_hz()[:, None].expand_as(freqs)
+        bands = self.band_hz()[:, None].expand_as(freqs)
+        matrix = self.fbank._create_fbank_matrix(centres, bands).transpose(0, 1)
+        if self.bin_mask is not None:
+            matrix = matrix * self.bin_mask
+        if self.sort_centres:
+            matrix = matrix[self._order()]
+        return matrix
+
+    def stft_kernels(self) -> torch.Tensor | None:
+        return self.spectrogram.kernels()
+
+    def num_frames(self, num_samples: int) -> int:
+        return self.spectrogram.num_frames(num_samples)
+
+    def parameter_parts(self) -> Dict[str, List[nn.Parameter]]:
+        return {
+            "stft": self.spectrogram.parameters_list(),
+            "filterbank": [self.fbank.f_central, self.fbank.band] if self.trainable_filterbank else [],
+        }
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        if not self.trainable_filterbank:
+            return
+        unit = self._hz_per_unit
+        self.fbank.f_central.clamp_(0.0, self.sample_rate / 2 / unit)
+        self.fbank.band.clamp_(self.min_band_hz / unit, self.max_band_hz / unit)
+
+    def extra_repr(self) -> str:
+        return (f"setting={self.setting}, n_mels={self.n_bins}, n_fft={self.n_fft}, "
+                f"stft={'conv' if self.trainable_stft else 'fft'}, band_hz=[{self.min_band_hz}, "
+                f"{self.max_band_hz}], sort_centres={self.sort_centres}, mask_bins={self.mask_bins}")

@@ -1,0 +1,86 @@
+"""End-to-end sweeps with real Ray (local), real Lightning and W&B offline."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from specsweep.cli import main
+from specsweep.launcher import RunDirError, run_sweep
+from specsweep.status import read_trials
+from wandb_records import read_run
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "sweeps" / "quickstart.yaml"
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(ray_session, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("runs")
+    outcome = run_sweep(QUICKSTART, storage=storage, name="qs", smoke=True)
+    return outcome
+
+
+def test_quickstart_smoke_trials_finish(quickstart_run):
+    assert quickstart_run.exit_code == 0
+    trials = read_trials(quickstart_run.run_dir)
+    assert sorted(t["config"]["frontend"]["setting"] for t in trials) == ["A", "B", "C", "D"]
+    for t in trials:
+        assert t["status"] == "TERMINATED"
+        m = t["metrics"]
+        assert 0.0 <= m["val_acc"] <= 1.0 and 0.0 <= m["test_acc"] <= 1.0
+        assert m["best_val_acc"] >= m["last_val_acc"] - 1e-9
+        assert m["train_loss"] > 0
+    rows = quickstart_run.rows
+    assert len(rows) == 4 and all(r["test_acc"] is not None for r in rows)
+
+
+def test_status_json(quickstart_run, capsys):
+    assert main(["status", str(quickstart_run.run_dir), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert len(status["trials"]) == 4
+    for t in status["trials"]:
+        assert set(t) >= {"id", "status", "config", "metrics"}
+        assert t["status"] == "TERMINATED"
+        assert {"last_val_acc", "best_val_acc"} <= set(t["metrics"])
+        assert t["config"]["backbone"]["name"] == "bcresnet"
+
+
+def test_wandb_offline_run_per_trial_with_config(quickstart_run):
+    trials = {t["id"]: t for t in read_trials(quickstart_run.run_dir)}
+    runs = sorted(quickstart_run.run_dir.glob("trial_*/wandb/offline-run-*"))
+    assert len(runs) == 4
+    assert len({r.name.split("-", 3)[-1] for r in runs}) == 4, "one W&B run id per trial"
+    for run in runs:
+        logged = read_run(run)
+        trial = trials[run.parent.parent.name.removeprefix("trial_")]
+        assert logged["config"]["frontend"] == trial["config"]["frontend"]
+        assert logged["config"]["seed"] == 1
+        epochs = [h for h in logged["history"] if "val_acc" in h]
+        assert len(epochs) == 1 and epochs[0]["val_acc"] == pytest.approx(trial["metrics"]["last_val_acc"])
+        assert "frontend/filenames" in logged["summary"] and "confusion_matrix/filenames" in logged["summary"]
+        assert logged["summary"]["test_acc"] == pytest.approx(trial["metrics"]["test_acc"])
+
+
+def test_figures_and_checkpoints_reach_the_run_directory(quickstart_run):
+    for trial_dir in quickstart_run.run_dir.glob("trial_*"):
+        assert (trial_dir / "figures" / "frontend.png").stat().st_size > 1000
+        assert (trial_dir / "figures" / "confusion_matrix.png").stat().st_size > 1000
+        assert list(trial_dir.glob("checkpoint_*/checkpoint.ckpt"))
+
+
+def test_run_directory_is_never_reused(quickstart_run):
+    with pytest.raises(RunDirError, match="already exists"):
+        run_sweep(QUICKSTART, storage=quickstart_run.run_dir.parent, name="qs", smoke=True)
+
+
+def test_report_tables_and_figures(quickstart_run, tmp_path, capsys):
+    assert main(["report", str(quickstart_run.run_dir), "--out", str(tmp_path)]) == 0
+    markdown = (tmp_path / "report.md").read_text()
+    for setting in "ABCD":
+        assert f"| {setting} |" in markdown
+    csv_rows = (tmp_path / "report.csv").read_text().splitlines()
+    assert csv_rows[0] == "setting,sweep,metric,mean,std,n"
+    assert len(csv_rows) == 1 + 4 * 2
+    assert (tmp_path / "best_filterbanks.png").stat().st_size > 1000
