@@ -26,7 +26,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Hashable, List, Optional
 
 import torch
 import torchaudio
@@ -77,10 +77,8 @@ VARIANTS: Dict[str, Callable[[str], Optional[nn.Module]]] = {
 }
 
 
-def clips_per_second(module: nn.Module, batch: int, samples: int, iters: int, warmup: int) -> float:
-    """Clips per second of forward (+ backward when something is trainable), from the
-    median iteration time."""
-    x = torch.randn(batch, samples)
+def make_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """One training-style iteration: forward, plus backward when something is trainable."""
     trainable = [p for p in module.parameters() if p.requires_grad]
 
     def step() -> None:
@@ -90,15 +88,25 @@ def clips_per_second(module: nn.Module, batch: int, samples: int, iters: int, wa
         if trainable:
             out.mean().backward()
 
-    for _ in range(warmup):
-        step()
-    times = []
+    return step
+
+
+def measure(steps: Dict[Hashable, Callable[[], None]], iters: int, warmup: int) -> Dict[Hashable, float]:
+    """Median seconds per iteration of each step.
+
+    The steps take turns, one iteration each per round, so that load from other
+    processes sharing the cores falls on all of them alike; the median drops the spikes.
+    """
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: Dict[Hashable, List[float]] = {key: [] for key in steps}
     for _ in range(iters):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    # The median resists the spikes of other processes sharing the cores.
-    return batch / statistics.median(times)
+        for key, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(t) for key, t in times.items()}
 
 
 def cpu_model() -> str:
@@ -125,7 +133,8 @@ def markdown(rows: Dict[str, Dict[str, Optional[float]]], args: argparse.Namespa
         f"- machine: {cpu_model()}, {usable_cores()} usable cores, torch threads {torch.get_num_threads()}",
         f"- torch {torch.__version__}, torchaudio {torchaudio.__version__}",
         f"- batch {args.batch}, {args.seconds:g} s clips at {SAMPLE_RATE} Hz, n_fft {N_FFT}, "
-        f"hop {HOP}, {N_MELS} bins; {args.warmup} warm-up + {args.iters} timed iterations (median)",
+        f"hop {HOP}, {N_MELS} bins; {args.warmup} warm-up + {args.iters} timed rounds, all cells taking "
+        "turns each round; median per cell",
         "- setting A: forward only (nothing trainable); n/a: torchaudio has no trainable STFT",
         "",
         "| setting | " + " | ".join(VARIANTS) + " |",
@@ -160,16 +169,19 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    samples = int(args.seconds * SAMPLE_RATE)
-    rows: Dict[str, Dict[str, Optional[float]]] = {}
+    x = torch.randn(args.batch, int(args.seconds * SAMPLE_RATE))
+    steps: Dict[Hashable, Callable[[], None]] = {}
     for setting in args.settings:
-        rows[setting] = {}
         for variant, make in VARIANTS.items():
             module = make(setting)
-            rows[setting][variant] = (
-                None if module is None else clips_per_second(module, args.batch, samples, args.iters, args.warmup)
-            )
-            print(f"{setting} {variant}: {rows[setting][variant]}", flush=True)
+            if module is not None:
+                steps[setting, variant] = make_step(module, x)
+    seconds = measure(steps, args.iters, args.warmup)
+    rows: Dict[str, Dict[str, Optional[float]]] = {
+        setting: {variant: (args.batch / seconds[setting, variant] if (setting, variant) in seconds else None)
+                  for variant in VARIANTS}
+        for setting in args.settings
+    }
     table = markdown(rows, args)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -105,7 +105,8 @@ def nnaudio_window(window: Any, win_length: int, n_fft: int) -> torch.Tensor:
     >>> w
     tensor([0.0000, 0.0000, 0.5000, 1.0000, 0.5000, 0.0000])
     """
-    return torch.from_numpy(pad_center(get_window(scipy_window(window), win_length, fftbins=True), n_fft).astype(np.float32))
+    periodic = get_window(scipy_window(window), win_length, fftbins=True)
+    return torch.from_numpy(pad_center(periodic, n_fft).astype(np.float32))
 
 
 class PowerSpectrogram(nn.Module):
@@ -113,9 +114,9 @@ class PowerSpectrogram(nn.Module):
 
     With ``trainable=True`` it is a conv1d (stride ``hop_length``) over the ``2 * n_freq``
     windowed cosine/sine kernels of nnAudio's :class:`~nnAudio.features.STFT` (``wcos``,
-    ``wsin``, each ``(n_freq, 1, n_fft)``, parameters), with nnAudio's padding. With ``trainable=False`` the kernels could
-    never change, so it computes the same values with ``torch.stft`` (an FFT) and keeps
-    only the ``(n_fft,)`` window.
+    ``wsin``, each ``(n_freq, 1, n_fft)``, parameters), with nnAudio's padding. With
+    ``trainable=False`` the kernels could never change, so it computes the same values
+    with ``torch.stft`` (an FFT) and keeps only the ``(n_fft,)`` window.
 
     Parameters
     ----------
