@@ -29,7 +29,10 @@ SETTINGS = ("A", "B", "C", "D")
 def _column_key(spec: SweepSpec) -> Optional[str]:
     """The swept key that becomes the table's columns: the first non-setting dimension."""
     keys = [k for k in spec.search.space if k != "frontend.setting"]
-    return keys[0].split(".", 1)[1] if keys else None
+    if not keys:
+        return None
+    section, leaf = keys[0].split(".", 1)
+    return section if leaf == "name" else leaf
 
 
 def _label(value: Any) -> str:

@@ -71,7 +71,7 @@ def read_trials(run_dir: Path, metric: Optional[str] = None, mode: Optional[str]
             "metrics": trial_metrics(rows, metric, mode),
             "error": _error(trial) if status == "ERROR" else None,
         })
-    return trials
+    return sorted(trials, key=lambda t: t["id"])
 
 
 def describe_config(config: Dict[str, Any], spec: SweepSpec) -> Dict[str, Any]:
@@ -87,6 +87,8 @@ def describe_config(config: Dict[str, Any], spec: SweepSpec) -> Dict[str, Any]:
         node: Any = config
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
-        out[key.split(".", 1)[1]] = node
+        section, leaf = key.split(".", 1)
+        # "frontend.name" and "backbone.name" would both be "name".
+        out[section if leaf == "name" else leaf] = node
     out["seed"] = config.get("seed")
     return out

@@ -79,13 +79,15 @@ SENTENCE_WORDS: Tuple[str, ...] = (
     "zoo", "zebra", "quick", "jazz", "shoe", "choice", "joy", "boy", "toy", "noise", "coin",
 )
 
-SPLITS = ("train", "valid", "test")
+PHONEME_SPLITS = ("train", "valid", "test")
 # Share of each background-noise file that each split draws noise from; the same shares
 # as the loader's ``_silence_`` slices, so no noise sample is heard in two splits.
 _NOISE_SPANS = {"train": (0.0, 0.8), "val": (0.8, 0.9), "test": (0.9, 1.0)}
 _FRAME = 0.010
 _MARGIN = 0.020
 _RESAMPLE_BATCH = 64
+# Starting spawned workers costs about a second; smaller jobs run in-process.
+_POOL_MIN_JOBS = 64
 
 
 def default_cache_dir() -> Path:
@@ -125,7 +127,7 @@ def _map_ordered(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int) ->
     ``spawn`` rather than ``fork``: the parent may run torch's OpenMP pool or Ray threads,
     which a forked child can deadlock on.
     """
-    if workers <= 1 or len(jobs) < 64:
+    if workers <= 1 or len(jobs) < _POOL_MIN_JOBS:
         for job in jobs:
             yield fn(job)
         return
@@ -507,9 +509,9 @@ def _build_kws(folder: Path, params: Dict[str, Any], workers: int, progress: boo
         _write_wav(folder / plan.path, _render_clip(speech[:CLIP_SAMPLES], plan, noises))
         counter.update()
     lists = {"val": "validation_list.txt", "test": "testing_list.txt"}
-    for split, name in lists.items():
+    for split, filename in lists.items():
         entries = sorted(p.path for p in plans if p.speaker.split == split)
-        (folder / name).write_text("".join(f"{e}\n" for e in entries))
+        (folder / filename).write_text("".join(f"{e}\n" for e in entries))
     speakers = sorted({p.speaker for p in plans}, key=lambda s: s.id)
     (folder / "speakers.tsv").write_text(
         "speaker\tvoice\trate\tpitch\tsplit\n" + "".join(f"{s.id}\t{s.voice}\t{s.rate}\t{s.pitch}\t{s.split}\n" for s in speakers)
@@ -706,14 +708,14 @@ def _plan_phonemes(params: Dict[str, Any]) -> List[_UtterancePlan]:
     seed = params["seed"]
     speakers = _draw_speakers(
         np.random.default_rng([seed, 10]), params["n_speakers"], params["voices"],
-        tuple(params["rate_range"]), tuple(params["pitch_range"]), SPLITS,
+        tuple(params["rate_range"]), tuple(params["pitch_range"]), PHONEME_SPLITS,
     )
     words = params["words"]
     low, high = params["words_per_utterance"]
     rate_lo, rate_hi = params["rate_range"]
     pitch_lo, pitch_hi = params["pitch_range"]
     plans = []
-    for split_index, (split, count) in enumerate(zip(SPLITS, params["n_utterances"])):
+    for split_index, (split, count) in enumerate(zip(PHONEME_SPLITS, params["n_utterances"])):
         pool = [s for s in speakers if s.split == split]
         for i in range(count):
             rng = np.random.default_rng([seed, 11, split_index, i])
@@ -752,7 +754,7 @@ def _render_utterance(speech: np.ndarray, plan: _UtterancePlan) -> np.ndarray:
 
 def _build_phonemes(folder: Path, params: Dict[str, Any], workers: int, progress: bool, name: str) -> None:
     plans = _plan_phonemes(params)
-    for split in SPLITS:
+    for split in PHONEME_SPLITS:
         (folder / split).mkdir()
     jobs = [(p.text, p.speaker.voice, p.rate, p.pitch, p.synth_seed, None, p.speaker.voice.partition("+")[0]) for p in plans]
     counter = _Progress(f"synthesizing phoneme corpus {name}", len(jobs), progress)
@@ -861,6 +863,7 @@ def read_phoneme_inventory(root: Union[str, Path]) -> List[str]:
 __all__ = [
     "KEYWORDS",
     "MARKER",
+    "PHONEME_SPLITS",
     "SENTENCE_WORDS",
     "UNKNOWN_WORDS",
     "default_cache_dir",

@@ -1,10 +1,12 @@
 """Offline speech synthesis with libespeak-ng (from the ``espeakng-loader`` wheel) via ctypes.
 
-The synthesizer is a pure function of its arguments: the same text, voice, rate and pitch
-give the same samples in any process, in any call order. espeak-ng keeps wave-generator
-state in C statics that survive ``espeak_Terminate`` (the pitch-flutter phase, the
-automatic gain control, the glottal cycle counter), so two identical calls in a row differ.
-Every call therefore runs on a freshly loaded library instance: a private copy of the
+The synthesizer is a pure function of its arguments: the same text, voice, rate, pitch and
+seed give the same samples in any process, in any call order. Two things stand in the way
+in espeak-ng itself. It seeds the noise generator behind breathy voices from the clock at
+initialisation, so every call reseeds it explicitly. And it keeps wave-generator state in
+C statics that survive ``espeak_Terminate`` (the pitch-flutter phase, the automatic gain
+control, the glottal cycle counter), so two identical calls in a row differ. Every call
+therefore runs on a freshly loaded library instance: a private copy of the
 shared object is ``dlopen``-ed, initialised, used and ``dlclose``-d, which resets every
 static (about 1 ms). The private copy also keeps this module's instance apart from any
 other user of ``espeakng_loader`` in the process (whose state we would otherwise reset, or
@@ -53,11 +55,12 @@ _PHONEME_SEPARATOR = "_"
 _PHONEME_MODE = _ESPEAK_PHONEMES_IPA | (ord(_PHONEME_SEPARATOR) << 8)
 _STRESS_MARKS = "ˈˌ"
 
+SAMPLE_RATE = 22050
 RATE_RANGE = (80, 450)
 PITCH_RANGE = (0, 99)
 
-#: Voice variants (``voices/!v``) that sound like plausible human speakers; the rest of
-#: the shipped variants are robots, monsters and effects.
+#: A selection of the shipped voice variants (``voices/!v``) that sound like ordinary
+#: speakers; the others include robots, whispers, croaks and similar effects.
 DEFAULT_VARIANTS: Tuple[str, ...] = (
     "m1", "m2", "m3", "m4", "m5", "m6", "m7",
     "f1", "f2", "f3", "f4",
@@ -128,6 +131,11 @@ def _link_data(source: Path, target: Path) -> None:
 
 def _runtime_paths() -> Tuple[str, str, bool]:
     """``(library, data folder, voices selectable by identifier)`` for this process."""
+    with _LOCK:
+        return _make_runtime()
+
+
+def _make_runtime() -> Tuple[str, str, bool]:
     global _runtime
     if _runtime is not None and _runtime[0] == os.getpid() and os.path.exists(_runtime[1]):
         return _runtime[1], _runtime[2], _runtime[3]
@@ -224,6 +232,8 @@ def _engine() -> Iterator[ctypes.CDLL]:
             status = lib.espeak_ng_InitializeOutput(_ENOUTPUT_MODE_SYNCHRONOUS, 0, None)
             if status != 0:
                 raise SynthesisError(f"espeak-ng output setup failed: {_status_message(lib, status)}")
+            if lib.espeak_ng_GetSampleRate() != SAMPLE_RATE:
+                raise SynthesisError(f"espeak-ng runs at {lib.espeak_ng_GetSampleRate()} Hz, expected {SAMPLE_RATE} Hz")
             lib.espeak_SetSynthCallback(_CALLBACK)
             yield lib
         finally:
@@ -263,8 +273,9 @@ def _catalogue() -> _Catalogue:
             for identifier, language in _list_voices(lib, None)
             if (language == "en" or language.startswith("en-")) and language not in _EXCLUDED_LANGUAGE_VOICES
         }
+        variant_language = ctypes.create_string_buffer(b"variant")
         spec = _Voice()
-        spec.languages = ctypes.cast(ctypes.c_char_p(b"variant"), ctypes.c_void_p)
+        spec.languages = ctypes.addressof(variant_language)
         variants = sorted(identifier.split("/", 1)[1] for identifier, _ in _list_voices(lib, spec))
         version = lib.espeak_Info(None).decode()
     return _Catalogue(dict(sorted(languages.items())), tuple(variants), version)
@@ -288,7 +299,7 @@ class Synthesizer:
     """
 
     #: Output sample rate of libespeak-ng, fixed by its phoneme data.
-    sample_rate: int = 22050
+    sample_rate: int = SAMPLE_RATE
 
     @property
     def version(self) -> str:
@@ -480,4 +491,4 @@ def resample_many(clips: Sequence[np.ndarray], orig_sr: int, new_sr: int = 16000
     return [out[i, : -(-len(c) * new_sr // orig_sr)].copy() for i, c in enumerate(clips)]
 
 
-__all__ = ["DEFAULT_VARIANTS", "PITCH_RANGE", "RATE_RANGE", "SynthesisError", "Synthesizer", "resample", "resample_many"]
+__all__ = ["DEFAULT_VARIANTS", "PITCH_RANGE", "RATE_RANGE", "SAMPLE_RATE", "SynthesisError", "Synthesizer", "resample", "resample_many"]

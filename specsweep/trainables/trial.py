@@ -107,7 +107,7 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
             best,
             FrontendFigures(figures),
             TaskFigures(figures),
-            TuneReportCheckpointCallback(filename=CHECKPOINT_FILE, on="validation_end"),
+            TuneReportCheckpointCallback(filename=CHECKPOINT_FILE, on="train_epoch_end"),
         ],
         enable_progress_bar=False,
         enable_model_summary=False,
