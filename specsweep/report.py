@@ -138,20 +138,28 @@ def _best_trial_per_setting(trials: List[Dict[str, Any]], spec: SweepSpec) -> Di
     return best
 
 
+def best_weights(trial_dir: Path) -> Optional[Dict[str, torch.Tensor]]:
+    """The best epoch's weights, carried in the trial's latest Tune checkpoint."""
+    checkpoints = sorted(trial_dir.glob("checkpoint_*/checkpoint.ckpt"))
+    if not checkpoints:
+        return None
+    state = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)
+    return state.get("callbacks", {}).get("BestWeights", {}).get("weights")
+
+
 def _learned_filterbank(run_dir: Path, trial: Dict[str, Any]) -> Optional[torch.Tensor]:
     from specsweep.data.datasets import dataset_output_info
     from specsweep.model import build_model
 
-    ckpt = run_dir / f"trial_{trial['id']}" / "best" / "best.ckpt"
-    if not ckpt.exists():
+    weights = best_weights(run_dir / f"trial_{trial['id']}")
+    if weights is None:
         return None
     config = trial["config"]
     n_labels, clip = dataset_output_info(config["data"])
     kws = config["task"] == "kws"
     model = build_model(config["frontend"], config["backbone"], clip, n_labels if kws else n_labels + 1,
                         "utterance" if kws else "frames")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    model.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+    model.load_state_dict({k.removeprefix("net."): v for k, v in weights.items() if k.startswith("net.")})
     return model.frontend.filterbank().detach()
 
 

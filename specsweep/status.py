@@ -4,6 +4,7 @@ it was killed (from Tune's experiment state and each trial's ``result.json``).""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -59,6 +60,8 @@ def read_trials(run_dir: Path, metric: Optional[str] = None, mode: Optional[str]
     metric, mode = metric or spec.metric, mode or spec.mode
     if not any(run_dir.glob("experiment_state-*.json")):
         return []
+    # Trials that have not reported yet have no result files; that is not worth a warning here.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     analysis = ExperimentAnalysis(str(run_dir))
     trials = []
     for trial in analysis.trials:

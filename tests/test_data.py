@@ -101,7 +101,7 @@ def test_concurrent_preparation_builds_one_entry(speech_commands_tree, tmp_path)
 def test_prepare_speechcommands_and_loaders(speech_commands_tree, cache_dir):
     data = prepare_dataset({"name": "speechcommands", "root": str(speech_commands_tree)})
     assert data.labels == list(CLASSES) and data.clip_samples == 16000
-    loaders = make_loaders(data, batch_size=4, seed=0, balance_classes=True)
+    loaders = make_loaders(data, batch_size=4, generator=torch.Generator().manual_seed(0), balance_classes=True)
     waves, targets = next(iter(loaders["train"]))
     assert waves.shape == (4, 16000) and targets.shape == (4, 1)
     assert len(loaders["test"].dataset) == len(speech_commands_sources(speech_commands_tree)["test"])

@@ -49,16 +49,14 @@ def pad_collate(batch: List[Tuple[torch.Tensor, torch.Tensor]]) -> Tuple[torch.T
 def make_loaders(
     data: PreparedData,
     batch_size: int,
-    seed: int,
+    generator: torch.Generator,
     num_workers: int = 0,
     balance_classes: bool = False,
     class_weights: Optional[Mapping[str, float]] = None,
 ) -> Dict[str, DataLoader]:
-    """Train/val/test loaders. Training order is drawn from a generator seeded by ``seed``
-    so that a trial is reproducible; the sampler state is part of that seed, not of the
-    process's global RNG."""
+    """Train/val/test loaders. Training order is drawn from ``generator`` (seeded by the
+    trial) rather than the global RNG, so its state can be checkpointed and restored."""
     collate = pad_collate if data.clip_samples is None else None
-    generator = torch.Generator().manual_seed(seed)
     train = data.dataset("train")
     if balance_classes:
         weights = class_balanced_weights(train.first_targets(), data.labels, class_weights)

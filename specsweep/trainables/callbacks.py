@@ -1,14 +1,17 @@
-"""Logger-agnostic Lightning callbacks: figures go to every logger that takes images
-(W&B) and to PNG files in the trial folder."""
+"""Lightning callbacks of a trial: figures for every logger that takes images (W&B) and
+for PNG files in the trial folder, RNG states in checkpoints, and W&B step handling."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import lightning.pytorch as pl
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from matplotlib.figure import Figure
 
 from specsweep.frontends.plot import plot_frontend, snapshot_frontend
@@ -62,3 +65,79 @@ class TaskFigures(pl.Callback):
         for key, fig in pl_module.figures.items():
             publish_figure(trainer, key, fig, self.folder)
         pl_module.figures.clear()
+
+
+class RNGState(pl.Callback):
+    """Carry random number generator states in the checkpoint: the global torch RNG
+    (dropout), Python's and NumPy's, and the generator that orders training batches, so
+    that a trial resumed after epoch k continues exactly as if never interrupted."""
+
+    def __init__(self, sampler_generator: torch.Generator) -> None:
+        self.sampler_generator = sampler_generator
+
+    def state_dict(self) -> Dict[str, Any]:
+        # Tensors and plain Python values only, so checkpoints load with weights_only=True.
+        _, keys, pos, has_gauss, gauss = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": random.getstate(),
+            "sampler": self.sampler_generator.get_state(),
+        }
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        n = state_dict["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        random.setstate(state_dict["python"])
+        self.sampler_generator.set_state(state_dict["sampler"])
+
+
+class StepWandbLogger(WandbLogger):
+    """Lightning's W&B logger with the trainer step passed to W&B as the run's step.
+
+    W&B ignores points logged at a step below the run's current one, so a trial resumed
+    from its checkpoint continues its history instead of doubling the epochs it redoes."""
+
+    def log_metrics(self, metrics: Dict[str, float], step: Optional[int] = None) -> None:
+        if step is None:
+            super().log_metrics(metrics, step)
+            return
+        self.experiment.log({**metrics, "trainer/global_step": step}, step=step)
+
+
+class BestWeights(pl.Callback):
+    """Keep the weights of the best validation epoch in memory and in every checkpoint,
+    so that testing "at the best checkpoint" survives restores on any node."""
+
+    def __init__(self, monitor: str, mode: str) -> None:
+        self.monitor, self.mode = monitor, mode
+        self.best_score: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self.weights: Optional[Dict[str, torch.Tensor]] = None
+        # The last epoch's metrics, for the final report of a trial restored after its last epoch.
+        self.last_metrics: Dict[str, float] = {}
+
+    @property
+    def state_key(self) -> str:
+        return "BestWeights"
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.last_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        score = float(trainer.callback_metrics[self.monitor])
+        if self.best_score is None or (score > self.best_score if self.mode == "max" else score < self.best_score):
+            self.best_score, self.best_epoch = score, trainer.current_epoch
+            self.weights = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "weights": self.weights,
+                "last_metrics": self.last_metrics}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.best_score, self.best_epoch = state_dict["best_score"], state_dict["best_epoch"]
+        self.weights, self.last_metrics = state_dict["weights"], state_dict["last_metrics"]

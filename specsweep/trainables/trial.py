@@ -14,8 +14,6 @@ from typing import Any, Dict, List, Optional, Union
 import lightning.pytorch as pl
 import torch
 import wandb
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import WandbLogger
 from ray import tune
 from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
@@ -23,7 +21,7 @@ from specsweep import tracking
 from specsweep.data.datasets import PreparedData, prepare_dataset
 from specsweep.data.loaders import make_loaders
 from specsweep.model import build_model
-from specsweep.trainables.callbacks import FrontendFigures, TaskFigures
+from specsweep.trainables.callbacks import BestWeights, FrontendFigures, RNGState, StepWandbLogger, TaskFigures
 from specsweep.trainables.tasks import ASRTask, KWSTask, OptimConfig, SpeechTask
 
 CHECKPOINT_FILE = "checkpoint.ckpt"
@@ -83,8 +81,9 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     data = prepare_dataset(config["data"])
     task = build_task(config, data)
     train = config["train"]
+    sampler_generator = torch.Generator().manual_seed(int(config["seed"]))
     loaders = make_loaders(
-        data, int(train["batch_size"]), int(config["seed"]), int(train.get("num_workers", 0)),
+        data, int(train["batch_size"]), sampler_generator, int(train.get("num_workers", 0)),
         balance_classes=bool(train.get("balance_classes", False)) and config["task"] == "kws",
         class_weights=train.get("class_weights"),
     )
@@ -96,9 +95,8 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
         tags=[f"setting-{config['frontend'].get('setting', '?')}", config["task"], config["frontend"]["name"],
               config["backbone"]["name"]],
     )
-    loggers: List[Any] = [] if run_obj is None or run.wandb.mode == "disabled" else [WandbLogger(experiment=run_obj)]
-    best = ModelCheckpoint(dirpath=trial_dir / "best", filename="best", monitor=run.metric, mode=run.mode,
-                           save_top_k=1, save_weights_only=True)
+    loggers: List[Any] = [] if run_obj is None or run.wandb.mode == "disabled" else [StepWandbLogger(experiment=run_obj)]
+    best = BestWeights(run.metric, run.mode)
     figures = trial_dir / "figures"
     trainer = pl.Trainer(
         max_epochs=int(train["epochs"]),
@@ -106,10 +104,12 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
         callbacks=[
             best,
             FrontendFigures(figures),
+            RNGState(sampler_generator),
             TaskFigures(figures),
             TuneReportCheckpointCallback(filename=CHECKPOINT_FILE, on="train_epoch_end"),
         ],
         enable_progress_bar=False,
+        enable_checkpointing=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_train_batches=run.limit_train_batches,
@@ -127,11 +127,12 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
         else:
             with checkpoint.as_directory() as folder:
                 trainer.fit(task, loaders["train"], loaders["val"], ckpt_path=os.path.join(folder, CHECKPOINT_FILE))
-        final = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        ckpt_path = best.best_model_path if best.best_model_path and Path(best.best_model_path).exists() else None
-        tested = trainer.test(task, loaders["test"], ckpt_path=ckpt_path, verbose=False)[0]
-        final.update({k: float(v) for k, v in tested.items()})
-        final["best_" + run.metric] = float(best.best_model_score) if best.best_model_score is not None else final.get(run.metric)
+        final = {**best.last_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
+        if best.weights is not None:
+            task.load_state_dict(best.weights)
+        final.update({k: float(v) for k, v in trainer.test(task, loaders["test"], verbose=False)[0].items()})
+        final["best_" + run.metric] = best.best_score if best.best_score is not None else final.get(run.metric)
+        final["best_epoch"] = best.best_epoch
         if isinstance(task, ASRTask) and loggers:
             loggers[0].log_text("decoded_examples", columns=["reference", "hypothesis"],
                                 data=[[e["reference"], e["hypothesis"]] for e in task.examples])
