@@ -27,17 +27,26 @@ def default_storage() -> Path:
     return Path(os.environ.get("SPECSWEEP_STORAGE", "runs")).expanduser().resolve()
 
 
+_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None) -> None:
     """Join ``address`` or start a local Ray that listens on loopback only."""
     import ray
+    from ray._private import ray_constants
 
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address, log_to_driver=True)
         return
-    # Ray's own services stay on this machine unless the user gives a cluster address.
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+    # Ray's services stay on loopback unless the user gives a cluster address. Ray binds to
+    # loopback when clusters are disabled (its setting for single machines); the variable
+    # reaches the processes Ray starts, and this process read it when it imported Ray.
+    os.environ[_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    # address="local": a new instance, never one that `ray start` left running.
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
              log_to_driver=True, configure_logging=False)
 
 

@@ -84,3 +84,33 @@ def test_report_tables_and_figures(quickstart_run, tmp_path, capsys):
     assert csv_rows[0] == "setting,sweep,metric,mean,std,n"
     assert len(csv_rows) == 1 + 4 * 2
     assert (tmp_path / "best_filterbanks.png").stat().st_size > 1000
+
+
+def _descendants(pid: int) -> set:
+    children: dict = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def test_local_ray_listens_on_loopback_only(ray_session):
+    import os
+    import re
+    import subprocess
+
+    ours = _descendants(os.getpid())
+    listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines()
+    sockets = [(line.split()[3], int(m)) for line in listening for m in re.findall(r"pid=(\d+)", line)
+               if int(m) in ours]
+    assert sockets, "no listening socket of the local Ray was found"
+    for local, pid in sockets:
+        assert local.startswith(("127.", "[::ffff:127.", "[::1]", "localhost")), (local, pid)

@@ -4,6 +4,7 @@ for PNG files in the trial folder, RNG states in checkpoints, and W&B step handl
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -141,3 +142,28 @@ class BestWeights(pl.Callback):
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self.best_score, self.best_epoch = state_dict["best_score"], state_dict["best_epoch"]
         self.weights, self.last_metrics = state_dict["weights"], state_dict["last_metrics"]
+
+
+class _TimerMark(pl.Callback):
+    def __init__(self, timer: "EpochEndTimer", start: bool) -> None:
+        self.timer, self.start = timer, start
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.timer.mark(self.start)
+
+
+class EpochEndTimer:
+    """Time spent by the callbacks placed between ``timer.start`` and ``timer.stop`` at the
+    end of each training epoch (there: Tune's report and checkpoint write)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._started: Optional[float] = None
+        self.start, self.stop = _TimerMark(self, True), _TimerMark(self, False)
+
+    def mark(self, start: bool) -> None:
+        if start:
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.total += time.perf_counter() - self._started
+            self._started = None

@@ -7,11 +7,13 @@ The trial config is a plain nested dict (``task``, ``data``, ``frontend``, ``bac
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import lightning.pytorch as pl
+import ray
 import torch
 import wandb
 from ray import tune
@@ -21,7 +23,14 @@ from specsweep import tracking
 from specsweep.data.datasets import PreparedData, prepare_dataset
 from specsweep.data.loaders import make_loaders
 from specsweep.model import build_model
-from specsweep.trainables.callbacks import BestWeights, FrontendFigures, RNGState, StepWandbLogger, TaskFigures
+from specsweep.trainables.callbacks import (
+    BestWeights,
+    EpochEndTimer,
+    FrontendFigures,
+    RNGState,
+    StepWandbLogger,
+    TaskFigures,
+)
 from specsweep.trainables.tasks import ASRTask, KWSTask, OptimConfig, SpeechTask
 
 CHECKPOINT_FILE = "checkpoint.ckpt"
@@ -70,8 +79,30 @@ def _accelerator() -> Dict[str, Any]:
     return {"accelerator": "cpu", "devices": 1}
 
 
+def _finish_wandb(run_obj: Any) -> None:
+    if run_obj is not None:
+        run_obj.finish()
+        # Stop wandb's service process now: Ray may end this worker without running
+        # atexit hooks in order, which makes wandb print a spurious traceback.
+        wandb.teardown()
+
+
 def train_trial(config: Dict[str, Any], run: RunContext) -> None:
-    """Tune function trainable: fit, checkpoint and report every epoch, test at the end."""
+    """Tune function trainable: fit, checkpoint and report every epoch, test at the end.
+
+    The final report adds the test metrics, ``best_<metric>``, ``best_epoch`` and the
+    trial's fixed costs as ``timing/*`` (seconds), which ``bench/bench_sweep.py`` reads.
+    """
+    entry = time.time()
+    clock = time.perf_counter()
+    timings: Dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - clock
+        clock = now
+
     context = tune.get_context()
     trial_dir = Path(context.get_trial_dir())
     cpus = context.get_trial_resources().required_resources.get("CPU", 1)
@@ -79,7 +110,6 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
 
     data = prepare_dataset(config["data"])
-    task = build_task(config, data)
     train = config["train"]
     sampler_generator = torch.Generator().manual_seed(int(config["seed"]))
     loaders = make_loaders(
@@ -87,16 +117,20 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
         balance_classes=bool(train.get("balance_classes", False)) and config["task"] == "kws",
         class_weights=train.get("class_weights"),
     )
+    lap("timing/data_s")
+    task = build_task(config, data)
+    lap("timing/model_s")
 
     trial_id = context.get_trial_id()
-    name = tracking.run_name(config)
     run_obj = tracking.init_run(
-        run.wandb, trial_dir, tracking.run_id(run.sweep_dir, trial_id), name, config,
+        run.wandb, trial_dir, tracking.run_id(run.sweep_dir, trial_id), tracking.run_name(config), config,
         tags=[f"setting-{config['frontend'].get('setting', '?')}", config["task"], config["frontend"]["name"],
               config["backbone"]["name"]],
     )
     loggers: List[Any] = [] if run_obj is None or run.wandb.mode == "disabled" else [StepWandbLogger(experiment=run_obj)]
+    lap("timing/wandb_s")
     best = BestWeights(run.metric, run.mode)
+    report_timer = EpochEndTimer()
     figures = trial_dir / "figures"
     trainer = pl.Trainer(
         max_epochs=int(train["epochs"]),
@@ -106,7 +140,9 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
             FrontendFigures(figures),
             RNGState(sampler_generator),
             TaskFigures(figures),
+            report_timer.start,
             TuneReportCheckpointCallback(filename=CHECKPOINT_FILE, on="train_epoch_end"),
+            report_timer.stop,
         ],
         enable_progress_bar=False,
         enable_checkpointing=False,
@@ -127,6 +163,9 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
         else:
             with checkpoint.as_directory() as folder:
                 trainer.fit(task, loaders["train"], loaders["val"], ckpt_path=os.path.join(folder, CHECKPOINT_FILE))
+        lap("timing/fit_s")
+        timings["timing/fit_s"] -= report_timer.total
+        timings["timing/checkpoint_s"] = report_timer.total
         final = {**best.last_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
         if best.weights is not None:
             task.load_state_dict(best.weights)
@@ -136,12 +175,13 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
         if isinstance(task, ASRTask) and loggers:
             loggers[0].log_text("decoded_examples", columns=["reference", "hypothesis"],
                                 data=[[e["reference"], e["hypothesis"]] for e in task.examples])
+        lap("timing/test_s")
         if run_obj is not None:
             run_obj.summary.update({k: v for k, v in final.items() if k.startswith(("test_", "best_"))})
-        tune.report(final)
+        _finish_wandb(run_obj)
+        run_obj = None
+        lap("timing/wandb_s")
+        # The node id tells where a trial ran when several nodes share one IP (tests, laptops).
+        tune.report({**final, **timings, "timing/entry_unix": entry, "node_id": ray.get_runtime_context().get_node_id()})
     finally:
-        if run_obj is not None:
-            run_obj.finish()
-            # Stop wandb's service process now: Ray may end this worker without running
-            # atexit hooks in order, which makes wandb print a spurious traceback.
-            wandb.teardown()
+        _finish_wandb(run_obj)

@@ -1,0 +1,63 @@
+"""Search algorithms and schedulers end to end on tiny trials (real Ray, real Lightning)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+import yaml
+
+from specsweep.launcher import run_sweep
+from specsweep.status import read_trials
+
+
+def _spec(tmp_path: Path, name: str, **overrides: Any) -> Path:
+    spec: Dict[str, Any] = {
+        "name": name,
+        "task": "kws",
+        "data": {"name": "embedded_kws", "clips_per_word": 6},
+        "frontend": {"name": "nnaudio", "n_mels": 20, "setting": "A"},
+        "backbone": {"name": "simple"},
+        "train": {"epochs": 1, "batch_size": 16},
+        "seeds": [1],
+    }
+    spec.update(overrides)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize("algorithm", ["random", "optuna"])
+def test_sampling_searchers_draw_from_the_space(algorithm, ray_session, tmp_path):
+    path = _spec(tmp_path, algorithm, search={
+        "algorithm": algorithm, "num_samples": 3,
+        "space": {"train.lr": {"loguniform": [1.0e-4, 1.0e-2]}, "frontend.setting": {"choice": ["A", "B"]}},
+    })
+    outcome = run_sweep(path, storage=tmp_path, name="run")
+    assert outcome.exit_code == 0
+    trials = read_trials(outcome.run_dir)
+    assert len(trials) == 3
+    lrs = [t["config"]["train"]["lr"] for t in trials]
+    assert all(1e-4 <= lr <= 1e-2 for lr in lrs) and len(set(lrs)) == 3
+    assert all(t["config"]["frontend"]["setting"] in ("A", "B") for t in trials)
+    assert all(t["status"] == "TERMINATED" and "val_acc" in t["metrics"] for t in trials)
+
+
+def test_asha_stops_poor_trials_early(ray_session, tmp_path):
+    epochs = 4
+    path = _spec(tmp_path, "asha",
+                 backbone={"name": "bcresnet"},
+                 train={"epochs": epochs, "batch_size": 16, "lr": 0.01},
+                 search={"metric": "val_loss", "mode": "min",
+                         "space": {"train.lr": {"grid": [0.01, 1.0e-9, 2.0e-9, 3.0e-9]}}},
+                 scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2},
+                 resources={"cpus": 1, "max_concurrent": 1})
+    outcome = run_sweep(path, storage=tmp_path, name="run")
+    trials = read_trials(outcome.run_dir)
+    iterations = {t["config"]["train"]["lr"]: t["metrics"]["training_iteration"] for t in trials}
+    # The good trial (first, so it sets the bar) runs all epochs plus its test report ...
+    assert iterations[0.01] == epochs + 1
+    # ... and ASHA stops at least one of the learning-rate-starved ones at an early rung.
+    assert min(iterations.values()) < epochs
+    assert all(t["status"] == "TERMINATED" for t in trials)
