@@ -2,6 +2,8 @@
 
 import copy
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,17 +68,18 @@ def test_several_problems_are_reported_together():
     assert len(info.value.problems) == 2
 
 
-def test_bad_spec_on_the_command_line_starts_nothing(tmp_path, capsys):
-    import ray
-
+def test_bad_spec_on_the_command_line_starts_nothing(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(_with("frontend.mask_bins", [[50, 25]])))
     storage = tmp_path / "runs"
-    assert main(["run", str(bad), "--storage", str(storage)]) == 2
-    err = capsys.readouterr().err
-    assert "frontend.mask_bins" in err and str(bad) in err
+    sessions = set(Path("/tmp/ray").glob("session_*"))
+    done = subprocess.run([sys.executable, "-m", "specsweep.cli", "run", str(bad), "--storage", str(storage)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "frontend.mask_bins" in done.stderr and str(bad) in done.stderr
+    assert "Traceback" not in done.stderr
     assert not storage.exists()
-    assert not ray.is_initialized()
+    assert set(Path("/tmp/ray").glob("session_*")) == sessions, "a Ray instance was started"
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -98,13 +98,19 @@ class RNGState(pl.Callback):
 class StepWandbLogger(WandbLogger):
     """Lightning's W&B logger with the trainer step passed to W&B as the run's step.
 
-    W&B ignores points logged at a step below the run's current one, so a trial resumed
-    from its checkpoint continues its history instead of doubling the epochs it redoes."""
+    W&B ignores points logged below the step a run has reached, so a trial resumed from
+    its checkpoint continues its history instead of doubling the epochs it redoes.
+    Lightning logs epoch-end metrics one step behind the step it has reached, so steps
+    are kept non-decreasing: such late metrics join the current row instead of being lost.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._step_floor = 0
 
     def log_metrics(self, metrics: Dict[str, float], step: Optional[int] = None) -> None:
-        if step is None:
-            super().log_metrics(metrics, step)
-            return
+        step = self._step_floor if step is None else max(int(step), self._step_floor)
+        self._step_floor = step
         self.experiment.log({**metrics, "trainer/global_step": step}, step=step)
 
 

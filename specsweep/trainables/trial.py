@@ -15,7 +15,6 @@ from typing import Any, Dict, List, Optional, Union
 import lightning.pytorch as pl
 import ray
 import torch
-import wandb
 from ray import tune
 from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
@@ -81,6 +80,8 @@ def _accelerator() -> Dict[str, Any]:
 
 def _finish_wandb(run_obj: Any) -> None:
     if run_obj is not None:
+        import wandb
+
         run_obj.finish()
         # Stop wandb's service process now: Ray may end this worker without running
         # atexit hooks in order, which makes wandb print a spurious traceback.

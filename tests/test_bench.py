@@ -1,0 +1,112 @@
+"""The benchmarks run end to end in --tiny mode and write their tables.
+
+Each runs as ``python -m bench.<name> --tiny --out <file>`` from the repository root, as
+a user runs it; only the shape of the tables is checked, never the numbers (benchmarks
+are not timed tests). The sweep benchmark starts its own local Ray in its process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_bench(module: str, out: Path, *extra: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    # A Ray address in the environment would make the sweep benchmark join that cluster.
+    env.pop("RAY_ADDRESS", None)
+    env["WANDB_MODE"] = "offline"
+    return subprocess.run([sys.executable, "-m", module, "--tiny", "--out", str(out), *extra], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def tables(markdown: str) -> List[Dict[str, object]]:
+    """Every Markdown table as ``{"headers": [...], "rows": [[cells], ...]}``."""
+    found = []
+    lines = markdown.splitlines()
+    for i in range(len(lines) - 1):
+        if lines[i].startswith("|") and lines[i + 1].startswith("|---") and (i == 0 or not lines[i - 1].startswith("|")):
+            headers = [c.strip() for c in lines[i].strip("|").split("|")]
+            rows = []
+            for line in lines[i + 2:]:
+                if not line.startswith("|"):
+                    break
+                cells = [c.strip() for c in line.strip("|").split("|")]
+                assert len(cells) == len(headers), line
+                rows.append(cells)
+            found.append({"headers": headers, "rows": rows})
+    return found
+
+
+def written(proc: subprocess.CompletedProcess, out: Path) -> str:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = out.read_text()
+    assert text.startswith("# ")
+    assert "- machine: " in text and "usable cores, torch threads" in text and "UTC" in text
+    assert text in proc.stdout, "the table is printed as well as written"
+    return text
+
+
+def test_frontends(tmp_path):
+    out = tmp_path / "frontends.md"
+    text = written(run_bench("bench.bench_frontends", out), out)
+    (t,) = tables(text)
+    assert t["headers"][0] == "setting" and len(t["headers"]) == 5
+    assert [r[0][:1] for r in t["rows"]] == list("ABCD")
+
+
+def test_data(tmp_path):
+    out = tmp_path / "data.md"
+    text = written(run_bench("bench.bench_data", out), out)
+    speed, memory = tables(text)
+    assert speed["headers"] == ["source", "clips", "s / epoch", "clips/s", "time vs cache"]
+    assert [r[0] for r in speed["rows"]] == ["cache (memory-mapped int16)", "WAV decode (soundfile)"]
+    assert memory["headers"][:2] == ["N", "reader"] and "audio map PSS MiB" in memory["headers"]
+    assert [r[:2] for r in memory["rows"]] == [["2", "1"], ["2", "2"]], "--tiny: 2 concurrent readers"
+    assert "Cache file `audio.int16`" in text
+
+
+def test_trials(tmp_path):
+    out = tmp_path / "trials.md"
+    text = written(run_bench("bench.bench_trials", out), out)
+    (t,) = tables(text)
+    assert {"BC-ResNet-1 clips/s", "simple clips/s"} <= set(t["headers"])
+    assert [r[0][:1] for r in t["rows"]] == list("ABCD")
+
+
+def test_sweep(tmp_path):
+    out = tmp_path / "sweep.md"
+    text = written(run_bench("bench.bench_sweep", out, timeout=400), out)
+    overview, fixed, startup = tables(text)
+    assert [r[0] for r in overview["rows"]] == ["Ray Tune sweep", "sequential, one process"]
+    assert "efficiency" in overview["headers"]
+    parts = {row[1] for row in fixed["rows"]}
+    for metric in ("data_s", "model_s", "wandb_s", "checkpoint_s", "fit_s", "test_s"):
+        assert f"`timing/{metric}`" in parts
+    assert any(row[0].startswith("**total fixed cost**") for row in fixed["rows"])
+    assert {"actor, create + 1st call", "actor, 2nd call (reused)"} <= {row[0] for row in startup["rows"]}
+    assert "trial(s) errored" not in text
+
+
+def test_gpu_trials_without_gpu_says_so(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present; this checks the message on machines without one")
+    proc = run_bench("bench.gpu_trials", tmp_path / "gpu.md", timeout=120)
+    assert proc.returncode == 2
+    assert "no CUDA GPU" in proc.stderr
+    assert not (tmp_path / "gpu.md").exists()
+
+
+def test_run_all_rejects_unknown_names():
+    proc = subprocess.run([sys.executable, "-m", "bench.run_all", "--only", "nope"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown benchmark" in proc.stderr
