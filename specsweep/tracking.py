@@ -42,7 +42,11 @@ def has_wandb_credentials() -> bool:
 
 
 def resolve_mode(mode: str) -> str:
+    """``auto`` follows ``WANDB_MODE`` when the user set it, else online with a key."""
     if mode == "auto":
+        env = os.environ.get("WANDB_MODE")
+        if env in ("online", "offline", "disabled"):
+            return env
         return "online" if has_wandb_credentials() else "offline"
     return mode
 
@@ -79,9 +83,11 @@ def init_run(settings: WandbSettings, directory: Path, run_id_: str, name: str, 
              tags: List[str]) -> Any:
     """Start or resume the W&B run of a trial; fall back to offline when online fails,
     so that no key and no network never fail a sweep."""
+    mode = resolve_mode(settings.mode)
+    if mode == "disabled":
+        return None
     import wandb
 
-    mode = resolve_mode(settings.mode)
     directory.mkdir(parents=True, exist_ok=True)
     kwargs = dict(
         project=settings.project, entity=settings.entity, group=settings.group, name=name, id=run_id_,
