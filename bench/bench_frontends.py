@@ -14,15 +14,13 @@ only the forward pass counts (as in training, where the gradient stops at the fr
 
 Usage::
 
-    python bench/bench_frontends.py                 # batch 100, writes bench/results/frontends.md
-    python bench/bench_frontends.py --tiny          # CI smoke run: 1 iteration, batch 4
+    python -m bench.bench_frontends                 # batch 100, writes bench/results/frontends.md
+    python -m bench.bench_frontends --tiny          # CI smoke run: 1 iteration, batch 4
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -33,6 +31,7 @@ import torchaudio
 from nnAudio.features import MelSpectrogram
 from torch import nn
 
+from bench.common import machine_line
 from specsweep.frontends import SETTINGS, build_frontend
 
 SAMPLE_RATE = 16000
@@ -109,28 +108,11 @@ def measure(steps: Dict[Hashable, Callable[[], None]], iters: int, warmup: int) 
     return {key: statistics.median(t) for key, t in times.items()}
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def markdown(rows: Dict[str, Dict[str, Optional[float]]], args: argparse.Namespace) -> str:
     lines = [
         "# Front-end throughput (clips/s, forward + backward)",
         "",
-        f"- machine: {cpu_model()}, {usable_cores()} usable cores, torch threads {torch.get_num_threads()}",
+        machine_line(),
         f"- torch {torch.__version__}, torchaudio {torchaudio.__version__}",
         f"- batch {args.batch}, {args.seconds:g} s clips at {SAMPLE_RATE} Hz, n_fft {N_FFT}, "
         f"hop {HOP}, {N_MELS} bins; {args.warmup} warm-up + {args.iters} timed rounds, all cells taking "
