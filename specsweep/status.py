@@ -49,6 +49,17 @@ def _error(trial: Any) -> Optional[str]:
     return None
 
 
+def _live_status(saved: str, rows: List[Dict[str, Any]], metric: str) -> str:
+    """Tune snapshots its experiment state only now and then, so a trial it last saw as
+    PENDING may since have reported epochs (RUNNING) or its final result (TERMINATED)."""
+    if saved in ("TERMINATED", "ERROR"):
+        return saved
+    if not rows:
+        return "PENDING"
+    # Only the final report of a trial carries best_<metric>.
+    return "TERMINATED" if f"best_{metric}" in rows[-1] else "RUNNING"
+
+
 def read_trials(run_dir: Path, metric: Optional[str] = None, mode: Optional[str] = None) -> List[Dict[str, Any]]:
     """``[{"id", "status", "config", "metrics", "error"}]`` for every trial Tune knows of."""
     from ray.tune import ExperimentAnalysis
@@ -66,7 +77,7 @@ def read_trials(run_dir: Path, metric: Optional[str] = None, mode: Optional[str]
     trials = []
     for trial in analysis.trials:
         rows = _results(Path(trial.path))
-        status = trial.status if trial.status in STATUSES else "PENDING"
+        status = _live_status(trial.status, rows, metric)
         trials.append({
             "id": trial.trial_id,
             "status": status,

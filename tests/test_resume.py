@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from specsweep.launcher import resume_sweep, run_sweep
+from specsweep.launcher import RunDirError, run_sweep
 from specsweep.status import read_trials
 from wandb_records import read_run
 
@@ -52,6 +52,14 @@ def _results(trial_dir: Path) -> List[Dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _statuses(run_dir: Path) -> List[str]:
+    try:
+        return [t["status"] for t in read_trials(run_dir)]
+    except (RunDirError, OSError, ValueError):
+        # The driver has not written its run directory or Tune's state yet.
+        return []
 
 
 def _finished(rows: List[Dict[str, Any]]) -> bool:
@@ -147,6 +155,8 @@ def test_sigkilled_driver_then_resume_loses_nothing(tmp_path):
             running = [s for s in states if s and not _finished(s)]
             return done if done and running else None
 
+        # status reads Tune's experiment state while the sweep runs.
+        _wait_for(lambda: "RUNNING" in _statuses(run_dir), 300, "a RUNNING trial in specsweep status")
         _wait_for(one_done_one_running, 300, "one finished and one running trial")
     finally:
         # The driver and the local Ray it started die at once, as on a lost machine.
