@@ -171,10 +171,8 @@ def sequential_trial(config: Dict[str, Any], limits: Dict[str, int], folder: Pat
     import lightning.pytorch as pl
     import torch
 
-    from specsweep.data.datasets import prepare_dataset
-    from specsweep.data.loaders import make_loaders
     from specsweep.trainables.callbacks import BestWeights, FrontendFigures, RNGState, TaskFigures
-    from specsweep.trainables.trial import build_task
+    from specsweep.trainables.trial import build_task, trial_data
 
     times: Dict[str, float] = {}
     clock = time.perf_counter()
@@ -186,14 +184,8 @@ def sequential_trial(config: Dict[str, Any], limits: Dict[str, int], folder: Pat
         clock = now
 
     pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
-    data = prepare_dataset(config["data"])
+    data, loaders, generator = trial_data(config)
     train = config["train"]
-    generator = torch.Generator().manual_seed(int(config["seed"]))
-    loaders = make_loaders(
-        data, int(train["batch_size"]), generator, int(train.get("num_workers", 0)),
-        balance_classes=bool(train.get("balance_classes", False)) and config["task"] == "kws",
-        class_weights=train.get("class_weights"),
-    )
     lap("timing/data_s")
     task = build_task(config, data)
     lap("timing/model_s")

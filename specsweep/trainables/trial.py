@@ -71,6 +71,19 @@ def data_score_map(data_config: Dict[str, Any]) -> Optional[Dict[str, str]]:
     return None
 
 
+def trial_data(config: Dict[str, Any]) -> tuple[PreparedData, Dict[str, Any], torch.Generator]:
+    """The prepared dataset, its loaders and the seeded generator that orders training batches."""
+    train = config["train"]
+    data = prepare_dataset(config["data"])
+    generator = torch.Generator().manual_seed(int(config["seed"]))
+    loaders = make_loaders(
+        data, int(train["batch_size"]), generator, int(train.get("num_workers", 0)),
+        balance_classes=bool(train.get("balance_classes", False)) and config["task"] == "kws",
+        class_weights=train.get("class_weights"),
+    )
+    return data, loaders, generator
+
+
 def _accelerator() -> Dict[str, Any]:
     # Ray sets CUDA_VISIBLE_DEVICES to the GPU (or GPU share) it assigned to this trial.
     if torch.cuda.is_available():
@@ -110,14 +123,8 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     torch.set_num_threads(max(1, int(cpus)))
     pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
 
-    data = prepare_dataset(config["data"])
+    data, loaders, sampler_generator = trial_data(config)
     train = config["train"]
-    sampler_generator = torch.Generator().manual_seed(int(config["seed"]))
-    loaders = make_loaders(
-        data, int(train["batch_size"]), sampler_generator, int(train.get("num_workers", 0)),
-        balance_classes=bool(train.get("balance_classes", False)) and config["task"] == "kws",
-        class_weights=train.get("class_weights"),
-    )
     lap("timing/data_s")
     task = build_task(config, data)
     lap("timing/model_s")
