@@ -6,6 +6,7 @@ The API key is read by wandb itself from ``WANDB_API_KEY`` or the user's ``wandb
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import netrc
@@ -101,3 +102,33 @@ def init_run(settings: WandbSettings, directory: Path, run_id_: str, name: str, 
             raise
         log.warning("W&B online init failed (%s); logging this trial offline instead", type(err).__name__)
         return wandb.init(mode="offline", **kwargs)
+
+
+_exit_teardown_registered = False
+
+
+def finish_run(run: Any) -> None:
+    """Finish a trial's run and keep wandb's service process for the next trial on this
+    worker (Tune reuses trial actors; starting the service costs each trial ~0.3 s).
+
+    The service stops when the worker exits, through a hook that runs before wandb's
+    own: Ray ends a worker's child processes as the worker leaves, at times before the
+    worker's exit hooks run, and wandb's hook then prints a traceback for a service
+    that is already gone."""
+    global _exit_teardown_registered
+    if run is None:
+        return
+    run.finish()
+    if not _exit_teardown_registered:
+        # Registered after wandb's hook (added when the service started), so it runs first.
+        atexit.register(_teardown_quietly)
+        _exit_teardown_registered = True
+
+
+def _teardown_quietly() -> None:
+    import wandb
+
+    try:
+        wandb.teardown()
+    except Exception as err:  # the service is gone: nothing is left to flush, runs finished
+        log.debug("wandb service already stopped at exit (%s)", type(err).__name__)

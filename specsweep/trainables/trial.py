@@ -91,16 +91,6 @@ def _accelerator() -> Dict[str, Any]:
     return {"accelerator": "cpu", "devices": 1}
 
 
-def _finish_wandb(run_obj: Any) -> None:
-    if run_obj is not None:
-        import wandb
-
-        run_obj.finish()
-        # Stop wandb's service process now: Ray may end this worker without running
-        # atexit hooks in order, which makes wandb print a spurious traceback.
-        wandb.teardown()
-
-
 def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     """Tune function trainable: fit, checkpoint and report every epoch, test at the end.
 
@@ -186,10 +176,10 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
         lap("timing/test_s")
         if run_obj is not None:
             run_obj.summary.update({k: v for k, v in final.items() if k.startswith(("test_", "best_"))})
-        _finish_wandb(run_obj)
+        tracking.finish_run(run_obj)
         run_obj = None
         lap("timing/wandb_s")
         # The node id tells where a trial ran when several nodes share one IP (tests, laptops).
         tune.report({**final, **timings, "timing/entry_unix": entry, "node_id": ray.get_runtime_context().get_node_id()})
     finally:
-        _finish_wandb(run_obj)
+        tracking.finish_run(run_obj)

@@ -1,0 +1,67 @@
+"""W&B runs of trials: offline without a key, one service process per worker, clean exit."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from specsweep import tracking
+from wandb_records import read_run
+
+# Two trials' runs one after the other in one process, as on a reused Tune actor; prints
+# the wandb service processes (children of this process) seen after each run finished.
+TWO_TRIALS = textwrap.dedent(
+    """
+    import json, os, sys
+    from pathlib import Path
+    from specsweep import tracking
+
+    def children():
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid():
+                found.append(int(stat.parent.name))
+        return sorted(found)
+
+    settings = tracking.WandbSettings(project="p", group="g", mode="offline")
+    seen = []
+    for trial in ("t1", "t2"):
+        run = tracking.init_run(settings, Path(sys.argv[1]) / trial, tracking.run_id(sys.argv[1], trial),
+                                "run-" + trial, {"trial": trial}, tags=["test"])
+        run.log({"val_acc": 0.5})
+        tracking.finish_run(run)
+        seen.append(children())
+    print(json.dumps(seen))
+    """
+)
+
+
+def test_trials_on_one_worker_share_the_wandb_service_and_exit_cleanly(tmp_path: Path):
+    done = subprocess.run([sys.executable, "-c", TWO_TRIALS, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    after_first, after_second = json.loads(done.stdout.strip().splitlines()[-1])
+    assert after_first and after_first == after_second, "the second run reuses the first run's service"
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+    for trial in ("t1", "t2"):
+        (run_dir,) = (tmp_path / trial / "wandb").glob("offline-run-*")
+        logged = read_run(run_dir)
+        assert logged["config"]["trial"] == trial
+        assert [h["val_acc"] for h in logged["history"] if "val_acc" in h] == [0.5]
+
+
+def test_auto_mode_follows_wandb_mode_then_credentials(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert tracking.resolve_mode("auto") == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert tracking.resolve_mode("auto") == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert tracking.resolve_mode("auto") == "disabled"
+    assert tracking.resolve_mode("offline") == "offline"
