@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import statistics
 import time
 from datetime import datetime, timezone
@@ -102,6 +103,15 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def exit_on_sigterm() -> None:
+    """End with status 143 on SIGTERM. Lightning's trainer catches SIGTERM and leaves
+    through ``SystemExit`` with no code, which exits 0: a killed benchmark would pass."""
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def parser(description: str, name: str) -> argparse.ArgumentParser:

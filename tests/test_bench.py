@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Dict, List
 
@@ -93,6 +94,29 @@ def test_sweep(tmp_path):
     assert any(row[0].startswith("**total fixed cost**") for row in fixed["rows"])
     assert {"actor, create + 1st call", "actor, 2nd call (reused)"} <= {row[0] for row in startup["rows"]}
     assert "trial(s) errored" not in text
+
+
+def test_sweep_benchmark_killed_exits_143_not_0(tmp_path):
+    """SIGTERM while trials fit: Lightning turns it into an exit with no code, which reads
+    as success; the benchmark ends 143 so that a killed run never passes as done."""
+    import signal
+
+    out = tmp_path / "sweep.md"
+    env = dict(os.environ, WANDB_MODE="offline")
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "bench.bench_sweep", "--tiny", "--out", str(out)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("[bench] sequential"):
+                break
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143
+    assert not out.exists()
 
 
 def test_gpu_trials_without_gpu_says_so(tmp_path):

@@ -9,24 +9,11 @@ import torch
 from speechbrain.processing.features import Filterbank
 from torch import nn
 
-from specsweep.frontends.base import (
-    FrontEnd,
-    bin_mask,
-    check_waveform,
-    is_number,
-    normalise_mask_bins,
-    raise_problems,
-    with_defaults,
-)
-from specsweep.frontends.nnaudio import (
-    PowerSpectrogram,
-    bool_problems,
-    filterbank_problems,
-    stft_problems,
-)
+from specsweep.frontends.base import is_number, raise_problems, with_defaults
+from specsweep.frontends.nnaudio import StftFrontEnd, bool_problems, filterbank_problems, stft_problems
 
 
-class FastAudioFrontEnd(FrontEnd):
+class FastAudioFrontEnd(StftFrontEnd):
     """Log (dB) filterbank energies from SpeechBrain's learnable triangular
     :class:`~speechbrain.processing.features.Filterbank`, over the same power spectrogram
     as :class:`~specsweep.frontends.nnaudio.NnAudioFrontEnd` (conv kernels when
@@ -106,7 +93,6 @@ class FastAudioFrontEnd(FrontEnd):
         top_db: float = 80.0,
         mask_bins: Sequence[int] | Sequence[Sequence[int]] | None = None,
     ) -> None:
-        super().__init__()
         raise_problems(self.config_problems(
             sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
             window=window, pad_mode=pad_mode, power=power, n_mels=n_mels, f_min=f_min, f_max=f_max,
@@ -115,19 +101,12 @@ class FastAudioFrontEnd(FrontEnd):
             param_change_factor=param_change_factor, param_rand_factor=param_rand_factor,
             amin=amin, top_db=top_db, center=center, mask_bins=mask_bins,
         ))
-        self.sample_rate = sample_rate
-        self.n_bins = n_mels
-        self.n_fft = n_fft
-        self.n_freq = n_fft // 2 + 1
-        self.trainable_stft = trainable_stft
+        super().__init__(sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power,
+                         trainable_stft, n_mels, mask_bins)
         self.trainable_filterbank = trainable_filterbank
         self.sort_centres = sort_centres
         self.min_band_hz = float(min_band_hz)
         self.max_band_hz = float(sample_rate / 2 if max_band_hz is None else max_band_hz)
-        self.mask_bins = normalise_mask_bins(mask_bins)
-        self.spectrogram = PowerSpectrogram(
-            sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power, trainable_stft
-        )
         self.fbank = Filterbank(
             n_mels=n_mels,
             log_mel=True,
@@ -152,7 +131,6 @@ class FastAudioFrontEnd(FrontEnd):
                 # SpeechBrain stores Hz / (sr * pcf) but reads value * sr * pcf**2.
                 self.fbank.f_central.mul_(1.0 / param_change_factor)
                 self.fbank.band.mul_(1.0 / param_change_factor)
-        self.register_buffer("bin_mask", bin_mask(self.mask_bins, self.n_freq), persistent=False)
         self.after_optimizer_step()
 
     def _adopt_filterbank_tensors(self) -> None:
@@ -207,11 +185,6 @@ class FastAudioFrontEnd(FrontEnd):
             problems.append(f"top_db: must be a number > 0, got {a['top_db']!r}")
         return problems
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(batch, samples)`` waveform to ``(batch, n_mels, frames)`` dB filterbank energies."""
-        check_waveform(x)
-        return self.project(self.spectrogram(x))
-
     def project(self, spec: torch.Tensor) -> torch.Tensor:
         """``(batch, n_freq, frames)`` power spectrogram to ``(batch, n_mels, frames)`` dB."""
         if self.bin_mask is not None:
@@ -244,12 +217,6 @@ class FastAudioFrontEnd(FrontEnd):
         if self.sort_centres:
             matrix = matrix[self._order()]
         return matrix
-
-    def stft_kernels(self) -> torch.Tensor | None:
-        return self.spectrogram.kernels()
-
-    def num_frames(self, num_samples: int) -> int:
-        return self.spectrogram.num_frames(num_samples)
 
     def parameter_parts(self) -> Dict[str, List[nn.Parameter]]:
         return {

@@ -221,7 +221,55 @@ class PowerSpectrogram(nn.Module):
         return 1 + (padded - self.n_fft) // self.hop_length
 
 
-class NnAudioFrontEnd(FrontEnd):
+class StftFrontEnd(FrontEnd):
+    """A filterbank on a :class:`PowerSpectrogram`: the STFT part, the masked bins and the
+    forward pass that every such front-end shares. Subclasses validate their arguments,
+    build the filterbank and implement ``project``."""
+
+    def __init__(
+        self,
+        sample_rate: int,
+        n_fft: int,
+        hop_length: int,
+        win_length: int | None,
+        window: Any,
+        center: bool,
+        pad_mode: str,
+        power: float,
+        trainable_stft: bool,
+        n_bins: int,
+        mask_bins: Sequence[int] | Sequence[Sequence[int]] | None,
+    ) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.n_bins = n_bins
+        self.n_fft = n_fft
+        self.n_freq = n_fft // 2 + 1
+        self.trainable_stft = trainable_stft
+        self.mask_bins = normalise_mask_bins(mask_bins)
+        self.spectrogram = PowerSpectrogram(
+            sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power, trainable_stft
+        )
+        self.register_buffer("bin_mask", bin_mask(self.mask_bins, self.n_freq), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, samples)`` waveform to ``(batch, n_bins, frames)``: :meth:`project` of
+        its power spectrogram."""
+        check_waveform(x)
+        return self.project(self.spectrogram(x))
+
+    def project(self, spec: torch.Tensor) -> torch.Tensor:
+        """``(batch, n_freq, frames)`` power spectrogram to ``(batch, n_bins, frames)``."""
+        raise NotImplementedError
+
+    def stft_kernels(self) -> torch.Tensor | None:
+        return self.spectrogram.kernels()
+
+    def num_frames(self, num_samples: int) -> int:
+        return self.spectrogram.num_frames(num_samples)
+
+
+class NnAudioFrontEnd(StftFrontEnd):
     """Log-Mel spectrogram in the style of nnAudio's ``MelSpectrogram``, where the STFT
     kernels and the Mel basis can each be trained (settings A-D).
 
@@ -307,25 +355,17 @@ class NnAudioFrontEnd(FrontEnd):
         mask_bins: Sequence[int] | Sequence[Sequence[int]] | None = None,
         eps: float = 1e-10,
     ) -> None:
-        super().__init__()
         raise_problems(self.config_problems(
             sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
             window=window, pad_mode=pad_mode, power=power, n_mels=n_mels, fmin=fmin, fmax=fmax, norm=norm,
             trainable_stft=trainable_stft, trainable_mel=trainable_mel, clamp_mel=clamp_mel,
             random_mel_init=random_mel_init, center=center, htk=htk, mask_bins=mask_bins, eps=eps,
         ))
-        self.sample_rate = sample_rate
-        self.n_bins = n_mels
-        self.n_fft = n_fft
-        self.n_freq = n_fft // 2 + 1
-        self.trainable_stft = trainable_stft
+        super().__init__(sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power,
+                         trainable_stft, n_mels, mask_bins)
         self.trainable_mel = trainable_mel
         self.clamp_mel = clamp_mel
         self.eps = eps
-        self.mask_bins = normalise_mask_bins(mask_bins)
-        self.spectrogram = PowerSpectrogram(
-            sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power, trainable_stft
-        )
         if random_mel_init:
             basis = torch.empty(n_mels, self.n_freq)
             nn.init.kaiming_uniform_(basis)
@@ -336,7 +376,6 @@ class NnAudioFrontEnd(FrontEnd):
             self.mel_basis = nn.Parameter(basis)
         else:
             self.register_buffer("mel_basis", basis)
-        self.register_buffer("bin_mask", bin_mask(self.mask_bins, self.n_freq), persistent=False)
 
     @classmethod
     def config_problems(cls, **args: Any) -> List[str]:
@@ -360,11 +399,6 @@ class NnAudioFrontEnd(FrontEnd):
             problems.append(f"eps: must be a number > 0, got {a['eps']!r}")
         return problems
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(batch, samples)`` waveform to ``(batch, n_mels, frames)`` log-Mel spectrogram."""
-        check_waveform(x)
-        return self.project(self.spectrogram(x))
-
     def project(self, spec: torch.Tensor) -> torch.Tensor:
         """``(batch, n_freq, frames)`` power spectrogram to ``(batch, n_mels, frames)`` log-Mel.
 
@@ -378,12 +412,6 @@ class NnAudioFrontEnd(FrontEnd):
         if self.bin_mask is None:
             return self.mel_basis
         return self.mel_basis * self.bin_mask
-
-    def stft_kernels(self) -> torch.Tensor | None:
-        return self.spectrogram.kernels()
-
-    def num_frames(self, num_samples: int) -> int:
-        return self.spectrogram.num_frames(num_samples)
 
     def parameter_parts(self) -> Dict[str, List[nn.Parameter]]:
         return {
