@@ -253,19 +253,24 @@ def in_trial_seconds(m: Dict[str, Any]) -> Optional[float]:
     return sum(m[k] for k in keys) if all(k in m for k in keys) else None
 
 
-def actor_gaps(trials: Sequence[Dict[str, Any]]) -> List[float]:
-    """Seconds between the end of a trial's measured parts and the entry of the next trial
-    on the same actor process (Tune's reset, result handling and scheduling)."""
+def slot_runs(trials: Sequence[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+    """The trials' metrics per actor process (slot), in the order they ran on it."""
     by_pid: Dict[Any, List[Dict[str, Any]]] = {}
     for t in trials:
         if t.get("pid") is not None and ENTRY in t["metrics"] and in_trial_seconds(t["metrics"]) is not None:
             by_pid.setdefault(t["pid"], []).append(t["metrics"])
-    gaps = []
-    for runs in by_pid.values():
-        runs.sort(key=lambda m: m[ENTRY])
-        for prev, nxt in zip(runs, runs[1:]):
-            gaps.append(nxt[ENTRY] - (prev[ENTRY] + in_trial_seconds(prev)))
-    return gaps
+    return [sorted(runs, key=lambda m: m[ENTRY]) for runs in by_pid.values()]
+
+
+def actor_gaps(trials: Sequence[Dict[str, Any]]) -> List[float]:
+    """Seconds between the end of a trial's measured parts and the entry of the next trial
+    on the same actor process (Tune's reset, result handling and scheduling)."""
+    return [nxt[ENTRY] - (prev[ENTRY] + in_trial_seconds(prev))
+            for runs in slot_runs(trials) for prev, nxt in zip(runs, runs[1:])]
+
+
+def overhead(m: Dict[str, Any]) -> float:
+    return sum(m.get(k, 0.0) for k in OVERHEAD)
 
 
 def sections(ray_res: Dict[str, Any], seq: Dict[str, Any], concurrency: int, n: int, tiny: bool) -> List[str]:
@@ -308,17 +313,22 @@ def sections(ray_res: Dict[str, Any], seq: Dict[str, Any], concurrency: int, n: 
         outside = (concurrency * wall - sum(b for b in busy if b is not None)) / n
         gaps = actor_gaps(ray_res["trials"])
         fixed = (concurrency * wall - fit_sum) / n
-        per_trial = _mean([sum(m[k] for k in OVERHEAD) for m in metrics]) + (_mean(gaps) or 0.0)
-        slot_start = _mean(first_entries)
+        slots = slot_runs(ray_res["trials"])
+        later = _mean([overhead(m) for runs in slots for m in runs[1:]])
+        first_extra = (_mean([overhead(runs[0]) for runs in slots]) or 0.0) - (later or 0.0)
+        per_trial = (later or 0.0) + (_mean(gaps) or 0.0)
+        slot_once = (_mean(first_entries) or 0.0) + first_extra
         rows += [
-            ["first trials' entry after `run_sweep` start (Tune setup, actor start, imports), once per slot",
-             f"`{ENTRY}`", fmt(slot_start), fmt(_max(first_entries)), "n/a"],
+            ["first trials' entry after `run_sweep` start (Tune setup, actor start, imports)", f"`{ENTRY}`",
+             fmt(_mean(first_entries)), fmt(_max(first_entries)), "n/a"],
             ["gap between trials on a reused actor", f"`{ENTRY}`, pid", fmt(_mean(gaps)), fmt(_max(gaps)), "n/a"],
             ["outside trial functions (slots x wall - in-trial s) / N", "", fmt(outside), "", "n/a"],
-            ["**per-trial overhead**: data + model + W&B + checkpoints + gap", "", f"**{fmt(per_trial)}**", "",
-             fmt(_mean([sum(t.get(k, 0.0) for k in OVERHEAD) for t in seq["trials"]]))],
-            [f"**slot start per trial**: first entry x {concurrency} slots / {n} trials", "",
-             f"**{fmt(slot_start * concurrency / n)}**", "", fmt(seq["import_s"] / n)],
+            ["**per-trial overhead**, a slot's later trials: data + model + W&B + checkpoints + gap", "",
+             f"**{fmt(per_trial)}**", "", fmt(_mean([overhead(t) for t in seq["trials"][1:]]))],
+            ["**once per slot**: first entry + the first trial's extra overhead (importing wandb, starting "
+             "its service)", "", f"**{fmt(slot_once)}**", "", fmt(seq["import_s"])],
+            [f"slot start per trial: once per slot x {concurrency} slots / {n} trials", "",
+             fmt(slot_once * concurrency / n), "", fmt(seq["import_s"] / n)],
             ["**total fixed cost** (slots x wall - sum fit) / N: overheads, slot start, test, idle tail", "",
              f"**{fmt(fixed)}**", "", fmt((seq["wall"] - seq_fit_sum) / n)],
         ]
