@@ -91,7 +91,7 @@ def _build_tuner(spec: SweepSpec, run_dir: Path, smoke: bool, restore: bool = Fa
     from ray.tune.schedulers import ASHAScheduler
 
     from specsweep import tracking
-    from specsweep.trainables.trial import RunContext, train_trial
+    from specsweep.trainables.trainable import RunContext, train_trial
 
     limits = {}
     if smoke:

@@ -114,3 +114,23 @@ def test_local_ray_listens_on_loopback_only(ray_session):
     assert sockets, "no listening socket of the local Ray was found"
     for local, pid in sockets:
         assert local.startswith(("127.", "[::ffff:127.", "[::1]", "localhost")), (local, pid)
+
+
+def test_the_driver_names_the_trainable_without_importing_lightning():
+    """Lightning loads in trial workers only: imported by the driver, it would hold up the
+    start of every sweep by seconds before Tune could start a trial."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import specsweep.cli\n"
+        "from specsweep.launcher import _prepare_data\n"
+        "from specsweep.spec import load_spec, param_space\n"
+        "from specsweep.trainables.trainable import RunContext, train_trial\n"
+        "param_space(load_spec(sys.argv[1]))\n"
+        "print(sorted(m for m in ('lightning', 'wandb', 'matplotlib') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(QUICKSTART)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
 import lightning.pytorch as pl
 import ray
@@ -31,22 +30,11 @@ from specsweep.trainables.callbacks import (
     TaskFigures,
 )
 from specsweep.trainables.tasks import ASRTask, KWSTask, OptimConfig, SpeechTask
+from specsweep.trainables.trainable import RunContext
 
 CHECKPOINT_FILE = "checkpoint.ckpt"
 # Nominal utterance length for sizing backbones on variable-length ASR input.
 _NOMINAL_SECONDS = 1
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What every trial of a sweep shares, passed with ``tune.with_parameters``."""
-
-    sweep_dir: str
-    metric: str
-    mode: str
-    wandb: tracking.WandbSettings = field(default_factory=tracking.WandbSettings)
-    limit_train_batches: Union[int, float] = 1.0
-    limit_eval_batches: Union[int, float] = 1.0
 
 
 def build_task(config: Dict[str, Any], data: PreparedData) -> SpeechTask:
@@ -92,7 +80,9 @@ def _accelerator() -> Dict[str, Any]:
 
 
 def train_trial(config: Dict[str, Any], run: RunContext) -> None:
-    """Tune function trainable: fit, checkpoint and report every epoch, test at the end.
+    """One trial inside Tune: fit, checkpoint and report every epoch, test at the end.
+
+    Tune calls it through :func:`specsweep.trainables.trainable.train_trial`.
 
     The final report adds the test metrics, ``best_<metric>``, ``best_epoch`` and the
     trial's fixed costs as ``timing/*`` (seconds), which ``bench/bench_sweep.py`` reads.
