@@ -10,7 +10,13 @@ from speechbrain.processing.features import Filterbank
 from torch import nn
 
 from specsweep.frontends.base import is_number, raise_problems, with_defaults
-from specsweep.frontends.nnaudio import StftFrontEnd, bool_problems, filterbank_problems, stft_problems
+from specsweep.frontends.nnaudio import (
+    PowerSpectrogram,
+    StftFrontEnd,
+    bool_problems,
+    filterbank_problems,
+    stft_problems,
+)
 
 
 class FastAudioFrontEnd(StftFrontEnd):
@@ -101,8 +107,10 @@ class FastAudioFrontEnd(StftFrontEnd):
             param_change_factor=param_change_factor, param_rand_factor=param_rand_factor,
             amin=amin, top_db=top_db, center=center, mask_bins=mask_bins,
         ))
-        super().__init__(sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power,
-                         trainable_stft, n_mels, mask_bins)
+        spectrogram = PowerSpectrogram(
+            sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power, trainable_stft
+        )
+        super().__init__(spectrogram, sample_rate, n_mels, mask_bins)
         self.trainable_filterbank = trainable_filterbank
         self.sort_centres = sort_centres
         self.min_band_hz = float(min_band_hz)

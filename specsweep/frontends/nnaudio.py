@@ -228,28 +228,19 @@ class StftFrontEnd(FrontEnd):
 
     def __init__(
         self,
+        spectrogram: PowerSpectrogram,
         sample_rate: int,
-        n_fft: int,
-        hop_length: int,
-        win_length: int | None,
-        window: Any,
-        center: bool,
-        pad_mode: str,
-        power: float,
-        trainable_stft: bool,
         n_bins: int,
         mask_bins: Sequence[int] | Sequence[Sequence[int]] | None,
     ) -> None:
         super().__init__()
         self.sample_rate = sample_rate
         self.n_bins = n_bins
-        self.n_fft = n_fft
-        self.n_freq = n_fft // 2 + 1
-        self.trainable_stft = trainable_stft
+        self.n_fft = spectrogram.n_fft
+        self.n_freq = spectrogram.n_freq
+        self.trainable_stft = spectrogram.trainable
         self.mask_bins = normalise_mask_bins(mask_bins)
-        self.spectrogram = PowerSpectrogram(
-            sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power, trainable_stft
-        )
+        self.spectrogram = spectrogram
         self.register_buffer("bin_mask", bin_mask(self.mask_bins, self.n_freq), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -361,8 +352,10 @@ class NnAudioFrontEnd(StftFrontEnd):
             trainable_stft=trainable_stft, trainable_mel=trainable_mel, clamp_mel=clamp_mel,
             random_mel_init=random_mel_init, center=center, htk=htk, mask_bins=mask_bins, eps=eps,
         ))
-        super().__init__(sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power,
-                         trainable_stft, n_mels, mask_bins)
+        spectrogram = PowerSpectrogram(
+            sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power, trainable_stft
+        )
+        super().__init__(spectrogram, sample_rate, n_mels, mask_bins)
         self.trainable_mel = trainable_mel
         self.clamp_mel = clamp_mel
         self.eps = eps
