@@ -172,19 +172,12 @@ def epoch_checkpoint(path: Path) -> Any:
 def sequential_trial(config: Dict[str, Any], limits: Dict[str, int], folder: Path) -> Dict[str, float]:
     """One trial as ``train_trial`` runs it, minus Ray and W&B; seconds per part."""
     import lightning.pytorch as pl
-    import torch
 
     from specsweep.trainables.callbacks import BestWeights, FrontendFigures, RNGState, TaskFigures
-    from specsweep.trainables.trial import build_task, trial_data
+    from specsweep.trainables.trial import Laps, build_task, trainer_options, trial_data
 
-    times: Dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        times[name] = now - clock
-        clock = now
+    lap = Laps()
+    times = lap.seconds
 
     pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
     data, loaders, generator = trial_data(config)
@@ -195,22 +188,14 @@ def sequential_trial(config: Dict[str, Any], limits: Dict[str, int], folder: Pat
     best = BestWeights("val_acc", "max")
     checkpoint = epoch_checkpoint(folder / "checkpoint.ckpt")
     figures = folder / "figures"
+    options = trainer_options(train, limits.get("limit_train_batches", 1.0), limits.get("limit_eval_batches", 1.0),
+                              folder)
+    # The Ray trials of this benchmark get no GPU; neither does the sequential run.
+    options.update(accelerator="cpu", devices=1)
     trainer = pl.Trainer(
-        max_epochs=int(train["epochs"]),
         logger=False,
         callbacks=[best, FrontendFigures(figures), RNGState(generator), TaskFigures(figures), checkpoint],
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_train_batches=limits.get("limit_train_batches", 1.0),
-        limit_val_batches=limits.get("limit_eval_batches", 1.0),
-        limit_test_batches=limits.get("limit_eval_batches", 1.0),
-        log_every_n_steps=10,
-        deterministic=True,
-        default_root_dir=str(folder),
-        accelerator="cpu",
-        devices=1,
+        **options,
     )
     trainer.fit(task, loaders["train"], loaders["val"])
     lap(FIT)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import lightning.pytorch as pl
 import ray
@@ -72,6 +72,39 @@ def trial_data(config: Dict[str, Any]) -> tuple[PreparedData, Dict[str, Any], to
     return data, loaders, generator
 
 
+class Laps:
+    """Seconds spent per named part: each call charges the time since the previous call
+    (or since construction) to ``name``; ``seconds`` holds the sums."""
+
+    def __init__(self) -> None:
+        self.seconds: Dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._clock
+        self._clock = now
+
+
+def trainer_options(train: Dict[str, Any], limit_train_batches: Union[int, float],
+                    limit_eval_batches: Union[int, float], root: Path) -> Dict[str, Any]:
+    """The Lightning ``Trainer`` options of a trial, apart from loggers and callbacks."""
+    return dict(
+        max_epochs=int(train["epochs"]),
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_train_batches=limit_train_batches,
+        limit_val_batches=limit_eval_batches,
+        limit_test_batches=limit_eval_batches,
+        log_every_n_steps=10,
+        deterministic=True,
+        default_root_dir=str(root),
+        **_accelerator(),
+    )
+
+
 def _accelerator() -> Dict[str, Any]:
     # Ray sets CUDA_VISIBLE_DEVICES to the GPU (or GPU share) it assigned to this trial.
     if torch.cuda.is_available():
@@ -88,15 +121,8 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     trial's fixed costs as ``timing/*`` (seconds), which ``bench/bench_sweep.py`` reads.
     """
     entry = time.time()
-    clock = time.perf_counter()
-    timings: Dict[str, float] = {}
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = timings.get(name, 0.0) + now - clock
-        clock = now
-
+    lap = Laps()
+    timings = lap.seconds
     context = tune.get_context()
     trial_dir = Path(context.get_trial_dir())
     cpus = context.get_trial_resources().required_resources.get("CPU", 1)
@@ -121,7 +147,6 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     report_timer = EpochEndTimer()
     figures = trial_dir / "figures"
     trainer = pl.Trainer(
-        max_epochs=int(train["epochs"]),
         logger=loggers or False,
         callbacks=[
             best,
@@ -132,17 +157,7 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
             TuneReportCheckpointCallback(filename=CHECKPOINT_FILE, on="train_epoch_end"),
             report_timer.stop,
         ],
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_train_batches=run.limit_train_batches,
-        limit_val_batches=run.limit_eval_batches,
-        limit_test_batches=run.limit_eval_batches,
-        log_every_n_steps=10,
-        deterministic=True,
-        default_root_dir=str(trial_dir),
-        **_accelerator(),
+        **trainer_options(train, run.limit_train_batches, run.limit_eval_batches, trial_dir),
     )
     checkpoint = tune.get_checkpoint()
     try:
