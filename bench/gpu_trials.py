@@ -3,12 +3,14 @@
 1. The ``bench_trials`` measurement on ``--device`` (default ``cuda``): a training step
    (data, forward, backward, optimizer step) of batch 32 for BC-ResNet-1 and the simple
    model behind the nnAudio front-end, settings A-D.
-2. A Ray Tune sweep of the quickstart on the embedded keyword set, settings A-D x seed 1 =
-   4 trials of 2 epochs with ``resources: {cpus: 1, gpus: 0.25}``, so that the 4 trials
-   share the GPU. While it runs, ``nvidia-smi --query-gpu=utilization.gpu,memory.used
-   --format=csv`` is sampled every 0.5 s. Reported: the GPU's name, each trial's training
-   clips/s (train clips x epochs / ``timing/fit_s``), the sweep's clips/s (all trials'
-   training clips / wall time) and the GPU utilisation and memory over the sweep.
+2. A Ray Tune sweep of the quickstart on the embedded keyword set, settings A-D x
+   ``--sweep-seeds`` seeds (default 1: 4 trials) of ``--sweep-epochs`` epochs (default 2)
+   with ``resources: {cpus: 1, gpus: 1 / k}`` for ``--trials-per-gpu`` k (default 4), so
+   that k trials at a time share the GPU.
+   While it runs, ``nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv``
+   is sampled every 0.5 s. Reported: the GPU's name, each trial's training clips/s
+   (train clips x epochs / ``timing/fit_s``), the sweep's clips/s (all trials' training
+   clips / wall time) and the GPU utilisation and memory over the sweep.
 
 Exits with a message (status 2) when no CUDA GPU or no ``nvidia-smi`` is available.
 
@@ -17,6 +19,8 @@ Usage::
     python -m bench.gpu_trials              # both parts, writes bench/results/gpu_trials.md
     python -m bench.gpu_trials --tiny       # 2 steps per cell; sweep in smoke mode
     python -m bench.gpu_trials --no-sweep   # only the per-cell throughput
+    python -m bench.gpu_trials --sweep-seeds 2 --sweep-epochs 10   # 8 longer trials
+    python -m bench.gpu_trials --sweep-seeds 2 --sweep-epochs 10 --trials-per-gpu 8
 """
 
 from __future__ import annotations
@@ -96,12 +100,12 @@ class GpuSampler:
         return out
 
 
-def write_sweep_spec(folder: Path, tiny: bool) -> Path:
+def write_sweep_spec(folder: Path, tiny: bool, seeds: int, epochs: int, per_gpu: int) -> Path:
     raw = yaml.safe_load(QUICKSTART.read_text())
     raw["name"] = "bench-gpu-sweep"
-    raw["seeds"] = [1]
-    raw["train"]["epochs"] = 2
-    raw["resources"] = {"cpus": 1, "gpus": 0.25}
+    raw["seeds"] = list(range(1, seeds + 1))
+    raw["train"]["epochs"] = epochs
+    raw["resources"] = {"cpus": 1, "gpus": 1 / per_gpu}
     raw["wandb"]["mode"] = os.environ.get("WANDB_MODE", "offline")
     if tiny:
         raw["data"]["clips_per_word"] = 6
@@ -110,7 +114,7 @@ def write_sweep_spec(folder: Path, tiny: bool) -> Path:
     return path
 
 
-def gpu_sweep(tiny: bool) -> str:
+def gpu_sweep(tiny: bool, seeds: int, epochs: int, per_gpu: int) -> str:
     import ray
 
     from specsweep.data.datasets import prepare_dataset
@@ -119,11 +123,11 @@ def gpu_sweep(tiny: bool) -> str:
 
     os.environ.setdefault("WANDB_MODE", "offline")
     with tempfile.TemporaryDirectory(prefix="bench-gpu-sweep-") as tmp:
-        spec_path = write_sweep_spec(Path(tmp), tiny)
+        spec_path = write_sweep_spec(Path(tmp), tiny, seeds, epochs, per_gpu)
         spec = yaml.safe_load(spec_path.read_text())
         # Prepared before the clock starts: the sweep driver would do it once anyway.
         train_clips = len(prepare_dataset(spec["data"]).dataset("train"))
-        start_ray(num_cpus=4, num_gpus=1)
+        start_ray(num_cpus=per_gpu, num_gpus=1)
         with GpuSampler() as sampler:
             start = time.perf_counter()
             outcome = run_sweep(spec_path, storage=Path(tmp) / "runs", name="gpu", smoke=tiny)
@@ -141,17 +145,17 @@ def gpu_sweep(tiny: bool) -> str:
         m = t["metrics"]
         fit = m.get("timing/fit_s")
         total_clips += clips
-        rows.append([t["config"]["frontend"]["setting"], t["status"], fmt(fit, 1),
+        rows.append([t["config"]["frontend"]["setting"], str(t["config"]["seed"]), t["status"], fmt(fit, 1),
                      fmt(clips / fit if fit else None, 0), fmt(m.get("val_acc"), 3)])
     gpu_rows = [[str(g["gpu"]), fmt(g["mean"], 0), fmt(g["median"], 0), fmt(g["max"], 0), fmt(g["mem_max"], 0),
                  str(g["samples"])] for g in sampler.summary()]
     note = f" (smoke mode: {batches} batches per trial)" if tiny else ""
     return "\n\n".join([
-        "## Ray sweep sharing the GPU (4 trials, 1 CPU + 0.25 GPU each)",
-        f"Quickstart, settings A-D, seed 1, {epochs} epoch(s) of {batches} batches of {BATCH} "
+        f"## Ray sweep sharing the GPU ({len(trials)} trials, 1 CPU + 1/{per_gpu} GPU each, {per_gpu} at a time)",
+        f"Quickstart, settings A-D, seeds 1-{seeds}, {epochs} epoch(s) of {batches} batches of {BATCH} "
         f"({train_clips:,} train clips); wall {wall:.1f} s; "
         f"sweep clips/s = {fmt(total_clips / wall, 0)}{note}; {outcome.errored} errored.",
-        table(["setting", "status", "fit s", "train clips/s", "val_acc"], rows),
+        table(["setting", "seed", "status", "fit s", "train clips/s", "val_acc"], rows),
         f"GPU utilisation over the sweep, `nvidia-smi` every {SAMPLE_EVERY} s:",
         table(["GPU", "util mean %", "util median %", "util max %", "memory max MiB", "samples"], gpu_rows),
     ])
@@ -160,6 +164,9 @@ def gpu_sweep(tiny: bool) -> str:
 def main(argv: Optional[List[str]] = None) -> None:
     p = build_parser(NAME, __doc__.split("\n\n")[0], "cuda")
     p.add_argument("--no-sweep", action="store_true", help="only the per-cell throughput")
+    p.add_argument("--sweep-seeds", type=int, default=1, help="seeds per setting in the sweep (4 trials per seed)")
+    p.add_argument("--sweep-epochs", type=int, default=2, help="epochs per sweep trial")
+    p.add_argument("--trials-per-gpu", type=int, default=4, help="sweep trials sharing the GPU at a time")
     args = resolve(p.parse_args(argv))
     missing = gpu_missing(args.device)
     if missing:
@@ -173,7 +180,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     sections = ["## Training clips/s per cell (data + forward + backward + optimizer step)\n\n"
                 + result_table(results, args.settings, train_clips)]
     if not args.no_sweep:
-        sections.append(gpu_sweep(args.tiny))
+        sections.append(gpu_sweep(args.tiny, args.sweep_seeds, args.sweep_epochs, args.trials_per_gpu))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
     header = [
         machine_line(),
