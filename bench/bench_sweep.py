@@ -54,6 +54,7 @@ FIT = "timing/fit_s"
 # work on the test set, counted in the total fixed cost but not here.
 OVERHEAD = ("timing/data_s", "timing/model_s", "timing/wandb_s", "timing/checkpoint_s")
 ENTRY = "timing/entry_unix"
+WORKER = "timing/worker_unix"
 
 
 def write_spec(folder: Path, trials: int, epochs: int, tiny: bool) -> Path:
@@ -291,7 +292,10 @@ def sections(ray_res: Dict[str, Any], seq: Dict[str, Any], concurrency: int, n: 
         rows.append([label, f"`{key}`", fmt(_mean([m.get(key) for m in metrics])), fmt(_max([m.get(key) for m in metrics])),
                      fmt(_mean([t.get(key) for t in seq["trials"]]))])
     if has_timing:
-        first_entries = [e - ray_res["start_unix"] for e in sorted(m[ENTRY] for m in metrics)[:concurrency]]
+        firsts = [runs[0] for runs in slot_runs(ray_res["trials"])]
+        first_entries = [m[ENTRY] - ray_res["start_unix"] for m in firsts]
+        worker_loads = [m[WORKER] - ray_res["start_unix"] for m in firsts if WORKER in m]
+        worker_imports = [m[ENTRY] - m[WORKER] for m in firsts if WORKER in m]
         busy = [in_trial_seconds(m) for m in metrics]
         # Whatever the slots did not spend inside trial functions: actor start, Tune's
         # scheduling and bookkeeping, and the tail where one slot idles at the end.
@@ -306,6 +310,10 @@ def sections(ray_res: Dict[str, Any], seq: Dict[str, Any], concurrency: int, n: 
         rows += [
             ["first trials' entry after `run_sweep` start (Tune setup, actor start, imports)", f"`{ENTRY}`",
              fmt(_mean(first_entries)), fmt(_max(first_entries)), "n/a"],
+            ["- of which: until the new worker has loaded the trainable (Tune set-up, process start, "
+             "Ray in the worker)", f"`{WORKER}`", fmt(_mean(worker_loads)), fmt(_max(worker_loads)), "n/a"],
+            ["- of which: the first trial's imports in that worker (torch, Lightning, nnAudio)",
+             f"`{ENTRY}` - `{WORKER}`", fmt(_mean(worker_imports)), fmt(_max(worker_imports)), "n/a"],
             ["gap between trials on a reused actor", f"`{ENTRY}`, pid", fmt(_mean(gaps)), fmt(_max(gaps)), "n/a"],
             ["outside trial functions (slots x wall - in-trial s) / N", "", fmt(outside), "", "n/a"],
             ["**per-trial overhead**, a slot's later trials: data + model + W&B + checkpoints + gap", "",

@@ -7,10 +7,16 @@ Trial workers import :mod:`specsweep.trainables.trial` when the first trial runs
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Union
 
 from specsweep import tracking
+
+# In a trial worker this module loads when Tune's actor unpickles the trainable, before the
+# first trial imports torch and Lightning: trials report it so that a slot's start can be
+# split into process start and imports (``timing/worker_unix``).
+LOADED_UNIX = time.time()
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from specsweep.trainables.callbacks import (
     TaskFigures,
 )
 from specsweep.trainables.tasks import ASRTask, KWSTask, OptimConfig, SpeechTask
-from specsweep.trainables.trainable import RunContext
+from specsweep.trainables.trainable import LOADED_UNIX, RunContext
 
 CHECKPOINT_FILE = "checkpoint.ckpt"
 # Nominal utterance length for sizing backbones on variable-length ASR input.
@@ -118,7 +118,9 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     Tune calls it through :func:`specsweep.trainables.trainable.train_trial`.
 
     The final report adds the test metrics, ``best_<metric>``, ``best_epoch`` and the
-    trial's fixed costs as ``timing/*`` (seconds), which ``bench/bench_sweep.py`` reads.
+    trial's fixed costs as ``timing/*`` (seconds; ``timing/entry_unix`` and
+    ``timing/worker_unix`` are the Unix times the trial started and its worker loaded the
+    trainable), which ``bench/bench_sweep.py`` reads.
     """
     entry = time.time()
     lap = Laps()
@@ -185,6 +187,7 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
         run_obj = None
         lap("timing/wandb_s")
         # The node id tells where a trial ran when several nodes share one IP (tests, laptops).
-        tune.report({**final, **timings, "timing/entry_unix": entry, "node_id": ray.get_runtime_context().get_node_id()})
+        tune.report({**final, **timings, "timing/entry_unix": entry, "timing/worker_unix": LOADED_UNIX,
+                     "node_id": ray.get_runtime_context().get_node_id()})
     finally:
         tracking.finish_run(run_obj)
