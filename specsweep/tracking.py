@@ -130,5 +130,8 @@ def _teardown_quietly() -> None:
 
     try:
         wandb.teardown()
-    except Exception as err:  # the service is gone: nothing is left to flush, runs finished
+    # The service is gone: nothing is left to flush, runs finished. wandb exits with the
+    # service's status (SystemExit -9 when Ray killed it first), which must not replace the
+    # worker's own exit.
+    except (Exception, SystemExit) as err:
         log.debug("wandb service already stopped at exit (%s)", type(err).__name__)

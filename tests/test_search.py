@@ -61,3 +61,11 @@ def test_asha_stops_poor_trials_early(ray_session, tmp_path):
     # ... and ASHA stops at least one of the learning-rate-starved ones at an early rung.
     assert min(iterations.values()) < epochs
     assert all(t["status"] == "TERMINATED" for t in trials)
+    # Stopped trials finish their W&B runs before Tune syncs their folders to storage, the
+    # folders an offline sweep is later synced to W&B from; one actor ran all four trials, so
+    # both the reuse and the final exit of the actor follow a stopped trial.
+    logs = sorted(outcome.run_dir.glob("trial_*/wandb/offline-run-*/logs/debug.log"))
+    assert len(logs) == len(trials)
+    for log in logs:
+        text = log.read_text()
+        assert "got exitcode: 0" in text and "Problem finishing run" not in text, log

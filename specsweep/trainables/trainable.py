@@ -17,6 +17,9 @@ from specsweep import tracking
 # first trial imports torch and Lightning: trials report it so that a slot's start can be
 # split into process start and imports (``timing/worker_unix``).
 LOADED_UNIX = time.time()
+# Seconds a stopping trial's thread gets to end (and finish its W&B run) before Tune syncs
+# the trial folder and reuses or ends the actor.
+STOP_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -40,3 +43,36 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     from specsweep.trainables import trial
 
     trial.train_trial(config, run)
+
+
+class _TrialThreadFirst:
+    """Mixin for the class Tune builds from :func:`train_trial` (Tune reads ``__mixins__``).
+
+    A trial stopped by the scheduler (ASHA) ends in its own thread: its next report raises
+    ``SystemExit`` and the trial then finishes its W&B run. Tune's function trainable does
+    not wait for that thread before it syncs the trial folder to storage and reuses the
+    actor or lets it exit (and the raylet then ends wandb's service, a child of the worker):
+    the synced folder held the run unfinished, and at worst its finish failed ("Problem
+    finishing run"). Here the thread ends first.
+    """
+
+    def reset_config(self, new_config: Dict[str, Any]) -> bool:
+        _end_trial_thread()
+        return super().reset_config(new_config)
+
+    def cleanup(self) -> None:
+        _end_trial_thread()
+        super().cleanup()
+
+
+def _end_trial_thread() -> None:
+    # The session is Ray's own (ray.train), the one FunctionTrainable's cleanup ends; its
+    # finish() stops the trial thread at its next report and waits for it.
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    if session is not None and session.training_started and session.training_thread.is_alive():
+        session.finish(timeout=STOP_GRACE_S)
+
+
+train_trial.__mixins__ = (_TrialThreadFirst,)  # type: ignore[attr-defined]
