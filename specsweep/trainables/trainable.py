@@ -7,6 +7,7 @@ Trial workers import :mod:`specsweep.trainables.trial` when the first trial runs
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Union
@@ -20,6 +21,8 @@ LOADED_UNIX = time.time()
 # Seconds a stopping trial's thread gets to end (and finish its W&B run) before Tune syncs
 # the trial folder and reuses or ends the actor.
 STOP_GRACE_S = 10.0
+# Set while this worker's trial thread is inside a trial, i.e. not yet past its W&B finish.
+_IN_TRIAL = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,11 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     """
     from specsweep.trainables import trial
 
-    trial.train_trial(config, run)
+    _IN_TRIAL.set()
+    try:
+        trial.train_trial(config, run)
+    finally:
+        _IN_TRIAL.clear()
 
 
 class _TrialThreadFirst:
@@ -66,6 +73,10 @@ class _TrialThreadFirst:
 
 
 def _end_trial_thread() -> None:
+    # A trial that ran to its end has finished its W&B run already: Tune's own finish (and
+    # its folder sync) is enough, and a second one would sync every trial twice.
+    if not _IN_TRIAL.is_set():
+        return
     # The session is Ray's own (ray.train), the one FunctionTrainable's cleanup ends; its
     # finish() stops the trial thread at its next report and waits for it.
     from ray.train._internal.session import get_session
