@@ -93,13 +93,12 @@ def test_sweep(tmp_path):
         assert f"`timing/{metric}`" in parts
     assert any(row[0].startswith("**total fixed cost**") for row in fixed["rows"])
     # A slot's start splits, as measured in the workers, into reaching the trainable and then
-    # the first trial's imports; the two add up to the first entry.
+    # the first trial's imports: both times lie after the driver's start of the sweep.
     mean = {row[0].split(" (")[0]: float(row[2]) for row in fixed["rows"] if row[2] and row[0].startswith(("first", "-"))}
     entry = mean["first trials' entry after `run_sweep` start"]
     load = mean["- of which: until the new worker has loaded the trainable"]
     imports = mean["- of which: the first trial's imports in that worker"]
     assert 0 < load < entry and 0 < imports < entry
-    assert abs(load + imports - entry) <= 0.02
     assert {"actor, create + 1st call", "actor, 2nd call (reused)"} <= {row[0] for row in startup["rows"]}
     assert "trial(s) errored" not in text
 
