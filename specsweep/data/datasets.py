@@ -102,13 +102,23 @@ def speech_commands(
 
 
 @_dataset("embedded_kws", "kws")
-def embedded_kws(seed: int = 0, clips_per_word: Optional[int] = None, cache_dir: Optional[str] = None) -> PreparedData:
-    """The synthesized 12-class keyword set, generated on first use into the cache."""
+def embedded_kws(seed: int = 0, clips_per_word: Optional[int] = None, cache_dir: Optional[str] = None,
+                 test_set: Literal["list", "archive"] = "list") -> PreparedData:
+    """The synthesized 12-class keyword set, generated on first use into the cache.
+
+    ``test_set: archive`` rewrites its test split in the layout of the Speech Commands test
+    archive (:func:`specsweep.data.speechcommands.write_archive_layout`) and tests on that:
+    the same clips, read as ``speechcommands`` reads the archive.
+    """
     from specsweep.data.embedded import ensure_speech_commands
 
     params = {} if clips_per_word is None else {"clips_per_word": clips_per_word}
     root = ensure_speech_commands(cache_dir and Path(cache_dir), seed=seed, **params)
-    return _cache_speech_commands(speechcommands.speech_commands_sources(root), root, cache_dir, "embedded_kws")
+    test_root = None
+    if test_set == "archive":
+        test_root = speechcommands.write_archive_layout(root, speechcommands.default_test_root(root))
+    sources = speechcommands.speech_commands_sources(root, test_root=test_root)
+    return _cache_speech_commands(sources, root, cache_dir, "embedded_kws")
 
 
 def _cache_splits(sources: Dict[str, List[ClipSource]], sample_rate: int, cache_dir: Optional[str], name: str,
@@ -178,10 +188,14 @@ class DatasetConfigError(ValueError):
 
 
 def dataset_config_problems(config: Dict[str, Any]) -> List[str]:
-    """Problems of a data config's values that are fixed choices (``Literal`` arguments),
-    found without preparing the dataset, one message per problem."""
-    hints = typing.get_type_hints(DATASETS.get(config["name"]))
-    problems = []
+    """Problems of a data config found without preparing the dataset, one message per
+    problem: missing required arguments and values outside fixed choices (``Literal``
+    arguments)."""
+    builder = DATASETS.get(config["name"])
+    hints = typing.get_type_hints(builder)
+    problems = [f"data.{name}: missing; dataset {config['name']!r} needs it"
+                for name, param in inspect.signature(builder).parameters.items()
+                if param.default is inspect.Parameter.empty and name not in config]
     for key, value in config.items():
         hint = hints.get(key)
         if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
