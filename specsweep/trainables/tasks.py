@@ -212,8 +212,13 @@ class ASRTask(SpeechTask):
         waveform, wave_lengths, targets, target_lengths = batch
         log_probs = self(waveform).log_softmax(-1)
         frames = self._frames(wave_lengths).clamp(max=log_probs.shape[1])
-        loss = self.ctc(log_probs.transpose(0, 1), targets, frames, target_lengths)
+        loss = self.ctc(log_probs.transpose(0, 1), self._classes(targets), frames, target_lengths)
         return loss, log_probs, frames
+
+    @staticmethod
+    def _classes(targets: torch.Tensor) -> torch.Tensor:
+        # Dataset targets index ``labels``; class 0 is the CTC blank, so label i is class i + 1.
+        return targets + 1
 
     def _symbols(self, ids: Sequence[int]) -> List[str]:
         folded = (self.score_map.get(self.labels[i - 1], self.labels[i - 1]) for i in ids)
@@ -230,7 +235,7 @@ class ASRTask(SpeechTask):
         _, _, targets, target_lengths = batch
         hyps = greedy_ctc_decode(log_probs, frames)
         for i, hyp in enumerate(hyps):
-            ref = self._symbols(targets[i, : target_lengths[i]].tolist())
+            ref = self._symbols(self._classes(targets[i, : target_lengths[i]]).tolist())
             hyp_symbols = self._symbols(hyp)
             self.count_errors(stage, ref, hyp_symbols)
             if stage == "test" and len(self.examples) < self.examples_to_log:
