@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -90,6 +90,12 @@ class BCResBlock(nn.Module):
 class BCResNet(nn.Module):
     """BC-ResNet on a log-spectrogram ``(batch, bins, frames)``.
 
+    The defaults are the variant of the trainable-STFT-Mel study (heungky/trainable-STFT-Mel):
+    a stem convolution with bias and no normalisation, channel dropout 0.5 in transition
+    blocks and 0.1 elsewhere, a head without normalisation and a classifier without bias
+    (9,160 parameters for BC-ResNet-1 at 40 Mel bins and 12 classes). Kim et al.'s own
+    network has ``stem_norm=True, head_norm=True`` and ``transition_dropout=dropout``.
+
     Parameters
     ----------
     input_shape : (int, int)
@@ -104,14 +110,29 @@ class BCResNet(nn.Module):
     blocks : sequence of int
         Blocks per stage.
     dropout : float
+        Channel dropout of the broadcasted (non-transition) blocks.
+    transition_dropout : float or None
+        Channel dropout of transition blocks (None: ``dropout``).
+    subbands : int
+        Sub-bands of the sub-spectral norm (fewer when the frequency size is not divisible).
+    stem_norm, head_norm : bool
+        Batch norm and ReLU after the stem convolution / the head's 1x1 convolution.
+    classifier_bias : bool
+        Bias in the final 1x1 (linear) classifier.
+    frame_lstm : int
+        ``"frames"`` head only: units per direction of a BiLSTM over the head's frames
+        before the classifier (the study's ASR model: 32; 0: none).
 
     Examples
     --------
     >>> net = BCResNet((40, 101), num_outputs=12)
     >>> net(torch.randn(2, 40, 101)).shape
     torch.Size([2, 12])
-    >>> BCResNet((40, 101), 40, head="frames")(torch.randn(2, 40, 101)).shape
-    torch.Size([2, 101, 40])
+    >>> sum(p.numel() for p in net.parameters())
+    9160
+    >>> asr = BCResNet((40, 101), 62, head="frames")
+    >>> asr(torch.randn(2, 40, 77)).shape, sum(p.numel() for p in asr.parameters())
+    (torch.Size([2, 77, 62]), 29640)
     """
 
     base_channels: Tuple[int, ...] = (16, 8, 12, 16, 20, 32)
@@ -126,7 +147,12 @@ class BCResNet(nn.Module):
         width: float = 1.0,
         blocks: Sequence[int] = (2, 2, 4, 4),
         dropout: float = 0.1,
+        transition_dropout: Optional[float] = 0.5,
         subbands: int = 5,
+        stem_norm: bool = False,
+        head_norm: bool = False,
+        classifier_bias: bool = False,
+        frame_lstm: int = 32,
     ) -> None:
         super().__init__()
         if head not in ("utterance", "frames"):
@@ -136,9 +162,10 @@ class BCResNet(nn.Module):
         self.head_kind = head
         stem_ch, *stage_ch, head_ch = [max(1, round(c * width)) for c in self.base_channels]
         freq, _ = input_shape
-        self.stem = nn.Sequential(
-            nn.Conv2d(1, stem_ch, 5, stride=(2, 1), padding=2, bias=False), nn.BatchNorm2d(stem_ch), nn.ReLU()
-        )
+        stem: List[nn.Module] = [nn.Conv2d(1, stem_ch, 5, stride=(2, 1), padding=2, bias=not stem_norm)]
+        if stem_norm:
+            stem += [nn.BatchNorm2d(stem_ch), nn.ReLU()]
+        self.stem = nn.Sequential(*stem)
         freq = (freq - 1) // 2 + 1
         layers: List[nn.Module] = []
         in_ch = stem_ch
@@ -146,23 +173,33 @@ class BCResNet(nn.Module):
             for i in range(n):
                 # Frequency can only be halved while it is more than one bin.
                 block_stride = stride if (i == 0 and freq > 1) else 1
-                block = BCResBlock(in_ch, out_ch, freq, block_stride, dilation, dropout, subbands)
+                transition = in_ch != out_ch or block_stride != 1
+                drop = transition_dropout if transition and transition_dropout is not None else dropout
+                block = BCResBlock(in_ch, out_ch, freq, block_stride, dilation, drop, subbands)
                 layers.append(block)
                 in_ch, freq = out_ch, block.out_freq
         self.stages = nn.Sequential(*layers)
         # The paper's 5x5 depthwise conv eats 4 frequency bins unpadded; small n_mels leave fewer.
         freq_kernel = min(5, freq)
-        self.head = nn.Sequential(
+        head_layers: List[nn.Module] = [
             nn.Conv2d(in_ch, in_ch, (freq_kernel, 5), padding=(0, 2), groups=in_ch),
             nn.Conv2d(in_ch, head_ch, 1, bias=False),
-            nn.BatchNorm2d(head_ch),
-            nn.ReLU(),
-        )
-        self.classifier = nn.Conv1d(head_ch, num_outputs, 1)
+        ]
+        if head_norm:
+            head_layers += [nn.BatchNorm2d(head_ch), nn.ReLU()]
+        self.head = nn.Sequential(*head_layers)
+        self.lstm = None
+        features = head_ch
+        if head == "frames" and frame_lstm:
+            self.lstm = nn.LSTM(head_ch, frame_lstm, batch_first=True, bidirectional=True)
+            features = 2 * frame_lstm
+        self.classifier = nn.Linear(features, num_outputs, bias=classifier_bias)
 
     def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
         x = self.stem(spectrogram.unsqueeze(1))
-        x = self.head(self.stages(x)).mean(dim=2)
+        frames = self.head(self.stages(x)).mean(dim=2).transpose(1, 2)
         if self.head_kind == "utterance":
-            return self.classifier(x.mean(dim=2, keepdim=True)).squeeze(2)
-        return self.classifier(x).transpose(1, 2)
+            return self.classifier(frames.mean(dim=1))
+        if self.lstm is not None:
+            frames, _ = self.lstm(frames)
+        return self.classifier(frames)
