@@ -75,10 +75,28 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_settings(name: str, settings: Sequence[str]) -> Dict[str, Any]:
+    """``KEY=VALUE`` arguments as a data config, values read as YAML scalars."""
+    import yaml
+
+    from specsweep.data.datasets import DATASETS, DatasetConfigError, dataset_param_names
+
+    if name not in DATASETS:
+        raise DatasetConfigError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS.names())}")
+    allowed = dataset_param_names(name)
+    config: Dict[str, Any] = {"name": name}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or key not in allowed:
+            raise DatasetConfigError(f"--set {setting}: expected KEY=VALUE with KEY one of {', '.join(sorted(allowed))}")
+        config[key] = yaml.safe_load(value)
+    return config
+
+
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
     from specsweep.data.datasets import prepare_dataset
 
-    config: Dict[str, Any] = {"name": args.dataset}
+    config = _data_settings(args.dataset, args.set)
     if args.root:
         config["root"] = args.root
     if args.download:
@@ -126,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("dataset")
     prepare.add_argument("--root")
     prepare.add_argument("--download", action="store_true", help="fetch the dataset from its public source")
+    prepare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="another argument of the dataset, as in a spec's data section (e.g. test_set=archive)")
     prepare.set_defaults(func=_cmd_data_prepare)
 
     from specsweep import report
@@ -135,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from specsweep.data.datasets import DatasetConfigError
     from specsweep.data.speechcommands import DatasetMissingError
     from specsweep.launcher import RunDirError
 
@@ -144,7 +165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SpecError as err:
         print(f"specsweep: {err}", file=sys.stderr)
         return 2
-    except (RunDirError, DatasetMissingError, FileNotFoundError) as err:
+    except (RunDirError, DatasetMissingError, DatasetConfigError, FileNotFoundError) as err:
         print(f"specsweep: {err}", file=sys.stderr)
         return 2
 

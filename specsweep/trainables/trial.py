@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Union
 
 import lightning.pytorch as pl
 import ray
@@ -48,17 +48,8 @@ def build_task(config: Dict[str, Any], data: PreparedData) -> SpeechTask:
     if config["task"] == "asr":
         nominal = data.clip_samples or _NOMINAL_SECONDS * data.sample_rate
         net = build_model(config["frontend"], config["backbone"], nominal, len(data.labels) + 1, "frames")
-        return ASRTask(net, optim, data.labels, score_map=data_score_map(config["data"]))
+        return ASRTask(net, optim, data.labels, score_map=data.score_map, per_average=data.per_average)
     raise ValueError(f"task must be 'kws' or 'asr', got {config['task']!r}")
-
-
-def data_score_map(data_config: Dict[str, Any]) -> Optional[Dict[str, str]]:
-    """The symbol folding used for scoring (TIMIT's 61 to 39 phones), if the dataset has one."""
-    if data_config["name"] == "timit":
-        from specsweep.data.timit import FOLD_61_TO_39
-
-        return FOLD_61_TO_39
-    return None
 
 
 def trial_data(config: Dict[str, Any]) -> tuple[PreparedData, Dict[str, Any], torch.Generator]:
