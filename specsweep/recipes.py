@@ -11,9 +11,10 @@ machines and demonstrations: not the paper's protocol.
 
 Examples
 --------
->>> RECIPES["paper"].preset("kws")["train"]["optimizer"]
+>>> RECIPES.get("paper").preset("kws")["train"]["optimizer"]
 'sgd'
->>> RECIPES["paper"].preset("asr")["train"]["test_weights"], RECIPES["paper"].preset("asr")["train"]["best_by"]
+>>> asr = RECIPES.get("paper").preset("asr")["train"]
+>>> asr["test_weights"], asr["best_by"]
 ('best', 'val_loss')
 >>> apply_recipe({"recipe": "paper", "task": "kws", "train": {"epochs": 3},
 ...               "data": {"name": "speechcommands", "root": "x"}})["train"]["epochs"]

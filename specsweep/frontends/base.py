@@ -98,6 +98,17 @@ class FrontEnd(nn.Module):
                 bases["stft"] = torch.cat([p.detach().flatten() for p in stft]).cpu()
         return bases
 
+    # Constructor argument that makes the filterbank trainable, so that ``build_frontend``
+    # can map a setting letter onto any front-end's own flag name.
+    filterbank_flag = "trainable_filterbank"
+
+    @property
+    def setting(self) -> str:
+        """The setting letter A-D of this front-end's trainable parts."""
+        counts = {part: bool(params) and all(p.requires_grad for p in params)
+                  for part, params in self.parameter_parts().items()}
+        return setting_name(counts.get("stft", False), counts.get("filterbank", False))
+
 
 DRIFT_PARTS = ("filterbank", "stft")
 
@@ -120,17 +131,6 @@ def basis_drift(current: Dict[str, torch.Tensor], initial: Dict[str, torch.Tenso
         else:
             drift[part] = 0.0
     return drift
-
-    # Constructor argument that makes the filterbank trainable, so that ``build_frontend``
-    # can map a setting letter onto any front-end's own flag name.
-    filterbank_flag = "trainable_filterbank"
-
-    @property
-    def setting(self) -> str:
-        """The setting letter A-D of this front-end's trainable parts."""
-        counts = {part: bool(params) and all(p.requires_grad for p in params)
-                  for part, params in self.parameter_parts().items()}
-        return setting_name(counts.get("stft", False), counts.get("filterbank", False))
 
 
 MaskBins = List[Tuple[int, int]]
