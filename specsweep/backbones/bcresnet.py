@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Annotated, List, Sequence, Tuple
 
 import torch
+from pydantic import Field
 from torch import nn
+
+from specsweep.contract import Footprint, PositiveFloat, PositiveInt, Probability
+
+# Four stages of at least one block each.
+StageBlocks = Annotated[Sequence[PositiveInt], Field(min_length=4, max_length=4)]
 
 
 def _largest_divisor_at_most(n: int, limit: int) -> int:
@@ -123,10 +129,10 @@ class BCResNet(nn.Module):
         input_shape: Sequence[int],
         num_outputs: int,
         head: str = "utterance",
-        width: float = 1.0,
-        blocks: Sequence[int] = (2, 2, 4, 4),
-        dropout: float = 0.1,
-        subbands: int = 5,
+        width: PositiveFloat = 1.0,
+        blocks: StageBlocks = (2, 2, 4, 4),
+        dropout: Probability = 0.1,
+        subbands: PositiveInt = 5,
     ) -> None:
         super().__init__()
         if head not in ("utterance", "frames"):
@@ -134,21 +140,13 @@ class BCResNet(nn.Module):
         if len(blocks) != 4:
             raise ValueError(f"blocks must list 4 stages, got {list(blocks)}")
         self.head_kind = head
-        stem_ch, *stage_ch, head_ch = [max(1, round(c * width)) for c in self.base_channels]
-        freq, _ = input_shape
+        stem_ch, stages, head_ch, freq = self.layout(input_shape, width, blocks)
         self.stem = nn.Sequential(
             nn.Conv2d(1, stem_ch, 5, stride=(2, 1), padding=2, bias=False), nn.BatchNorm2d(stem_ch), nn.ReLU()
         )
-        freq = (freq - 1) // 2 + 1
-        layers: List[nn.Module] = []
-        in_ch = stem_ch
-        for out_ch, n, stride, dilation in zip(stage_ch, blocks, self.stage_strides, self.stage_dilations):
-            for i in range(n):
-                # Frequency can only be halved while it is more than one bin.
-                block_stride = stride if (i == 0 and freq > 1) else 1
-                block = BCResBlock(in_ch, out_ch, freq, block_stride, dilation, dropout, subbands)
-                layers.append(block)
-                in_ch, freq = out_ch, block.out_freq
+        layers = [BCResBlock(in_ch, out_ch, block_freq, stride, dilation, dropout, subbands)
+                  for in_ch, out_ch, block_freq, stride, dilation in stages]
+        in_ch = stages[-1][1]
         self.stages = nn.Sequential(*layers)
         # The paper's 5x5 depthwise conv eats 4 frequency bins unpadded; small n_mels leave fewer.
         freq_kernel = min(5, freq)
@@ -159,6 +157,51 @@ class BCResNet(nn.Module):
             nn.ReLU(),
         )
         self.classifier = nn.Conv1d(head_ch, num_outputs, 1)
+
+    @classmethod
+    def layout(cls, input_shape: Sequence[int], width: float, blocks: Sequence[int]
+               ) -> Tuple[int, List[Tuple[int, int, int, int, int]], int, int]:
+        """``(stem channels, blocks, head channels, output frequency)`` where each block is
+        ``(in_channels, out_channels, frequency, stride, dilation)``."""
+        stem_ch, *stage_ch, head_ch = [max(1, round(c * width)) for c in cls.base_channels]
+        freq = (input_shape[0] - 1) // 2 + 1
+        in_ch, stages = stem_ch, []
+        for out_ch, n, stride, dilation in zip(stage_ch, blocks, cls.stage_strides, cls.stage_dilations):
+            for i in range(n):
+                # Frequency can only be halved while it is more than one bin.
+                block_stride = stride if (i == 0 and freq > 1) else 1
+                stages.append((in_ch, out_ch, freq, block_stride, dilation))
+                in_ch, freq = out_ch, (freq - 1) // block_stride + 1
+        return stem_ch, stages, head_ch, freq
+
+    @classmethod
+    def footprint(cls, input_shape: Sequence[int], num_outputs: int, head: str = "utterance", width: float = 1.0,
+                  blocks: Sequence[int] = (2, 2, 4, 4), dropout: float = 0.1, subbands: int = 5) -> Footprint:
+        """Parameter count and per-example activations for ``input_shape = (bins, frames)``,
+        computed from the layout without building the network.
+
+        Examples
+        --------
+        >>> net = BCResNet((40, 101), 12)
+        >>> BCResNet.footprint((40, 101), 12).trainable["backbone"] == sum(p.numel() for p in net.parameters())
+        True
+        """
+        stem_ch, stages, head_ch, out_freq = cls.layout(input_shape, width, blocks)
+        frames = input_shape[1]
+        params = 27 * stem_ch
+        # Conv, batch norm and ReLU outputs are kept for the backward pass.
+        activations = 3 * stem_ch * ((input_shape[0] - 1) // 2 + 1) * frames
+        for in_ch, out_ch, freq, stride, _ in stages:
+            block_freq = (freq - 1) // stride + 1
+            if in_ch != out_ch:
+                params += in_ch * out_ch + 2 * out_ch
+                activations += 3 * out_ch * freq * frames
+            params += 8 * out_ch + 2 * out_ch * _largest_divisor_at_most(block_freq, subbands) + out_ch * out_ch
+            activations += 4 * out_ch * block_freq * frames + 6 * out_ch * frames
+        in_ch = stages[-1][1]
+        params += in_ch * (min(5, out_freq) * 5 + 1) + in_ch * head_ch + 2 * head_ch + (head_ch + 1) * num_outputs
+        activations += (in_ch + 3 * head_ch) * frames * out_freq
+        return Footprint({"backbone": params}, frozen=0, activations=activations)
 
     def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
         x = self.stem(spectrogram.unsqueeze(1))
