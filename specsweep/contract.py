@@ -50,12 +50,15 @@ class Footprint:
         Values one example keeps for the backward pass (a rough upper count).
     build : int
         Extra values held only while the component is built (e.g. float64 kernels).
+    shape : tuple of int
+        Output shape of one example (a front-end's ``(bins, frames)``).
     """
 
     trainable: Dict[str, int]
     frozen: int = 0
     activations: int = 0
     build: int = 0
+    shape: Tuple[int, ...] = ()
 
 
 # Strict: YAML's "yes" is no boolean and "3" no number here; finite: inf and nan are no sizes.

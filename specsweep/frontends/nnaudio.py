@@ -293,6 +293,7 @@ class StftFrontEnd(FrontEnd):
             frozen=n_fft + n_bins * n_freq + (0 if trainable_bank else filterbank),
             activations=activations,
             build=3 * kernels,
+            shape=(n_bins, frames),
         )
 
     @classmethod
