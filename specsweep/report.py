@@ -12,7 +12,7 @@ import csv
 import statistics
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -38,6 +38,10 @@ def protocol_line(spec: SweepSpec) -> str:
     tested = "the last epoch's weights" if t.test_weights == "last" else f"the best epoch's weights by {t.best_by or spec.metric}"
     return (f"Protocol: {recipe}; {t.optimizer} lr {t.lr:g}, {t.schedule} schedule, {t.epochs} epochs, "
             f"batch {t.batch_size}; data: {data}; tested with {tested}.")
+
+
+class ReportError(RuntimeError):
+    """A report cannot be written: its output folder is unusable or the run is damaged."""
 
 
 def _column_key(spec: SweepSpec) -> Optional[str]:
@@ -215,13 +219,22 @@ def build_report(run_dir: Path, out: Optional[Path] = None) -> Dict[str, Path]:
     """Write ``report.md``, ``report.csv`` and the PNGs; return their paths."""
     from specsweep import tracking
     from specsweep.launcher import load_run
-    from specsweep.status import read_trials
+    from specsweep.status import DamagedRunError, read_trials
 
     run_dir = Path(run_dir).expanduser().resolve()
     spec = load_run(run_dir)
-    trials = read_trials(run_dir)
     out = Path(out) if out else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out} is a file; give a folder for the report's files")
+    try:
+        trials = read_trials(run_dir)
+    except DamagedRunError as err:
+        raise ReportError(f"{err}\nno report from a damaged run: `specsweep status {run_dir}` shows what can "
+                          f"still be read") from None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportError(f"--out {out}: cannot create the folder ({err.strerror})") from None
     agg = aggregate(trials, spec)
     finished = sum(t["status"] == "TERMINATED" for t in trials)
     header = (f"# {spec.name}: {spec.description}\n\n{finished}/{len(trials)} trials finished; task {spec.task}, "
@@ -252,8 +265,9 @@ def _to_wandb(spec: SweepSpec, run_dir: Path, files: Dict[str, Path]) -> None:
     run.finish()
 
 
-def add_parser(sub: Any) -> None:
-    report = sub.add_parser("report", help="tables (Markdown, CSV) and figures of a run directory")
+def add_parser(sub: Any, parents: Sequence[Any] = ()) -> None:
+    report = sub.add_parser("report", help="tables (Markdown, CSV) and figures of a run directory",
+                            parents=list(parents))
     report.add_argument("run_dir")
     report.add_argument("--out", type=Path, help="output folder (default RUN_DIR/report)")
     report.set_defaults(func=_cmd_report)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Annotated, Any, List, Optional, Sequence, Tuple
 
 import torch
+from pydantic import Field
 from torch import nn
+
+from specsweep.contract import Footprint, PositiveFloat, PositiveInt, Probability
+
+# Four stages of at least one block each.
+StageBlocks = Annotated[Sequence[PositiveInt], Field(min_length=4, max_length=4)]
 
 
 def _largest_divisor_at_most(n: int, limit: int) -> int:
@@ -144,15 +150,15 @@ class BCResNet(nn.Module):
         input_shape: Sequence[int],
         num_outputs: int,
         head: str = "utterance",
-        width: float = 1.0,
-        blocks: Sequence[int] = (2, 2, 4, 4),
-        dropout: float = 0.1,
-        transition_dropout: Optional[float] = 0.5,
-        subbands: int = 5,
+        width: PositiveFloat = 1.0,
+        blocks: StageBlocks = (2, 2, 4, 4),
+        dropout: Probability = 0.1,
+        transition_dropout: Optional[Probability] = 0.5,
+        subbands: PositiveInt = 5,
         stem_norm: bool = False,
         head_norm: bool = False,
         classifier_bias: bool = False,
-        frame_lstm: int = 32,
+        frame_lstm: Annotated[int, Field(ge=0)] = 32,
     ) -> None:
         super().__init__()
         if head not in ("utterance", "frames"):
@@ -160,24 +166,17 @@ class BCResNet(nn.Module):
         if len(blocks) != 4:
             raise ValueError(f"blocks must list 4 stages, got {list(blocks)}")
         self.head_kind = head
-        stem_ch, *stage_ch, head_ch = [max(1, round(c * width)) for c in self.base_channels]
-        freq, _ = input_shape
+        stem_ch, stages, head_ch, freq = self.layout(input_shape, width, blocks)
         stem: List[nn.Module] = [nn.Conv2d(1, stem_ch, 5, stride=(2, 1), padding=2, bias=not stem_norm)]
         if stem_norm:
             stem += [nn.BatchNorm2d(stem_ch), nn.ReLU()]
         self.stem = nn.Sequential(*stem)
-        freq = (freq - 1) // 2 + 1
-        layers: List[nn.Module] = []
-        in_ch = stem_ch
-        for out_ch, n, stride, dilation in zip(stage_ch, blocks, self.stage_strides, self.stage_dilations):
-            for i in range(n):
-                # Frequency can only be halved while it is more than one bin.
-                block_stride = stride if (i == 0 and freq > 1) else 1
-                transition = in_ch != out_ch or block_stride != 1
-                drop = transition_dropout if transition and transition_dropout is not None else dropout
-                block = BCResBlock(in_ch, out_ch, freq, block_stride, dilation, drop, subbands)
-                layers.append(block)
-                in_ch, freq = out_ch, block.out_freq
+        layers = []
+        for in_ch, out_ch, block_freq, stride, dilation in stages:
+            transition = in_ch != out_ch or stride != 1
+            drop = transition_dropout if transition and transition_dropout is not None else dropout
+            layers.append(BCResBlock(in_ch, out_ch, block_freq, stride, dilation, drop, subbands))
+        in_ch = stages[-1][1]
         self.stages = nn.Sequential(*layers)
         # The paper's 5x5 depthwise conv eats 4 frequency bins unpadded; small n_mels leave fewer.
         freq_kernel = min(5, freq)
@@ -194,6 +193,55 @@ class BCResNet(nn.Module):
             self.lstm = nn.LSTM(head_ch, frame_lstm, batch_first=True, bidirectional=True)
             features = 2 * frame_lstm
         self.classifier = nn.Linear(features, num_outputs, bias=classifier_bias)
+
+    @classmethod
+    def layout(cls, input_shape: Sequence[int], width: float, blocks: Sequence[int]
+               ) -> Tuple[int, List[Tuple[int, int, int, int, int]], int, int]:
+        """``(stem channels, blocks, head channels, output frequency)`` where each block is
+        ``(in_channels, out_channels, frequency, stride, dilation)``."""
+        stem_ch, *stage_ch, head_ch = [max(1, round(c * width)) for c in cls.base_channels]
+        freq = (input_shape[0] - 1) // 2 + 1
+        in_ch, stages = stem_ch, []
+        for out_ch, n, stride, dilation in zip(stage_ch, blocks, cls.stage_strides, cls.stage_dilations):
+            for i in range(n):
+                # Frequency can only be halved while it is more than one bin.
+                block_stride = stride if (i == 0 and freq > 1) else 1
+                stages.append((in_ch, out_ch, freq, block_stride, dilation))
+                in_ch, freq = out_ch, (freq - 1) // block_stride + 1
+        return stem_ch, stages, head_ch, freq
+
+    @classmethod
+    def footprint(cls, input_shape: Sequence[int], num_outputs: int, head: str = "utterance", width: float = 1.0,
+                  blocks: Sequence[int] = (2, 2, 4, 4), subbands: int = 5, **options: Any) -> Footprint:
+        """Parameter count and per-example activations for ``input_shape = (bins, frames)``,
+        without allocating the network: parameters are counted on PyTorch's meta device,
+        activations estimated from the layout.
+
+        Examples
+        --------
+        >>> for head, outputs in (("utterance", 12), ("frames", 62)):
+        ...     net = BCResNet((40, 101), outputs, head)
+        ...     fp = BCResNet.footprint((40, 101), outputs, head)
+        ...     print(fp.trainable["backbone"] == sum(p.numel() for p in net.parameters()))
+        True
+        True
+        """
+        with torch.device("meta"):
+            net = cls(input_shape, num_outputs, head, width, blocks, subbands=subbands, **options)
+        params = sum(p.numel() for p in net.parameters())
+        stem_ch, stages, head_ch, out_freq = cls.layout(input_shape, width, blocks)
+        frames = input_shape[1]
+        # Conv, batch norm and ReLU outputs are kept for the backward pass.
+        activations = 3 * stem_ch * ((input_shape[0] - 1) // 2 + 1) * frames
+        for in_ch, out_ch, freq, stride, _ in stages:
+            block_freq = (freq - 1) // stride + 1
+            if in_ch != out_ch:
+                activations += 3 * out_ch * freq * frames
+            activations += 4 * out_ch * block_freq * frames + 6 * out_ch * frames
+        activations += (stages[-1][1] + 3 * head_ch) * frames * out_freq
+        if net.lstm is not None:
+            activations += 10 * net.lstm.hidden_size * frames
+        return Footprint({"backbone": params}, frozen=0, activations=activations)
 
     def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
         x = self.stem(spectrogram.unsqueeze(1))

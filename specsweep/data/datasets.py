@@ -11,8 +11,11 @@ import inspect
 import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
+from pydantic import Field
+
+from specsweep.contract import PositiveInt, Seed
 from specsweep.data import speechcommands
 from specsweep.data.cache import CachedAudio, ClipSource, build_cache, default_cache_root
 from specsweep.registry import Registry
@@ -20,6 +23,10 @@ from specsweep.registry import Registry
 DATASETS = Registry("dataset")
 # Which task each dataset serves, so a spec pairing KWS with a phoneme corpus fails early.
 DATASET_TASKS: Dict[str, str] = {}
+
+
+# A total (train, valid and test are split from it) or the three counts.
+UtteranceCounts = Union[Annotated[int, Field(ge=3)], Annotated[List[PositiveInt], Field(min_length=3, max_length=3)]]
 
 
 def _dataset(name: str, task: str):
@@ -102,7 +109,7 @@ def speech_commands(
 
 
 @_dataset("embedded_kws", "kws")
-def embedded_kws(seed: int = 0, clips_per_word: Optional[int] = None, cache_dir: Optional[str] = None) -> PreparedData:
+def embedded_kws(seed: Seed = 0, clips_per_word: Optional[PositiveInt] = None, cache_dir: Optional[str] = None) -> PreparedData:
     """The synthesized 12-class keyword set, generated on first use into the cache."""
     from specsweep.data.embedded import ensure_speech_commands
 
@@ -159,7 +166,7 @@ def phoneme_corpus_sources(root: Path) -> tuple[List[str], Dict[str, List[ClipSo
 
 
 @_dataset("embedded_phonemes", "asr")
-def embedded_phonemes(seed: int = 0, n_utterances: Optional[int] = None, cache_dir: Optional[str] = None) -> PreparedData:
+def embedded_phonemes(seed: Seed = 0, n_utterances: Optional[UtteranceCounts] = None, cache_dir: Optional[str] = None) -> PreparedData:
     """The synthesized phoneme-recognition set, generated on first use into the cache."""
     from specsweep.data.embedded import ensure_phoneme_corpus
 
@@ -207,8 +214,14 @@ def dataset_output_info(config: Dict[str, Any]) -> tuple[int, int]:
     """``(number of labels, clip samples)`` of a dataset config without preparing it,
     for sizing models in ``specsweep inspect``."""
     if DATASET_TASKS[config["name"]] == "kws":
-        return len(speechcommands.CLASSES), speechcommands.CLIP_SAMPLES
-    return len(phoneme_inventory(config)), 16000
+        return len(speechcommands.CLASSES), clip_samples(config)
+    return len(phoneme_inventory(config)), clip_samples(config)
+
+
+def clip_samples(config: Dict[str, Any]) -> int:
+    """The clip length of a dataset config (KWS), or the nominal one that sizes models
+    for variable-length utterances (ASR)."""
+    return speechcommands.CLIP_SAMPLES if DATASET_TASKS[config["name"]] == "kws" else 16000
 
 
 def phoneme_inventory(config: Dict[str, Any]) -> List[str]:

@@ -188,6 +188,11 @@ class FastAudioFrontEnd(StftFrontEnd):
         return self
 
     @classmethod
+    def filterbank_parameters(cls, n_bins: int, n_freq: int) -> int:
+        # Centre frequency and bandwidth of each triangle.
+        return 2 * n_bins
+
+    @classmethod
     def config_problems(cls, **args: Any) -> List[str]:
         """One line per bad constructor argument (missing ones take their defaults)."""
         a = with_defaults(cls, args)
