@@ -63,7 +63,7 @@ RECIPES.register("paper")(Recipe(
                 "eval_batch_size": 1, "test_weights": "best", "best_by": "val_loss"},
     },
     data={
-        "kws": {"speechcommands": {"test_set": "archive"}},
+        "kws": {"speechcommands": {"test_set": "archive", "silence": "paper"}},
         "asr": {"timit": {"protocol": "paper"}},
     },
 ))

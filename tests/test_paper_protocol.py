@@ -23,7 +23,7 @@ TRAIN = {
             "warmup_epochs": 0.0, "epochs": 400, "batch_size": 16, "eval_batch_size": 1,
             "test_weights": "best", "best_by": "val_loss"},
 }
-DATA = {"speechcommands": {"test_set": "archive"}, "timit": {"protocol": "paper"}}
+DATA = {"speechcommands": {"test_set": "archive", "silence": "paper"}, "timit": {"protocol": "paper"}}
 # Trainable parameters of the study's models at 40 bins (counted from its model code).
 BACKBONE_PARAMS = {("kws", "bcresnet"): 9160, ("asr", "bcresnet"): 29640,
                    ("kws", "simple"): 48492, ("asr", "simple"): 22974}

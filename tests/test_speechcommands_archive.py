@@ -135,3 +135,28 @@ def test_verified_archive_is_extracted_and_used(speech_commands_tree, tmp_path, 
                             "test_root": str(test_root), "download": True})
     assert len(CachedAudio(Path(data.splits["test"]))) == sum(PER_CLASS.values())
     assert (test_root / "_silence_").is_dir()
+
+
+
+def test_paper_silence_slices_every_half_second(speech_commands_tree):
+    """The original's _silence_: 1 s slices every 0.5 s, validation from running_tap only,
+    training from the other noise files, none sliced for the test split."""
+    from conftest import write_tone
+
+    from specsweep.data.speechcommands import CLASSES, DatasetMissingError, speech_commands_sources
+
+    with pytest.raises(DatasetMissingError, match="running_tap.wav"):
+        speech_commands_sources(speech_commands_tree, silence="paper")
+    write_tone(speech_commands_tree / "_background_noise_" / "running_tap.wav", 80, seconds=5.25, seed=7)
+    sources = speech_commands_sources(speech_commands_tree, silence="paper")
+    silence = CLASSES.index("_silence_")
+    by_split = {split: [c for c in clips if c.targets[0] == silence] for split, clips in sources.items()}
+    # As the original's range(0, len - 16000, 8000): 30 s files start slices at 0, 0.5, ..., 28.5 s
+    # (58 each: a slice at 29 s would end exactly at the file's end and is left out, as there);
+    # the 5.25 s running_tap at 0 ... 4.0 s (9).
+    assert len(by_split["train"]) == 2 * 58
+    assert {Path(c.path).name for c in by_split["train"]} == {"white_noise.wav", "pink_noise.wav"}
+    assert [c.start for c in by_split["val"]] == [8000 * k for k in range(9)]
+    assert {Path(c.path).name for c in by_split["val"]} == {"running_tap.wav"}
+    assert by_split["test"] == []
+    assert all(c.frames == 16000 for c in by_split["train"] + by_split["val"])

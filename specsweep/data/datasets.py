@@ -77,6 +77,7 @@ def speech_commands(
     download: bool = False,
     test_set: Literal["list", "archive"] = "list",
     test_root: Optional[str] = None,
+    silence: Literal["spans", "paper"] = "spans",
 ) -> PreparedData:
     """Google Speech Commands v2, 12 classes, from ``root`` (downloaded only if ``download``).
 
@@ -95,6 +96,10 @@ def speech_commands(
         the original experiments did. Training never sees ``testing_list.txt`` clips.
     test_root : str, optional
         The extracted test archive; by default ``root/speech_commands_test_set_v0.02``.
+    silence : {"spans", "paper"}
+        How ``_silence_`` clips are cut from the noise files (see
+        :func:`~specsweep.data.speechcommands.speech_commands_sources`); ``"paper"`` is the
+        original experiments' (every half second; validation from ``running_tap.wav``).
     """
     root_path = Path(root).expanduser()
     if download and not (root_path / "testing_list.txt").exists():
@@ -104,7 +109,7 @@ def speech_commands(
         archive_root = Path(test_root).expanduser() if test_root else speechcommands.default_test_root(root_path)
         if download and not speechcommands.archive_present(archive_root):
             speechcommands.download_test_archive(archive_root, root_path)
-    sources = speechcommands.speech_commands_sources(root_path, test_root=archive_root)
+    sources = speechcommands.speech_commands_sources(root_path, test_root=archive_root, silence=silence)
     return _cache_speech_commands(sources, root_path, cache_dir, "speechcommands")
 
 
