@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import yaml
 from ray.tune import Callback
 
-from specsweep.spec import SweepSpec, load_spec, param_space, validate_spec
+from specsweep.limits import DEFAULT_MAX_TRIALS, check_plan, data_configs, trial_count
+from specsweep.spec import SpecError, SweepSpec, load_spec, param_space, validate_spec
 
 SPEC_FILE = "specsweep.yaml"
 RUN_FILE = "specsweep-run.json"
@@ -21,6 +24,10 @@ RUN_FILE = "specsweep-run.json"
 
 class RunDirError(RuntimeError):
     """A run directory cannot be created or is not a specsweep run."""
+
+
+class LaunchError(RuntimeError):
+    """Ray could not be started or joined."""
 
 
 def default_storage() -> Path:
@@ -50,28 +57,82 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num
              log_to_driver=True, configure_logging=False)
 
 
-def _new_run_dir(storage: Path, name: str) -> Path:
-    run_dir = storage / name
-    if run_dir.exists():
+def check_run_name(name: str) -> str:
+    """``name`` if it is one printable folder name, else RunDirError (a name such as
+    ``../x`` or ``/tmp/x`` would put the run outside ``--storage``)."""
+    separators = [sep for sep in (os.sep, os.altsep) if sep]
+    if (not name or name in (".", "..") or not name.isprintable() or any(sep in name for sep in separators)
+            or len(name.encode("utf-8", "surrogateescape")) > 255):
+        raise RunDirError(f"--name {name!r}: a run name must be one printable folder name: no '/', "
+                          f"not '.' or '..', at most 255 bytes")
+    return name
+
+
+def _storage_dir(storage: Optional[Path]) -> Path:
+    path = Path(storage).expanduser().resolve() if storage else default_storage()
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"--storage {path} is a file; give the folder that holds run directories")
+    return path
+
+
+def _check_free(run_dir: Path) -> None:
+    if os.path.lexists(run_dir):
         raise RunDirError(
             f"run directory {run_dir} already exists; pick another --name, or continue it with "
             f"`specsweep resume {run_dir}`"
         )
+
+
+def claim_run_dir(storage: Path, name: str) -> Path:
+    """Create ``storage/name`` for a new run, atomically: of two runs claiming the same
+    name, exactly one gets it and the other a RunDirError."""
+    run_dir = storage / name
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunDirError(f"--storage {storage}: cannot create the folder ({err.strerror})") from None
+    try:
+        os.mkdir(run_dir)
+    except FileExistsError:
+        _check_free(run_dir)
+        raise
+    except OSError as err:
+        raise RunDirError(f"cannot create run directory {run_dir} ({err.strerror})") from None
     return run_dir
+
+
+@contextmanager
+def released_on_failure(run_dir: Path, storage_existed: bool) -> Iterator[None]:
+    """Remove the freshly claimed ``run_dir`` (and a storage folder made for it) if the
+    sweep fails before Tune runs a trial: a failed start leaves nothing behind."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if not storage_existed:
+            try:
+                run_dir.parent.rmdir()
+            except OSError:
+                pass  # another run has claimed a name there meanwhile
+        raise
+
+
+def _join_ray(address: Optional[str], num_cpus: Optional[int]) -> None:
+    """:func:`start_ray`, with its failures as a LaunchError."""
+    try:
+        start_ray(address, num_cpus)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError, OSError) as err:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise LaunchError(f"could not start or join {where}: {err}") from err
 
 
 def _prepare_data(spec: SweepSpec) -> None:
     """Prepare every distinct dataset the sweep uses before trials start: downloads and
     synthesis happen once, and a missing dataset fails here with its message."""
     from specsweep.data.datasets import prepare_dataset
-    from specsweep.spec import expand_trials
 
-    seen = set()
-    for trial in expand_trials(spec):
-        key = json.dumps(trial["data"], sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            prepare_dataset(trial["data"])
+    for data in data_configs(spec):
+        prepare_dataset(data)
 
 
 @dataclass
@@ -188,45 +249,103 @@ def run_sweep(
     address: Optional[str] = None,
     smoke: bool = False,
     num_cpus: Optional[int] = None,
+    max_trials: int = DEFAULT_MAX_TRIALS,
 ) -> SweepOutcome:
-    """Validate ``spec_path``, create a fresh run directory, run the sweep, summarise it."""
+    """Validate ``spec_path`` and what it would cost, claim a fresh run directory, run
+    the sweep, summarise it. Every refusal comes before the run directory exists."""
     spec = load_spec(spec_path, smoke=smoke)
-    storage = Path(storage).expanduser().resolve() if storage else default_storage()
-    run_dir = _new_run_dir(storage, name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    name = check_run_name(name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    check_plan(spec, str(spec_path), max_trials, local=address is None, num_cpus=num_cpus)
+    storage = _storage_dir(storage)
+    _check_free(storage / name)
     _prepare_data(spec)
-    run_dir.mkdir(parents=True)
-    (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
-    (run_dir / RUN_FILE).write_text(json.dumps({"spec": str(spec_path), "smoke": smoke, "created": datetime.now().isoformat()}))
-    start_ray(address, num_cpus)
-    return _finish(_build_tuner(spec, run_dir, smoke), spec, run_dir)
+    storage_existed = storage.is_dir()
+    run_dir = claim_run_dir(storage, name)
+    with released_on_failure(run_dir, storage_existed):
+        (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
+        (run_dir / RUN_FILE).write_text(json.dumps({"spec": str(spec_path), "smoke": smoke,
+                                                    "created": datetime.now().isoformat()}))
+        _join_ray(address, num_cpus)
+        if address:
+            _check_cluster(spec, address)
+        tuner = _build_tuner(spec, run_dir, smoke)
+    return _finish(tuner, spec, run_dir)
+
+
+def _check_cluster(spec: SweepSpec, address: str) -> None:
+    """Refuse trials that ask for more CPUs or GPUs than the joined cluster has."""
+    import ray
+
+    have = ray.cluster_resources()
+    problems = [f"resources.{key}: a trial asks for {asked:g} but the cluster at {address} has {have.get(kind, 0):g}"
+                for key, kind, asked in (("cpus", "CPU", spec.resources.cpus), ("gpus", "GPU", spec.resources.gpus))
+                if asked > have.get(kind, 0)]
+    if problems:
+        raise SpecError("resources", problems)
 
 
 def load_run(run_dir: Path) -> SweepSpec:
+    """The validated spec of a run directory; RunDirError naming the file when it is
+    missing or damaged."""
     run_dir = Path(run_dir).expanduser().resolve()
-    if not (run_dir / SPEC_FILE).exists():
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is not a run directory ({'a file' if run_dir.exists() else 'no such folder'})")
+    path = run_dir / SPEC_FILE
+    if not path.exists():
         raise RunDirError(f"{run_dir} is not a specsweep run directory (no {SPEC_FILE})")
-    return validate_spec(yaml.safe_load((run_dir / SPEC_FILE).read_text()), str(run_dir / SPEC_FILE))
+    try:
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise RunDirError(f"{path} is damaged ({str(err).splitlines()[0]}); the trials' results are untouched: "
+                          f"copy the sweep's spec back to {path} (its path is in {run_dir / RUN_FILE})") from None
+    return validate_spec(raw, str(path))
+
+
+def _run_info(run_dir: Path) -> Dict[str, Any]:
+    path = run_dir / RUN_FILE
+    try:
+        info = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise RunDirError(f"{path} is missing; write {{\"smoke\": false}} (true if the run was a --smoke-test) "
+                          f"into it to resume") from None
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"{path} is damaged ({err}); write {{\"smoke\": false}} (true if the run was a "
+                          f"--smoke-test) into it to resume") from None
+    if not isinstance(info, dict):
+        raise RunDirError(f"{path} is damaged (not a JSON object); write {{\"smoke\": false}} into it to resume")
+    return info
 
 
 def resume_sweep(run_dir: Path, address: Optional[str] = None, restart_errored: bool = False,
                  num_cpus: Optional[int] = None) -> SweepOutcome:
     """Continue a killed or failed sweep in place: finished trials are kept, unfinished
-    ones continue from their latest checkpoints, errored ones are retried."""
+    ones continue from their latest checkpoints, errored ones are retried.
+
+    A damaged run directory is refused before Ray starts, so that Tune never writes over
+    what is left of it.
+    """
     from ray import tune
 
-    from specsweep.status import read_trials
+    from specsweep.status import DamagedRunError, read_trials
 
     run_dir = Path(run_dir).expanduser().resolve()
     spec = load_run(run_dir)
+    smoke = _run_info(run_dir).get("smoke", False)
     if not tune.Tuner.can_restore(str(run_dir)):
         raise RunDirError(f"{run_dir} has no Tune experiment state to resume (was the sweep started?)")
-    trials = read_trials(run_dir)
+    try:
+        trials = read_trials(run_dir)
+    except DamagedRunError as err:
+        raise RunDirError(f"{err}\nresume refuses to write over a damaged run: `specsweep status {run_dir}` shows "
+                          f"what can still be read; move the damaged files aside to resume the rest") from None
     if trials and all(t["status"] == "TERMINATED" for t in trials):
         print(f"[specsweep] {run_dir}: all {len(trials)} trials already finished; nothing to resume")
         return SweepOutcome(run_dir, summary_rows(trials, spec), 0, 0)
+    # The trial count was accepted when the sweep started (perhaps with --max-trials).
+    check_plan(spec, str(run_dir / SPEC_FILE), max_trials=trial_count(spec)[0], local=address is None,
+               num_cpus=num_cpus)
     _prepare_data(spec)
-    start_ray(address, num_cpus)
-    smoke = json.loads((run_dir / RUN_FILE).read_text()).get("smoke", False)
+    _join_ray(address, num_cpus)
     tuner = _build_tuner(spec, run_dir, smoke, restore=True, restart_errored=restart_errored)
     return _finish(tuner, spec, run_dir)
 

@@ -13,18 +13,69 @@ from specsweep.spec import SweepSpec
 STATUSES = ("PENDING", "RUNNING", "TERMINATED", "ERROR")
 
 
-def _results(trial_dir: Path) -> List[Dict[str, Any]]:
+class DamagedRunError(RuntimeError):
+    """Files of a run directory cannot be read; ``damaged`` names them, ``trials`` holds
+    what could still be read from the trials' own result files."""
+
+    def __init__(self, run_dir: Path, damaged: List[str], trials: List[Dict[str, Any]]) -> None:
+        self.run_dir, self.damaged, self.trials = run_dir, damaged, trials
+        super().__init__("damaged run directory " + str(run_dir) + ":\n" + "\n".join(f"  - {d}" for d in damaged))
+
+
+def _results(trial_dir: Path, damaged: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+    """The rows of a trial's ``result.json``; unreadable lines other than the last are
+    named in ``damaged``."""
     path = trial_dir / "result.json"
     if not path.exists():
         return []
+    lines = path.read_bytes().splitlines()
     rows = []
-    for line in path.read_text().splitlines():
+    for i, line in enumerate(lines):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            # The line being written when the sweep was killed.
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            # The last line may be the one being written when the sweep was killed.
+            if i < len(lines) - 1 and damaged is not None:
+                damaged.append(f"{path}: line {i + 1} is not a JSON result; the lines that are still count")
             continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
+
+
+def _experiment_state_damage(run_dir: Path) -> List[str]:
+    """Tune's experiment state files that are not JSON (e.g. truncated)."""
+    damaged = []
+    for path in sorted(run_dir.glob("experiment_state-*.json")):
+        try:
+            json.loads(path.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            damaged.append(f"{path}: Tune's experiment state is truncated or not JSON; trial states below "
+                           f"come from each trial's result.json and error.txt")
+    return damaged
+
+
+def _trials_from_results(run_dir: Path, metric: str, mode: str, damaged: List[str]) -> List[Dict[str, Any]]:
+    """Trials read from their own folders, when Tune's experiment state is damaged."""
+    trials = []
+    for trial_dir in sorted(run_dir.glob("trial_*")):
+        rows = _results(trial_dir, damaged)
+        error = trial_dir / "error.txt"
+        status = "ERROR" if error.is_file() else _live_status("PENDING", rows, metric)
+        config = rows[-1].get("config", {}) if rows else {}
+        trials.append({
+            "id": trial_dir.name.removeprefix("trial_"),
+            "status": status,
+            "config": config if isinstance(config, dict) else {},
+            "metrics": trial_metrics(rows, metric, mode),
+            "error": _last_line(error) if status == "ERROR" else None,
+        })
+    return trials
+
+
+def _last_line(path: Path) -> Optional[str]:
+    lines = [line for line in path.read_text(errors="replace").strip().splitlines() if line.strip()]
+    return lines[-1] if lines else None
 
 
 def trial_metrics(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[str, Any]:
@@ -32,7 +83,8 @@ def trial_metrics(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[st
     metrics: Dict[str, Any] = {}
     for row in rows:
         metrics.update({k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                        and (k.startswith(("train_", "val_", "test_", "best_", "timing/")) or k in ("epoch", "training_iteration"))})
+                        and (k.startswith(("train_", "val_", "test_", "best_", "timing/", "frontend/"))
+                            or k in ("epoch", "training_iteration", "tested_epoch"))})
     values = [r[metric] for r in rows if isinstance(r.get(metric), (int, float))]
     if values:
         metrics[f"last_{metric}"] = values[-1]
@@ -44,8 +96,7 @@ def _error(trial: Any) -> Optional[str]:
     path = getattr(trial, "error_file", None) or ""
     for candidate in (Path(path), Path(trial.path) / "error.txt"):
         if candidate.is_file():
-            lines = [line for line in candidate.read_text().strip().splitlines() if line.strip()]
-            return lines[-1] if lines else None
+            return _last_line(candidate)
     return None
 
 
@@ -61,9 +112,11 @@ def _live_status(saved: str, rows: List[Dict[str, Any]], metric: str) -> str:
 
 
 def read_trials(run_dir: Path, metric: Optional[str] = None, mode: Optional[str] = None) -> List[Dict[str, Any]]:
-    """``[{"id", "status", "config", "metrics", "error"}]`` for every trial Tune knows of."""
-    from ray.tune import ExperimentAnalysis
+    """``[{"id", "status", "config", "metrics", "error"}]`` for every trial Tune knows of.
 
+    Raises :class:`DamagedRunError` naming every damaged file, with the trials that
+    could still be read.
+    """
     from specsweep.launcher import load_run
 
     run_dir = Path(run_dir).expanduser().resolve()
@@ -71,12 +124,31 @@ def read_trials(run_dir: Path, metric: Optional[str] = None, mode: Optional[str]
     metric, mode = metric or spec.metric, mode or spec.mode
     if not any(run_dir.glob("experiment_state-*.json")):
         return []
+    damaged = _experiment_state_damage(run_dir)
+    if damaged:
+        trials = _trials_from_results(run_dir, metric, mode, damaged)
+    else:
+        trials = _tune_trials(run_dir, metric, mode, damaged)
+    trials = sorted(trials, key=lambda t: t["id"])
+    if damaged:
+        raise DamagedRunError(run_dir, damaged, trials)
+    return trials
+
+
+def _tune_trials(run_dir: Path, metric: str, mode: str, damaged: List[str]) -> List[Dict[str, Any]]:
+    from ray.tune import ExperimentAnalysis
+
     # Trials that have not reported yet have no result files; that is not worth a warning here.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    analysis = ExperimentAnalysis(str(run_dir))
+    try:
+        analysis = ExperimentAnalysis(str(run_dir))
+    except (ValueError, KeyError, TypeError, OSError) as err:
+        damaged.append(f"{run_dir}: Tune cannot read its experiment state ({type(err).__name__}: {err}); "
+                       f"trial states below come from each trial's result.json and error.txt")
+        return _trials_from_results(run_dir, metric, mode, damaged)
     trials = []
     for trial in analysis.trials:
-        rows = _results(Path(trial.path))
+        rows = _results(Path(trial.path), damaged)
         status = _live_status(trial.status, rows, metric)
         trials.append({
             "id": trial.trial_id,
@@ -85,7 +157,7 @@ def read_trials(run_dir: Path, metric: Optional[str] = None, mode: Optional[str]
             "metrics": trial_metrics(rows, metric, mode),
             "error": _error(trial) if status == "ERROR" else None,
         })
-    return sorted(trials, key=lambda t: t["id"])
+    return trials
 
 
 def describe_config(config: Dict[str, Any], spec: SweepSpec) -> Dict[str, Any]:

@@ -100,8 +100,7 @@ def test_test_set_value_is_checked_before_preparing(speech_commands_tree, capsys
     assert main(["data", "prepare", "speechcommands", "--root", str(speech_commands_tree), "--set", "test_set=x"]) == 2
     assert main(["data", "prepare", "speechcommands", "--set", "tset_set=archive"]) == 2
     assert "test_set" in capsys.readouterr().err
-    assert main(["data", "prepare", "speechcommands", "--set", "test_set=archive"]) == 2
-    assert "data.root: missing" in capsys.readouterr().err
+    assert dataset_config_problems({"name": "speechcommands"}) == ["data.root: missing; dataset 'speechcommands' needs it"]
 
 
 def test_checksum_verification_of_a_local_file(tmp_path):
@@ -161,3 +160,27 @@ def test_embedded_set_tests_on_its_archive_layout(cache_dir):
     assert archived.splits["train"] == listed.splits["train"] and archived.splits["test"] != listed.splits["test"]
     tests = [CachedAudio(Path(d.splits["test"])) for d in (archived, listed)]
     assert np.array_equal(*(np.bincount(t.first_targets(), minlength=len(CLASSES)) for t in tests))
+
+
+def test_paper_silence_slices_every_half_second(speech_commands_tree):
+    """The original's _silence_: 1 s slices every 0.5 s, validation from running_tap only,
+    training from the other noise files, none sliced for the test split."""
+    from conftest import write_tone
+
+    from specsweep.data.speechcommands import CLASSES, DatasetMissingError, speech_commands_sources
+
+    with pytest.raises(DatasetMissingError, match="running_tap.wav"):
+        speech_commands_sources(speech_commands_tree, silence="paper")
+    write_tone(speech_commands_tree / "_background_noise_" / "running_tap.wav", 80, seconds=5.25, seed=7)
+    sources = speech_commands_sources(speech_commands_tree, silence="paper")
+    silence = CLASSES.index("_silence_")
+    by_split = {split: [c for c in clips if c.targets[0] == silence] for split, clips in sources.items()}
+    # As the original's range(0, len - 16000, 8000): 30 s files start slices at 0, 0.5, ..., 28.5 s
+    # (58 each: a slice at 29 s would end exactly at the file's end and is left out, as there);
+    # the 5.25 s running_tap at 0 ... 4.0 s (9).
+    assert len(by_split["train"]) == 2 * 58
+    assert {Path(c.path).name for c in by_split["train"]} == {"white_noise.wav", "pink_noise.wav"}
+    assert [c.start for c in by_split["val"]] == [8000 * k for k in range(9)]
+    assert {Path(c.path).name for c in by_split["val"]} == {"running_tap.wav"}
+    assert by_split["test"] == []
+    assert all(c.frames == 16000 for c in by_split["train"] + by_split["val"])

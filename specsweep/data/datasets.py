@@ -11,8 +11,11 @@ import inspect
 import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
+from pydantic import Field
+
+from specsweep.contract import PositiveInt, Seed
 from specsweep.data import speechcommands
 from specsweep.data.cache import CachedAudio, ClipSource, build_cache, default_cache_root
 from specsweep.registry import Registry
@@ -20,6 +23,10 @@ from specsweep.registry import Registry
 DATASETS = Registry("dataset")
 # Which task each dataset serves, so a spec pairing KWS with a phoneme corpus fails early.
 DATASET_TASKS: Dict[str, str] = {}
+
+
+# A total (train, valid and test are split from it) or the three counts.
+UtteranceCounts = Union[Annotated[int, Field(ge=3)], Annotated[List[PositiveInt], Field(min_length=3, max_length=3)]]
 
 
 def _dataset(name: str, task: str):
@@ -70,6 +77,7 @@ def speech_commands(
     download: bool = False,
     test_set: Literal["list", "archive"] = "list",
     test_root: Optional[str] = None,
+    silence: Literal["spans", "paper"] = "spans",
 ) -> PreparedData:
     """Google Speech Commands v2, 12 classes, from ``root`` (downloaded only if ``download``).
 
@@ -88,6 +96,10 @@ def speech_commands(
         the original experiments did. Training never sees ``testing_list.txt`` clips.
     test_root : str, optional
         The extracted test archive; by default ``root/speech_commands_test_set_v0.02``.
+    silence : {"spans", "paper"}
+        How ``_silence_`` clips are cut from the noise files (see
+        :func:`~specsweep.data.speechcommands.speech_commands_sources`); ``"paper"`` is the
+        original experiments' (every half second; validation from ``running_tap.wav``).
     """
     root_path = Path(root).expanduser()
     if download and not (root_path / "testing_list.txt").exists():
@@ -97,12 +109,12 @@ def speech_commands(
         archive_root = Path(test_root).expanduser() if test_root else speechcommands.default_test_root(root_path)
         if download and not speechcommands.archive_present(archive_root):
             speechcommands.download_test_archive(archive_root, root_path)
-    sources = speechcommands.speech_commands_sources(root_path, test_root=archive_root)
+    sources = speechcommands.speech_commands_sources(root_path, test_root=archive_root, silence=silence)
     return _cache_speech_commands(sources, root_path, cache_dir, "speechcommands")
 
 
 @_dataset("embedded_kws", "kws")
-def embedded_kws(seed: int = 0, clips_per_word: Optional[int] = None, cache_dir: Optional[str] = None,
+def embedded_kws(seed: Seed = 0, clips_per_word: Optional[PositiveInt] = None, cache_dir: Optional[str] = None,
                  test_set: Literal["list", "archive"] = "list") -> PreparedData:
     """The synthesized 12-class keyword set, generated on first use into the cache.
 
@@ -169,7 +181,7 @@ def phoneme_corpus_sources(root: Path) -> tuple[List[str], Dict[str, List[ClipSo
 
 
 @_dataset("embedded_phonemes", "asr")
-def embedded_phonemes(seed: int = 0, n_utterances: Optional[int] = None, cache_dir: Optional[str] = None) -> PreparedData:
+def embedded_phonemes(seed: Seed = 0, n_utterances: Optional[UtteranceCounts] = None, cache_dir: Optional[str] = None) -> PreparedData:
     """The synthesized phoneme-recognition set, generated on first use into the cache."""
     from specsweep.data.embedded import ensure_phoneme_corpus
 
@@ -221,8 +233,14 @@ def dataset_output_info(config: Dict[str, Any]) -> tuple[int, int]:
     """``(number of labels, clip samples)`` of a dataset config without preparing it,
     for sizing models in ``specsweep inspect``."""
     if DATASET_TASKS[config["name"]] == "kws":
-        return len(speechcommands.CLASSES), speechcommands.CLIP_SAMPLES
-    return len(phoneme_inventory(config)), 16000
+        return len(speechcommands.CLASSES), clip_samples(config)
+    return len(phoneme_inventory(config)), clip_samples(config)
+
+
+def clip_samples(config: Dict[str, Any]) -> int:
+    """The clip length of a dataset config (KWS), or the nominal one that sizes models
+    for variable-length utterances (ASR)."""
+    return speechcommands.CLIP_SAMPLES if DATASET_TASKS[config["name"]] == "kws" else 16000
 
 
 def phoneme_inventory(config: Dict[str, Any]) -> List[str]:

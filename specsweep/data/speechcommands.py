@@ -46,6 +46,10 @@ ARCHIVE_CHECKSUMS = {
 # Share of each background-noise file that each split slices its silence from, so
 # that no noise sample is heard in two splits.
 _SILENCE_SPANS = {"train": (0.0, 0.8), "val": (0.8, 0.9), "test": (0.9, 1.0)}
+# The original experiments' silence (AudioLoader's SPEECHCOMMANDS_12C): one-second slices
+# every half second, validation from running_tap only, training from the other noise files.
+PAPER_SILENCE_VAL_FILE = "running_tap.wav"
+SILENCE_MODES = ("spans", "paper")
 
 
 class DatasetMissingError(FileNotFoundError):
@@ -139,7 +143,8 @@ def _read_list(path: Path) -> set[str]:
 
 
 def speech_commands_sources(
-    root: Path, silence_per_split: Dict[str, int] | None = None, test_root: Optional[Path] = None
+    root: Path, silence_per_split: Dict[str, int] | None = None, test_root: Optional[Path] = None,
+    silence: str = "spans",
 ) -> Dict[str, List[ClipSource]]:
     """Clip sources of every split, labels as indices into :data:`CLASSES`.
 
@@ -153,6 +158,11 @@ def speech_commands_sources(
         The extracted test archive. When given, the test split is its clips (silence
         included) and the ``testing_list.txt`` clips of ``root`` are left out of every split;
         otherwise the test split is those clips plus silence sliced from the noise files.
+    silence : {"spans", "paper"}
+        ``"spans"``: each split slices ``silence_per_split`` clips, evenly spaced, from its
+        own share of every noise file. ``"paper"``: the original experiments' slices, one
+        second every half second, of ``running_tap.wav`` for validation and of the other
+        noise files for training; no sliced silence in the test split.
     """
     root = check_root(root)
     if test_root is not None:
@@ -174,6 +184,12 @@ def speech_commands_sources(
     noise_files = sorted((root / "_background_noise_").glob("*.wav"))
     if not noise_files:
         raise DatasetMissingError(f"no WAV files in {root / '_background_noise_'} to slice _silence_ clips from")
+    if silence == "paper":
+        for split in ("train", "val"):
+            sources[split] += _paper_silence(noise_files, split)
+        if test_root is not None:
+            sources["test"] = archive_sources(test_root)
+        return sources
     sliced = SPLITS if test_root is None else ("train", "val")
     for split in sliced:
         keyword_clips = sum(1 for s in sources[split] if s.targets[0] < len(KEYWORDS))
@@ -223,6 +239,20 @@ def write_archive_layout(root: Path, test_root: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return test_root
+
+
+def _paper_silence(noise_files: List[Path], split: str) -> List[ClipSource]:
+    """One-second ``_silence_`` slices every half second (the last partial second left out)."""
+    names = [p.name for p in noise_files]
+    if PAPER_SILENCE_VAL_FILE not in names:
+        raise DatasetMissingError(
+            f"silence: paper needs _background_noise_/{PAPER_SILENCE_VAL_FILE} for validation silence; "
+            f"found {', '.join(names)} (use data.silence: spans)")
+    files = [p for p in noise_files if (p.name == PAPER_SILENCE_VAL_FILE) == (split == "val")]
+    label = CLASSES.index("_silence_")
+    return [ClipSource(str(path), (label,), start=start, frames=CLIP_SAMPLES)
+            for path in files
+            for start in range(0, soundfile.info(str(path)).frames - CLIP_SAMPLES, CLIP_SAMPLES // 2)]
 
 
 def _silence_slices(noise_files: List[Path], split: str, count: int) -> List[ClipSource]:
