@@ -51,7 +51,7 @@ PROTOCOL_SPLIT_SIZES = {
     "paper": {"train": 4000, "val": 620, "test": 1680},
 }
 # The original's split of the 4,620 TRAIN utterances and the seed of its generator.
-PAPER_SPLIT = (4000, 620)
+PAPER_SPLIT = (PROTOCOL_SPLIT_SIZES["paper"]["train"], PROTOCOL_SPLIT_SIZES["paper"]["val"])
 PAPER_SPLIT_SEED = 0
 # Start/end silence marker that the paper protocol removes from the targets.
 PAPER_DROPPED_PHONES = frozenset({"h#"})
