@@ -118,11 +118,29 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_settings(name: str, settings: Sequence[str]) -> Dict[str, Any]:
+    """``KEY=VALUE`` arguments as a data config, values read as YAML scalars."""
+    import yaml
+
+    from specsweep.data.datasets import DATASETS, DatasetConfigError, dataset_param_names
+
+    if name not in DATASETS:
+        raise DatasetConfigError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS.names())}")
+    allowed = dataset_param_names(name)
+    config: Dict[str, Any] = {"name": name}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or key not in allowed:
+            raise DatasetConfigError(f"--set {setting}: expected KEY=VALUE with KEY one of {', '.join(sorted(allowed))}")
+        config[key] = yaml.safe_load(value)
+    return config
+
+
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
     from specsweep.data.datasets import prepare_dataset
     from specsweep.spec import _section_problems
 
-    config: Dict[str, Any] = {"name": args.dataset}
+    config = _data_settings(args.dataset, args.set)
     if args.root:
         config["root"] = args.root
     if args.download:
@@ -196,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("dataset")
     prepare.add_argument("--root")
     prepare.add_argument("--download", action="store_true", help="fetch the dataset from its public source")
+    prepare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="another argument of the dataset, as in a spec's data section (e.g. test_set=archive)")
     prepare.set_defaults(func=_cmd_data_prepare)
 
     from specsweep import report
@@ -206,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line ``argv``; return the exit status (see the module docstring)."""
+    from specsweep.data.datasets import DatasetConfigError
     from specsweep.data.speechcommands import DatasetMissingError
     from specsweep.launcher import LaunchError, RunDirError
     from specsweep.report import ReportError
@@ -213,7 +234,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SpecError, UsageError, RunDirError, LaunchError, ReportError, DatasetMissingError, FileNotFoundError) as err:
+    except (SpecError, UsageError, RunDirError, LaunchError, ReportError, DatasetMissingError, DatasetConfigError,
+            FileNotFoundError) as err:
         if getattr(args, "debug", False):
             raise
         print(f"specsweep: {err}", file=sys.stderr)

@@ -19,9 +19,12 @@ from specsweep.backbones import BACKBONES, backbone_param_names
 from specsweep.contract import Seed, argument_problems, pydantic_problems
 from specsweep.data.datasets import DATASET_TASKS, DATASETS, clip_samples, dataset_param_names
 from specsweep.frontends import FRONTENDS, validate_frontend_config
+from specsweep.recipes import RECIPES, apply_recipe
 
 SECTIONS = ("data", "frontend", "backbone", "train")
 TASK_METRICS = {"kws": ("val_acc", "max"), "asr": ("val_per", "min")}
+# Validation metrics each task reports, with the direction in which they improve.
+VAL_METRICS = {"kws": {"val_acc": "max", "val_loss": "min"}, "asr": {"val_per": "min", "val_loss": "min"}}
 
 
 class SpecError(ValueError):
@@ -116,8 +119,17 @@ class WandbConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    """Training values of a trial. ``test_weights``: test with the weights of the ``best``
+    validation epoch by ``best_by`` (None: the sweep's metric) or with the ``last`` epoch's.
+    ``eval_batch_size`` (None: ``batch_size``) batches validation and test.
+    ``class_weights`` are per-class sampling weights: with ``balance_classes`` they multiply
+    inverse class frequencies, without it they are the weights themselves."""
+
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(100, ge=1)
+    eval_batch_size: Optional[int] = Field(None, ge=1)
+    test_weights: Literal["best", "last"] = "best"
+    best_by: Optional[str] = None
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
     frontend_lr: Optional[float] = Field(None, gt=0)
@@ -143,6 +155,7 @@ class SweepSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     task: Literal["kws", "asr"]
+    recipe: Optional[str] = None
     data: Dict[str, Any]
     frontend: Dict[str, Any]
     backbone: Dict[str, Any]
@@ -155,6 +168,26 @@ class SweepSpec(_Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     wandb: WandbConfig = Field(default_factory=WandbConfig)
     smoke: SmokeConfig = Field(default_factory=SmokeConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_recipe(cls, raw: Any) -> Any:
+        return apply_recipe(raw) if isinstance(raw, dict) else raw
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and v not in RECIPES:
+            raise ValueError(f"must be one of {', '.join(RECIPES.names())} or left out")
+        return v
+
+    @model_validator(mode="after")
+    def _best_by_is_reported(self) -> "SweepSpec":
+        known = VAL_METRICS[self.task]
+        if self.train.best_by is not None and self.train.best_by not in known:
+            raise ValueError(f"train.best_by: {self.train.best_by!r} is not a validation metric of task "
+                             f"{self.task}; allowed: {', '.join(sorted(known))} (or null: the sweep's metric)")
+        return self
 
     @property
     def metric(self) -> str:

@@ -86,7 +86,8 @@ def trial_metrics(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[st
     metrics: Dict[str, Any] = {}
     for row in rows:
         metrics.update({k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                        and (k.startswith(("train_", "val_", "test_", "best_", "timing/")) or k in ("epoch", "training_iteration"))})
+                        and (k.startswith(("train_", "val_", "test_", "best_", "timing/", "frontend/"))
+                            or k in ("epoch", "training_iteration", "tested_epoch"))})
     values = [r[metric] for r in rows if isinstance(r.get(metric), (int, float))]
     if values:
         metrics[f"last_{metric}"] = values[-1]

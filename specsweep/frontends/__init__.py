@@ -50,7 +50,7 @@ def frontend_param_names(name: str) -> set[str]:
     Examples
     --------
     >>> sorted(frontend_param_names("fastaudio"))[:3]
-    ['amin', 'center', 'f_max']
+    ['amin', 'center', 'clamp']
     """
     params = inspect.signature(FRONTENDS.get(name)).parameters
     return {p for p in params if p != "self"}
