@@ -254,7 +254,7 @@ def run_sweep(
     """Validate ``spec_path`` and what it would cost, claim a fresh run directory, run
     the sweep, summarise it. Every refusal comes before the run directory exists."""
     spec = load_spec(spec_path, smoke=smoke)
-    name = check_run_name(name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    name = check_run_name(f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}" if name is None else name)
     check_plan(spec, str(spec_path), max_trials, local=address is None, num_cpus=num_cpus)
     storage = _storage_dir(storage)
     _check_free(storage / name)

@@ -377,8 +377,10 @@ def spec_problems(raw: Any, check_smoke: bool = True) -> List[str]:
         # Sections checked by their components below are reported there.
         problems += [p for p in _pydantic_problems(err) if not p.startswith("train.")]
     task = raw.get("task") if raw.get("task") in TASK_METRICS else None
-    problems += _config_problems(raw, task)
-    problems += _check_space(raw, task, problems)
+    # The sections as the recipe fills them are what the trials get.
+    filled = apply_recipe(raw)
+    problems += _config_problems(filled, task)
+    problems += _check_space(filled, task, problems)
     if check_smoke:
         problems += _smoke_problems(raw, problems)
     return list(dict.fromkeys(problems))

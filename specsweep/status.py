@@ -29,17 +29,20 @@ def _results(trial_dir: Path, damaged: Optional[List[str]] = None) -> List[Dict[
     if not path.exists():
         return []
     lines = path.read_bytes().splitlines()
-    rows = []
+    rows, bad = [], []
     for i, line in enumerate(lines):
         try:
             row = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
             # The last line may be the one being written when the sweep was killed.
-            if i < len(lines) - 1 and damaged is not None:
-                damaged.append(f"{path}: line {i + 1} is not a JSON result; the lines that are still count")
+            if i < len(lines) - 1:
+                bad.append(i + 1)
             continue
         if isinstance(row, dict):
             rows.append(row)
+    if bad and damaged is not None:
+        damaged.append(f"{path}: line{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} of {len(lines)} "
+                       f"are not JSON results; the other lines still count")
     return rows
 
 
