@@ -81,6 +81,10 @@ def test_missing_archive_names_folder_and_download_command(speech_commands_tree,
     elsewhere = root.parent / "sc_test"
     with pytest.raises(DatasetMissingError, match=f"--set test_root={elsewhere} --download"):
         prepare_dataset({"name": "speechcommands", "root": str(root), "test_set": "archive", "test_root": str(elsewhere)})
+    # Without the main archive either, one command fetches both.
+    with pytest.raises(DatasetMissingError, match=f"Speech Commands v2 not found at {root.parent}.*--root {root.parent} "
+                       "--set test_set=archive --download"):
+        prepare_dataset({"name": "speechcommands", "root": str(root.parent), "test_set": "archive"})
 
 
 def test_archive_folders_must_be_the_twelve_classes(speech_commands_tree):
