@@ -126,8 +126,12 @@ def read_trials(run_dir: Path, metric: Optional[str] = None, mode: Optional[str]
     spec = load_run(run_dir)
     metric, mode = metric or spec.metric, mode or spec.mode
     if not any(run_dir.glob("experiment_state-*.json")):
-        return []
-    damaged = _experiment_state_damage(run_dir)
+        if not any(run_dir.glob("trial_*")):
+            return []
+        damaged = [f"{run_dir}: Tune's experiment state (experiment_state-*.json) is missing; trial states below "
+                   f"come from each trial's result.json and error.txt"]
+    else:
+        damaged = _experiment_state_damage(run_dir)
     if damaged:
         trials = _trials_from_results(run_dir, metric, mode, damaged)
     else:
@@ -147,10 +151,13 @@ def _tune_trials(run_dir: Path, metric: str, mode: str, damaged: List[str]) -> L
         analysis = ExperimentAnalysis(str(run_dir))
     except (ValueError, KeyError, TypeError, OSError) as err:
         damaged.append(f"{run_dir}: Tune cannot read its experiment state ({type(err).__name__}: {err}); "
-                       f"trial states below come from each trial's result.json and error.txt")
+                       f"trial states are read from each trial's result.json and error.txt instead")
         return _trials_from_results(run_dir, metric, mode, damaged)
     trials = []
     for trial in analysis.trials:
+        if not Path(trial.path).is_dir() and trial.status != "PENDING":
+            damaged.append(f"{trial.path}: the folder of trial {trial.trial_id} ({trial.status}) is missing; "
+                           f"its results and checkpoints are lost")
         rows = _results(Path(trial.path), damaged)
         status = _live_status(trial.status, rows, metric)
         trials.append({
