@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from specsweep.launcher import RunDirError
 from specsweep.spec import SweepSpec
 
 STATUSES = ("PENDING", "RUNNING", "TERMINATED", "ERROR")
+# A running sweep rewrites its experiment state in place: a file read mid-write is read
+# again after this many seconds before it counts as damaged.
+_REWRITE_WAIT_S = 0.5
 
 
-class DamagedRunError(RuntimeError):
+class DamagedRunError(RunDirError):
     """Files of a run directory cannot be read; ``damaged`` names them, ``trials`` holds
     what could still be read from the trials' own result files."""
 
@@ -50,12 +55,21 @@ def _experiment_state_damage(run_dir: Path) -> List[str]:
     """Tune's experiment state files that are not JSON (e.g. truncated)."""
     damaged = []
     for path in sorted(run_dir.glob("experiment_state-*.json")):
-        try:
-            json.loads(path.read_bytes())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            damaged.append(f"{path}: Tune's experiment state is truncated or not JSON; trial states below "
-                           f"come from each trial's result.json and error.txt")
+        if _is_json(path):
+            continue
+        time.sleep(_REWRITE_WAIT_S)
+        if not _is_json(path):
+            damaged.append(f"{path}: Tune's experiment state is truncated or not JSON; trial states are read "
+                           f"from each trial's result.json and error.txt instead")
     return damaged
+
+
+def _is_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError, FileNotFoundError):
+        return False
+    return True
 
 
 def _trials_from_results(run_dir: Path, metric: str, mode: str, damaged: List[str]) -> List[Dict[str, Any]]:
@@ -128,8 +142,8 @@ def read_trials(run_dir: Path, metric: Optional[str] = None, mode: Optional[str]
     if not any(run_dir.glob("experiment_state-*.json")):
         if not any(run_dir.glob("trial_*")):
             return []
-        damaged = [f"{run_dir}: Tune's experiment state (experiment_state-*.json) is missing; trial states below "
-                   f"come from each trial's result.json and error.txt"]
+        damaged = [f"{run_dir}: Tune's experiment state (experiment_state-*.json) is missing; trial states are read "
+                   f"from each trial's result.json and error.txt instead"]
     else:
         damaged = _experiment_state_damage(run_dir)
     if damaged:
