@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from specsweep.launcher import RunDirError
 from specsweep.spec import SweepSpec
 
 STATUSES = ("PENDING", "RUNNING", "TERMINATED", "ERROR")
+# A running sweep rewrites its experiment state in place: a file read mid-write is read
+# again after this many seconds before it counts as damaged.
+_REWRITE_WAIT_S = 0.5
 
 
-class DamagedRunError(RuntimeError):
+class DamagedRunError(RunDirError):
     """Files of a run directory cannot be read; ``damaged`` names them, ``trials`` holds
     what could still be read from the trials' own result files."""
 
@@ -50,12 +55,21 @@ def _experiment_state_damage(run_dir: Path) -> List[str]:
     """Tune's experiment state files that are not JSON (e.g. truncated)."""
     damaged = []
     for path in sorted(run_dir.glob("experiment_state-*.json")):
-        try:
-            json.loads(path.read_bytes())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            damaged.append(f"{path}: Tune's experiment state is truncated or not JSON; trial states below "
-                           f"come from each trial's result.json and error.txt")
+        if _is_json(path):
+            continue
+        time.sleep(_REWRITE_WAIT_S)
+        if not _is_json(path):
+            damaged.append(f"{path}: Tune's experiment state is truncated or not JSON; trial states are read "
+                           f"from each trial's result.json and error.txt instead")
     return damaged
+
+
+def _is_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError, FileNotFoundError):
+        return False
+    return True
 
 
 def _trials_from_results(run_dir: Path, metric: str, mode: str, damaged: List[str]) -> List[Dict[str, Any]]:
@@ -126,8 +140,12 @@ def read_trials(run_dir: Path, metric: Optional[str] = None, mode: Optional[str]
     spec = load_run(run_dir)
     metric, mode = metric or spec.metric, mode or spec.mode
     if not any(run_dir.glob("experiment_state-*.json")):
-        return []
-    damaged = _experiment_state_damage(run_dir)
+        if not any(run_dir.glob("trial_*")):
+            return []
+        damaged = [f"{run_dir}: Tune's experiment state (experiment_state-*.json) is missing; trial states are read "
+                   f"from each trial's result.json and error.txt instead"]
+    else:
+        damaged = _experiment_state_damage(run_dir)
     if damaged:
         trials = _trials_from_results(run_dir, metric, mode, damaged)
     else:
@@ -147,10 +165,13 @@ def _tune_trials(run_dir: Path, metric: str, mode: str, damaged: List[str]) -> L
         analysis = ExperimentAnalysis(str(run_dir))
     except (ValueError, KeyError, TypeError, OSError) as err:
         damaged.append(f"{run_dir}: Tune cannot read its experiment state ({type(err).__name__}: {err}); "
-                       f"trial states below come from each trial's result.json and error.txt")
+                       f"trial states are read from each trial's result.json and error.txt instead")
         return _trials_from_results(run_dir, metric, mode, damaged)
     trials = []
     for trial in analysis.trials:
+        if not Path(trial.path).is_dir() and trial.status != "PENDING":
+            damaged.append(f"{trial.path}: the folder of trial {trial.trial_id} ({trial.status}) is missing; "
+                           f"its results and checkpoints are lost")
         rows = _results(Path(trial.path), damaged)
         status = _live_status(trial.status, rows, metric)
         trials.append({
