@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="launch a sweep spec with Ray Tune")
     run.add_argument("spec", help="sweep spec YAML (see sweeps/)")
-    run.add_argument("--address", help="join this Ray cluster (default: start a local Ray on loopback)")
+    run.add_argument("--address", help="join the Ray cluster whose head is at HOST:PORT (default: $RAY_ADDRESS, "
+                     "else a new local Ray on loopback)")
     run.add_argument("--storage", type=Path, help="parent folder or URI of run directories (default ./runs)")
     run.add_argument("--name", help="run directory name (default: spec name + time); never reused")
     run.add_argument("--smoke-test", action="store_true", help="tiny data, one epoch, truncated grid")
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume = sub.add_parser("resume", help="continue a killed or failed sweep")
     resume.add_argument("run_dir")
-    resume.add_argument("--address")
+    resume.add_argument("--address", help="as for run")
     resume.add_argument("--restart-errored", action="store_true", help="restart errored trials from scratch")
     resume.add_argument("--num-cpus", type=int)
     resume.set_defaults(func=_cmd_resume)
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from specsweep.data.speechcommands import DatasetMissingError
-    from specsweep.launcher import RunDirError
+    from specsweep.launcher import ClusterError, RunDirError
 
     args = build_parser().parse_args(argv)
     try:
@@ -144,7 +145,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SpecError as err:
         print(f"specsweep: {err}", file=sys.stderr)
         return 2
-    except (RunDirError, DatasetMissingError, FileNotFoundError) as err:
+    except (RunDirError, ClusterError, DatasetMissingError, FileNotFoundError) as err:
         print(f"specsweep: {err}", file=sys.stderr)
         return 2
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,26 +29,181 @@ def default_storage() -> Path:
 
 
 _CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Ray's own retries on an address that is not a Ray head run for minutes; a user is told sooner.
+_CONNECT_TIMEOUT_S = 25
+
+
+class ClusterError(RuntimeError):
+    """Joining a Ray cluster failed; the message says what failed and how to fix it."""
 
 
 def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None) -> None:
-    """Join ``address`` or start a local Ray that listens on loopback only."""
+    """Join the Ray cluster at ``address``, else at ``RAY_ADDRESS`` (set for a job's
+    entrypoint), else start a local Ray that listens on loopback only.
+
+    Raises
+    ------
+    ClusterError
+        The cluster cannot be joined (bad or unreachable address, refused token, other
+        Ray or Python version), or ``num_cpus``/``num_gpus`` were given for a cluster.
+    """
     import ray
-    from ray._private import ray_constants
 
     if ray.is_initialized():
         return
-    if address:
-        ray.init(address=address, log_to_driver=True)
+    origin = "--address"
+    if not address and os.environ.get("RAY_ADDRESS"):
+        address, origin = os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
+    if address and address != "local":
+        if num_cpus is not None or num_gpus is not None:
+            raise ClusterError(f"--num-cpus sizes a local Ray only; the size of the cluster at {address} is "
+                               f"set by `ray start --num-cpus/--num-gpus` on its nodes")
+        _join_cluster(address, origin)
         return
-    # Ray's services stay on loopback unless the user gives a cluster address. Ray binds to
-    # loopback when clusters are disabled (its setting for single machines); the variable
-    # reaches the processes Ray starts, and this process read it when it imported Ray.
-    os.environ[_CLUSTER_ENV] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    _keep_on_loopback()
     # address="local": a new instance, never one that `ray start` left running.
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
              log_to_driver=True, configure_logging=False)
+
+
+def _keep_on_loopback() -> None:
+    """Keep Ray's addresses on 127.0.0.1: Ray binds to loopback when clusters are disabled
+    (its setting for single machines), and otherwise rewrites 127.0.0.1 to the machine's
+    network address. The variable reaches the processes Ray starts; this process read it
+    when it imported Ray."""
+    from ray._private import ray_constants
+
+    os.environ[_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _join_cluster(address: str, origin: str) -> None:
+    """Connect to a running cluster the way the ``ray`` CLI does, checking first (within
+    about half a minute) that a Ray head of this Ray and Python version answers there."""
+    import ray
+    from ray._common.network_utils import parse_address
+    from ray._private import services
+
+    scheme = address.split("://", 1)[0] if "://" in address else None
+    if scheme is not None:
+        hint = {"http": "; http://HOST:8265 is the dashboard, which `ray job submit` takes",
+                "https": "; https://HOST:8265 is the dashboard, which `ray job submit` takes",
+                "ray": "; ray:// (Ray Client) is not supported: run specsweep on a cluster node or as a job"}
+        raise ClusterError(f"{origin} {address!r}: give the head's HOST:PORT as `ray start --head` prints it "
+                           f"(port 6379 by default){hint.get(scheme, '')}")
+    parsed = parse_address(address)
+    if parsed is not None and _is_loopback(parsed[0]):
+        # A head on loopback has its nodes on this machine; Ray would otherwise rewrite
+        # 127.0.0.1 to the machine's network address, where that head does not listen.
+        _keep_on_loopback()
+    try:
+        gcs_address = services.canonicalize_bootstrap_address_or_die(address)
+    except (ValueError, ConnectionError) as err:
+        raise ClusterError(f"{origin} {address!r}: {err} (expected HOST:PORT of the head, or `auto`)") from None
+    _check_reachable(f"{origin} {address!r}", gcs_address)
+    _use_token_like_ray_cli()
+    _probe_head(gcs_address)
+    try:
+        ray.init(address=gcs_address, log_to_driver=True)
+    except Exception as err:  # noqa: BLE001 - Ray raises many kinds; the user gets one line
+        raise ClusterError(f"joining the Ray cluster at {gcs_address} failed: {_first_line(err)}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
+
+
+def _check_reachable(given: str, gcs_address: str) -> None:
+    import socket
+
+    from ray._common.network_utils import parse_address
+
+    host, port = parse_address(gcs_address)
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except socket.gaierror:
+        raise ClusterError(f"{given}: cannot resolve host {host!r}") from None
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise ClusterError(f"no Ray cluster answers at {gcs_address} ({reason}): start its head with "
+                           f"`ray start --head`, or give the address that command printed") from None
+
+
+def _use_token_like_ray_cli() -> None:
+    """Like ``ray start`` and the ``ray`` CLI: a token in ``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` turns token authentication on unless
+    ``RAY_AUTH_MODE`` says otherwise (``ray.init`` with an address does not do this)."""
+    import logging
+
+    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+
+    # Its warning speaks of starting a cluster, which joining does not.
+    setup_logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = setup_logger.level
+    setup_logger.setLevel(logging.ERROR)
+    try:
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        setup_logger.setLevel(level)
+
+
+def _probe_head(gcs_address: str) -> None:
+    """Ask the head for its Ray and Python versions, on a thread with a deadline because
+    a port that is not a Ray head keeps Ray's client waiting for minutes."""
+    import threading
+
+    import ray
+    from ray._common.usage.usage_lib import get_cluster_metadata
+    from ray._private.utils import check_version_info
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    answer: Dict[str, Any] = {}
+
+    def ask() -> None:
+        try:
+            answer["metadata"] = get_cluster_metadata(GcsClient(address=gcs_address))
+        except Exception as err:  # noqa: BLE001 - reported below
+            answer["error"] = err
+
+    thread = threading.Thread(target=ask, name="specsweep-ray-probe", daemon=True)
+    thread.start()
+    thread.join(_CONNECT_TIMEOUT_S)
+    if thread.is_alive():
+        raise ClusterError(f"{gcs_address} accepts connections but did not answer as a Ray head within "
+                           f"{_CONNECT_TIMEOUT_S} s: give the head's GCS port (`ray start --head --port`, "
+                           f"6379 by default), not its dashboard or client port")
+    error = answer.get("error")
+    if isinstance(error, AuthenticationError):
+        has_token = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+        problem = "refused this machine's authentication token" if has_token else (
+            "requires token authentication and this machine has no token")
+        raise ClusterError(f"the Ray cluster at {gcs_address} {problem}: copy the head's token (`ray get-auth-token` "
+                           f"there) to ~/.ray/auth_token here, or set RAY_AUTH_TOKEN")
+    if error is not None:
+        raise ClusterError(f"the Ray head at {gcs_address} did not answer: {_first_line(error)}")
+    metadata = answer.get("metadata")
+    if metadata:
+        try:
+            check_version_info(metadata, "this machine")
+        except RuntimeError:
+            raise ClusterError(
+                f"the Ray cluster at {gcs_address} runs Ray {metadata['ray_version']} on Python "
+                f"{metadata['python_version']}, this machine Ray {ray.__version__} on Python "
+                f"{platform.python_version()}: install the same versions here "
+                f"as on the cluster") from None
 
 
 def _new_run_dir(storage: Path, name: str) -> Path:
@@ -193,11 +349,12 @@ def run_sweep(
     spec = load_spec(spec_path, smoke=smoke)
     storage = Path(storage).expanduser().resolve() if storage else default_storage()
     run_dir = _new_run_dir(storage, name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    # Joining fails fast and before anything is written, so a bad address leaves no run directory.
+    start_ray(address, num_cpus)
     _prepare_data(spec)
     run_dir.mkdir(parents=True)
     (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
     (run_dir / RUN_FILE).write_text(json.dumps({"spec": str(spec_path), "smoke": smoke, "created": datetime.now().isoformat()}))
-    start_ray(address, num_cpus)
     return _finish(_build_tuner(spec, run_dir, smoke), spec, run_dir)
 
 
@@ -224,8 +381,8 @@ def resume_sweep(run_dir: Path, address: Optional[str] = None, restart_errored: 
     if trials and all(t["status"] == "TERMINATED" for t in trials):
         print(f"[specsweep] {run_dir}: all {len(trials)} trials already finished; nothing to resume")
         return SweepOutcome(run_dir, summary_rows(trials, spec), 0, 0)
-    _prepare_data(spec)
     start_ray(address, num_cpus)
+    _prepare_data(spec)
     smoke = json.loads((run_dir / RUN_FILE).read_text()).get("smoke", False)
     tuner = _build_tuner(spec, run_dir, smoke, restore=True, restart_errored=restart_errored)
     return _finish(tuner, spec, run_dir)
