@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import yaml
 from ray.tune import Callback
 
+from specsweep.rundir import RunLocation, first_line
 from specsweep.spec import SweepSpec, load_spec, param_space, validate_spec
 
 SPEC_FILE = "specsweep.yaml"
@@ -24,8 +26,8 @@ class RunDirError(RuntimeError):
     """A run directory cannot be created or is not a specsweep run."""
 
 
-def default_storage() -> Path:
-    return Path(os.environ.get("SPECSWEEP_STORAGE", "runs")).expanduser().resolve()
+def default_storage() -> RunLocation:
+    return RunLocation(os.environ.get("SPECSWEEP_STORAGE", "runs"))
 
 
 _CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -106,7 +108,7 @@ def _join_cluster(address: str, origin: str) -> None:
     try:
         ray.init(address=gcs_address, log_to_driver=True)
     except Exception as err:  # noqa: BLE001 - Ray raises many kinds; the user gets one line
-        raise ClusterError(f"joining the Ray cluster at {gcs_address} failed: {_first_line(err)}") from None
+        raise ClusterError(f"joining the Ray cluster at {gcs_address} failed: {first_line(err)}") from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -118,11 +120,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
 
 
 def _check_reachable(given: str, gcs_address: str) -> None:
@@ -193,7 +190,7 @@ def _probe_head(gcs_address: str) -> None:
         raise ClusterError(f"the Ray cluster at {gcs_address} {problem}: copy the head's token (`ray get-auth-token` "
                            f"there) to ~/.ray/auth_token here, or set RAY_AUTH_TOKEN")
     if error is not None:
-        raise ClusterError(f"the Ray head at {gcs_address} did not answer: {_first_line(error)}")
+        raise ClusterError(f"the Ray head at {gcs_address} did not answer: {first_line(error)}")
     metadata = answer.get("metadata")
     if metadata:
         try:
@@ -206,12 +203,13 @@ def _probe_head(gcs_address: str) -> None:
                 f"as on the cluster") from None
 
 
-def _new_run_dir(storage: Path, name: str) -> Path:
-    run_dir = storage / name
+def _new_run_dir(storage: RunLocation, name: str) -> RunLocation:
+    storage.check_can_hold_runs()
+    run_dir = storage.child(name)
     if run_dir.exists():
         raise RunDirError(
             f"run directory {run_dir} already exists; pick another --name, or continue it with "
-            f"`specsweep resume {run_dir}`"
+            f"`specsweep resume {shlex.quote(str(run_dir))}`"
         )
     return run_dir
 
@@ -232,7 +230,7 @@ def _prepare_data(spec: SweepSpec) -> None:
 
 @dataclass
 class SweepOutcome:
-    run_dir: Path
+    run_dir: Union[Path, str]
     rows: List[Dict[str, Any]]
     errored: int
     unfinished: int
@@ -242,7 +240,7 @@ class SweepOutcome:
         return 1 if self.errored or self.unfinished else 0
 
 
-def _build_tuner(spec: SweepSpec, run_dir: Path, smoke: bool, restore: bool = False, restart_errored: bool = False):
+def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bool = False, restart_errored: bool = False):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -262,7 +260,7 @@ def _build_tuner(spec: SweepSpec, run_dir: Path, smoke: bool, restore: bool = Fa
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
     trainable = tune.with_resources(tune.with_parameters(train_trial, run=context), resources)
     if restore:
-        return tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True, resume_errored=not restart_errored,
+        return tune.Tuner.restore(run_dir.uri, trainable, resume_unfinished=True, resume_errored=not restart_errored,
                                   restart_errored=restart_errored)
     search_alg = None
     if spec.search.algorithm == "optuna":
@@ -287,7 +285,7 @@ def _build_tuner(spec: SweepSpec, run_dir: Path, smoke: bool, restore: bool = Fa
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=run_dir.name, storage_path=str(run_dir.parent),
+            name=run_dir.name, storage_path=run_dir.parent.uri,
             failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.num_to_keep,
                                                     checkpoint_score_attribute=spec.metric,
@@ -339,33 +337,34 @@ class ProgressLine(Callback):
 
 def run_sweep(
     spec_path: Path,
-    storage: Optional[Path] = None,
+    storage: Union[Path, str, None] = None,
     name: Optional[str] = None,
     address: Optional[str] = None,
     smoke: bool = False,
     num_cpus: Optional[int] = None,
 ) -> SweepOutcome:
-    """Validate ``spec_path``, create a fresh run directory, run the sweep, summarise it."""
+    """Validate ``spec_path``, create a fresh run directory under ``storage`` (a local
+    folder or a pyarrow URI such as ``s3://bucket/runs``), run the sweep, summarise it."""
     spec = load_spec(spec_path, smoke=smoke)
-    storage = Path(storage).expanduser().resolve() if storage else default_storage()
+    storage = RunLocation(storage) if storage else default_storage()
     run_dir = _new_run_dir(storage, name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
     # Joining fails fast and before anything is written, so a bad address leaves no run directory.
     start_ray(address, num_cpus)
     _prepare_data(spec)
-    run_dir.mkdir(parents=True)
-    (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
-    (run_dir / RUN_FILE).write_text(json.dumps({"spec": str(spec_path), "smoke": smoke, "created": datetime.now().isoformat()}))
+    run_dir.mkdir()
+    run_dir.write_text(SPEC_FILE, yaml.safe_dump(spec.model_dump(), sort_keys=False))
+    run_dir.write_text(RUN_FILE, json.dumps({"spec": str(spec_path), "smoke": smoke, "created": datetime.now().isoformat()}))
     return _finish(_build_tuner(spec, run_dir, smoke), spec, run_dir)
 
 
-def load_run(run_dir: Path) -> SweepSpec:
-    run_dir = Path(run_dir).expanduser().resolve()
-    if not (run_dir / SPEC_FILE).exists():
+def load_run(run_dir: Union[Path, str, RunLocation]) -> SweepSpec:
+    run_dir = RunLocation(run_dir)
+    if not run_dir.is_file(SPEC_FILE):
         raise RunDirError(f"{run_dir} is not a specsweep run directory (no {SPEC_FILE})")
-    return validate_spec(yaml.safe_load((run_dir / SPEC_FILE).read_text()), str(run_dir / SPEC_FILE))
+    return validate_spec(yaml.safe_load(run_dir.read_text(SPEC_FILE)), str(run_dir.child(SPEC_FILE)))
 
 
-def resume_sweep(run_dir: Path, address: Optional[str] = None, restart_errored: bool = False,
+def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, restart_errored: bool = False,
                  num_cpus: Optional[int] = None) -> SweepOutcome:
     """Continue a killed or failed sweep in place: finished trials are kept, unfinished
     ones continue from their latest checkpoints, errored ones are retried."""
@@ -373,22 +372,22 @@ def resume_sweep(run_dir: Path, address: Optional[str] = None, restart_errored: 
 
     from specsweep.status import read_trials
 
-    run_dir = Path(run_dir).expanduser().resolve()
+    run_dir = RunLocation(run_dir)
     spec = load_run(run_dir)
-    if not tune.Tuner.can_restore(str(run_dir)):
+    if not tune.Tuner.can_restore(run_dir.uri):
         raise RunDirError(f"{run_dir} has no Tune experiment state to resume (was the sweep started?)")
     trials = read_trials(run_dir)
     if trials and all(t["status"] == "TERMINATED" for t in trials):
         print(f"[specsweep] {run_dir}: all {len(trials)} trials already finished; nothing to resume")
-        return SweepOutcome(run_dir, summary_rows(trials, spec), 0, 0)
+        return SweepOutcome(run_dir.display, summary_rows(trials, spec), 0, 0)
     start_ray(address, num_cpus)
     _prepare_data(spec)
-    smoke = json.loads((run_dir / RUN_FILE).read_text()).get("smoke", False)
+    smoke = json.loads(run_dir.read_text(RUN_FILE)).get("smoke", False)
     tuner = _build_tuner(spec, run_dir, smoke, restore=True, restart_errored=restart_errored)
     return _finish(tuner, spec, run_dir)
 
 
-def _finish(tuner: Any, spec: SweepSpec, run_dir: Path) -> SweepOutcome:
+def _finish(tuner: Any, spec: SweepSpec, run_dir: RunLocation) -> SweepOutcome:
     from specsweep.status import read_trials
 
     interrupted = False
@@ -408,8 +407,8 @@ def _finish(tuner: Any, spec: SweepSpec, run_dir: Path) -> SweepOutcome:
                 print(f"  {t['id']}: {t.get('error') or 'see its error.txt'}")
     print(f"[specsweep] run directory: {run_dir}")
     if interrupted or unfinished or errored:
-        print(f"[specsweep] resume with: specsweep resume {run_dir}")
-    return SweepOutcome(run_dir, rows, errored, unfinished)
+        print(f"[specsweep] resume with: specsweep resume {shlex.quote(str(run_dir))}")
+    return SweepOutcome(run_dir.display, rows, errored, unfinished)
 
 
 def summary_rows(trials: List[Dict[str, Any]], spec: SweepSpec) -> List[Dict[str, Any]]:

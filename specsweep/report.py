@@ -8,10 +8,12 @@ metric of the best checkpoint.
 from __future__ import annotations
 
 import csv
+import io
 import statistics
+import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import matplotlib
 
@@ -20,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from specsweep.rundir import RunLocation  # noqa: E402
 from specsweep.spec import SweepSpec  # noqa: E402
 from specsweep.status import describe_config  # noqa: E402
 
@@ -138,20 +141,20 @@ def _best_trial_per_setting(trials: List[Dict[str, Any]], spec: SweepSpec) -> Di
     return best
 
 
-def best_weights(trial_dir: Path) -> Optional[Dict[str, torch.Tensor]]:
+def best_weights(run_dir: RunLocation, trial_dir: str) -> Optional[Dict[str, torch.Tensor]]:
     """The best epoch's weights, carried in the trial's latest Tune checkpoint."""
-    checkpoints = sorted(trial_dir.glob("checkpoint_*/checkpoint.ckpt"))
+    checkpoints = run_dir.glob(f"{trial_dir}/checkpoint_*/checkpoint.ckpt")
     if not checkpoints:
         return None
-    state = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)
+    state = torch.load(io.BytesIO(run_dir.read_bytes(checkpoints[-1])), map_location="cpu", weights_only=True)
     return state.get("callbacks", {}).get("BestWeights", {}).get("weights")
 
 
-def _learned_filterbank(run_dir: Path, trial: Dict[str, Any]) -> Optional[torch.Tensor]:
+def _learned_filterbank(run_dir: RunLocation, trial: Dict[str, Any]) -> Optional[torch.Tensor]:
     from specsweep.data.datasets import dataset_output_info
     from specsweep.model import build_model
 
-    weights = best_weights(run_dir / f"trial_{trial['id']}")
+    weights = best_weights(run_dir, f"trial_{trial['id']}")
     if weights is None:
         return None
     config = trial["config"]
@@ -163,7 +166,7 @@ def _learned_filterbank(run_dir: Path, trial: Dict[str, Any]) -> Optional[torch.
     return model.frontend.filterbank().detach()
 
 
-def plot_best_filterbanks(run_dir: Path, trials: List[Dict[str, Any]], spec: SweepSpec, path: Path) -> Optional[Path]:
+def plot_best_filterbanks(run_dir: RunLocation, trials: List[Dict[str, Any]], spec: SweepSpec, path: Path) -> Optional[Path]:
     best = _best_trial_per_setting(trials, spec)
     banks = {s: _learned_filterbank(run_dir, t) for s, t in sorted(best.items())}
     banks = {s: b for s, b in banks.items() if b is not None}
@@ -182,16 +185,21 @@ def plot_best_filterbanks(run_dir: Path, trials: List[Dict[str, Any]], spec: Swe
     return path
 
 
-def build_report(run_dir: Path, out: Optional[Path] = None) -> Dict[str, Path]:
-    """Write ``report.md``, ``report.csv`` and the PNGs; return their paths."""
+def build_report(run_dir: Union[Path, str, RunLocation], out: Optional[Path] = None) -> Dict[str, Path]:
+    """Write ``report.md``, ``report.csv`` and the PNGs to the local folder ``out``
+    (default: ``RUN_DIR/report`` of a local run directory); return their paths."""
     from specsweep import tracking
     from specsweep.launcher import load_run
     from specsweep.status import read_trials
 
-    run_dir = Path(run_dir).expanduser().resolve()
+    run_dir = RunLocation(run_dir)
     spec = load_run(run_dir)
     trials = read_trials(run_dir)
-    out = Path(out) if out else run_dir / "report"
+    if out is None:
+        if not run_dir.is_local:
+            raise ValueError("a run directory in cloud storage needs a local output folder (out)")
+        out = Path(run_dir.path) / "report"
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     agg = aggregate(trials, spec)
     finished = sum(t["status"] == "TERMINATED" for t in trials)
@@ -211,13 +219,13 @@ def build_report(run_dir: Path, out: Optional[Path] = None) -> Dict[str, Path]:
     return files
 
 
-def _to_wandb(spec: SweepSpec, run_dir: Path, files: Dict[str, Path]) -> None:
+def _to_wandb(spec: SweepSpec, run_dir: RunLocation, files: Dict[str, Path]) -> None:
     import wandb
 
     with open(files["csv"]) as f:
         rows = list(csv.reader(f))
     run = wandb.init(project=spec.wandb.project, entity=spec.wandb.entity, group=spec.wandb.group or run_dir.name,
-                     name=f"{run_dir.name}-report", job_type="report", dir=str(run_dir / "report"))
+                     name=f"{run_dir.name}-report", job_type="report", dir=str(files["csv"].parent))
     run.log({"results": wandb.Table(columns=rows[0], data=rows[1:]),
              **{k: wandb.Image(str(p)) for k, p in files.items() if p.suffix == ".png"}})
     run.finish()
@@ -225,14 +233,27 @@ def _to_wandb(spec: SweepSpec, run_dir: Path, files: Dict[str, Path]) -> None:
 
 def add_parser(sub: Any) -> None:
     report = sub.add_parser("report", help="tables (Markdown, CSV) and figures of a run directory")
-    report.add_argument("run_dir")
-    report.add_argument("--out", type=Path, help="output folder (default RUN_DIR/report)")
+    report.add_argument("run_dir", help="run directory: local folder or URI")
+    report.add_argument("--out", type=Path, help="local output folder (default RUN_DIR/report; for a run directory "
+                        "in cloud storage, written there as well)")
     report.set_defaults(func=_cmd_report)
 
 
 def _cmd_report(args: Any) -> int:
-    files = build_report(Path(args.run_dir), args.out)
-    print(files["markdown"].read_text())
-    for kind, path in files.items():
-        print(f"{kind}: {path}")
+    run_dir = RunLocation(args.run_dir)
+    if run_dir.is_local or args.out:
+        files = build_report(run_dir, args.out)
+        _print_report(files, {kind: str(path) for kind, path in files.items()})
+        return 0
+    # The report of a run directory in cloud storage is written there, like its other artifacts.
+    with tempfile.TemporaryDirectory() as tmp:
+        files = build_report(run_dir, Path(tmp))
+        run_dir.upload(Path(tmp), "report")
+        _print_report(files, {kind: str(run_dir.child(f"report/{path.name}")) for kind, path in files.items()})
     return 0
+
+
+def _print_report(files: Dict[str, Path], shown: Dict[str, str]) -> None:
+    print(files["markdown"].read_text())
+    for kind, where in shown.items():
+        print(f"{kind}: {where}")

@@ -6,19 +6,20 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
+from specsweep.rundir import RunLocation
 from specsweep.spec import SweepSpec
 
 STATUSES = ("PENDING", "RUNNING", "TERMINATED", "ERROR")
 
 
-def _results(trial_dir: Path) -> List[Dict[str, Any]]:
-    path = trial_dir / "result.json"
-    if not path.exists():
+def _results(run_dir: RunLocation, trial_dir: str) -> List[Dict[str, Any]]:
+    path = f"{trial_dir}/result.json"
+    if not run_dir.is_file(path):
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in run_dir.read_text(path).splitlines():
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
@@ -40,12 +41,11 @@ def trial_metrics(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[st
     return metrics
 
 
-def _error(trial: Any) -> Optional[str]:
-    path = getattr(trial, "error_file", None) or ""
-    for candidate in (Path(path), Path(trial.path) / "error.txt"):
-        if candidate.is_file():
-            lines = [line for line in candidate.read_text().strip().splitlines() if line.strip()]
-            return lines[-1] if lines else None
+def _error(run_dir: RunLocation, trial_dir: str) -> Optional[str]:
+    path = f"{trial_dir}/error.txt"
+    if run_dir.is_file(path):
+        lines = [line for line in run_dir.read_text(path).strip().splitlines() if line.strip()]
+        return lines[-1] if lines else None
     return None
 
 
@@ -60,30 +60,32 @@ def _live_status(saved: str, rows: List[Dict[str, Any]], metric: str) -> str:
     return "TERMINATED" if f"best_{metric}" in rows[-1] else "RUNNING"
 
 
-def read_trials(run_dir: Path, metric: Optional[str] = None, mode: Optional[str] = None) -> List[Dict[str, Any]]:
+def read_trials(run_dir: Union[Path, str, RunLocation], metric: Optional[str] = None, mode: Optional[str] = None) -> List[Dict[str, Any]]:
     """``[{"id", "status", "config", "metrics", "error"}]`` for every trial Tune knows of."""
     from ray.tune import ExperimentAnalysis
 
     from specsweep.launcher import load_run
 
-    run_dir = Path(run_dir).expanduser().resolve()
+    run_dir = RunLocation(run_dir)
     spec = load_run(run_dir)
     metric, mode = metric or spec.metric, mode or spec.mode
-    if not any(run_dir.glob("experiment_state-*.json")):
+    if not run_dir.glob("experiment_state-*.json"):
         return []
     # Trials that have not reported yet have no result files; that is not worth a warning here.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    analysis = ExperimentAnalysis(str(run_dir))
+    analysis = ExperimentAnalysis(run_dir.path, storage_filesystem=run_dir.fs)
     trials = []
     for trial in analysis.trials:
-        rows = _results(Path(trial.path))
+        # The trial's folder by name: the run directory may have moved since Tune wrote its path.
+        trial_dir = Path(trial.path).name
+        rows = _results(run_dir, trial_dir)
         status = _live_status(trial.status, rows, metric)
         trials.append({
             "id": trial.trial_id,
             "status": status,
             "config": trial.config,
             "metrics": trial_metrics(rows, metric, mode),
-            "error": _error(trial) if status == "ERROR" else None,
+            "error": _error(run_dir, trial_dir) if status == "ERROR" else None,
         })
     return sorted(trials, key=lambda t: t["id"])
 
