@@ -57,10 +57,12 @@ class Head:
     env: Dict[str, str]
 
     def node_ids(self) -> Set[str]:
-        """Node ids of the live nodes, asked from the head as any driver would."""
+        """Node ids of the live nodes, asked from the head by a plain Ray driver (told to
+        keep 127.0.0.1 and to send the token, which specsweep works out by itself)."""
         script = ("import json, ray; ray.init(address=%r, log_to_driver=False); "
                   "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))" % self.address)
-        done = subprocess.run([sys.executable, "-c", script], env={**self.env, "RAY_AUTH_MODE": "token"},
+        env = {**self.env, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        done = subprocess.run([sys.executable, "-c", script], env=env,
                               capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert done.returncode == 0, done.stderr[-2000:]
         return set(json.loads(done.stdout.strip().splitlines()[-1]))
