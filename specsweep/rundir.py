@@ -89,6 +89,9 @@ class RunLocation:
     def is_file(self, relative: str = "") -> bool:
         return self._info(relative).type == pafs.FileType.File
 
+    def is_dir(self, relative: str = "") -> bool:
+        return self._info(relative).type == pafs.FileType.Directory
+
     def read_bytes(self, relative: str) -> bytes:
         with self.fs.open_input_stream(self._at(relative)) as stream:
             return stream.readall()
@@ -133,6 +136,13 @@ class RunLocation:
             self.fs.create_dir(self.path, recursive=True)
         except OSError as err:
             raise StorageError(f"cannot create {self.uri}: {first_line(err)}") from None
+
+    def remove(self) -> None:
+        """Delete this folder and everything in it, if it exists."""
+        try:
+            self.fs.delete_dir(self.path)
+        except (FileNotFoundError, OSError):
+            pass  # nothing (more) to remove
 
     def upload(self, local_folder: Path, relative: str) -> None:
         """Copy ``local_folder`` (recursively) to ``relative`` inside this location."""

@@ -14,18 +14,67 @@ from specsweep.spec import SweepSpec
 STATUSES = ("PENDING", "RUNNING", "TERMINATED", "ERROR")
 
 
-def _results(run_dir: RunLocation, trial_dir: str) -> List[Dict[str, Any]]:
-    path = f"{trial_dir}/result.json"
-    if not run_dir.is_file(path):
+class DamagedRunError(RuntimeError):
+    """Files of a run directory cannot be read; ``damaged`` names them, ``trials`` holds
+    what could still be read from the trials' own result files."""
+
+    def __init__(self, run_dir: RunLocation, damaged: List[str], trials: List[Dict[str, Any]]) -> None:
+        self.run_dir, self.damaged, self.trials = run_dir, damaged, trials
+        super().__init__("damaged run directory " + str(run_dir) + ":\n" + "\n".join(f"  - {d}" for d in damaged))
+
+
+def _results(run_dir: RunLocation, trial_dir: str, damaged: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+    """The rows of the ``result.json`` in ``run_dir``'s folder ``trial_dir``; unreadable
+    lines other than the last are named in ``damaged``."""
+    relative = f"{trial_dir}/result.json"
+    if not run_dir.is_file(relative):
         return []
-    rows = []
-    for line in run_dir.read_text(path).splitlines():
+    path = run_dir.child(relative)
+    lines = run_dir.read_bytes(relative).splitlines()
+    rows, bad = [], []
+    for i, line in enumerate(lines):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            # The line being written when the sweep was killed.
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            # The last line may be the one being written when the sweep was killed.
+            if i < len(lines) - 1:
+                bad.append(i + 1)
             continue
+        if isinstance(row, dict):
+            rows.append(row)
+    if bad and damaged is not None:
+        damaged.append(f"{path}: line{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} of {len(lines)} "
+                       f"are not JSON results; the other lines still count")
     return rows
+
+
+def _experiment_state_damage(run_dir: RunLocation) -> List[str]:
+    """Tune's experiment state files that are not JSON (e.g. truncated)."""
+    damaged = []
+    for relative in run_dir.glob("experiment_state-*.json"):
+        try:
+            json.loads(run_dir.read_bytes(relative))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            damaged.append(f"{run_dir.child(relative)}: Tune's experiment state is truncated or not JSON; trial states below "
+                           f"come from each trial's result.json and error.txt")
+    return damaged
+
+
+def _trials_from_results(run_dir: RunLocation, metric: str, mode: str, damaged: List[str]) -> List[Dict[str, Any]]:
+    """Trials read from their own folders, when Tune's experiment state is damaged."""
+    trials = []
+    for trial_dir in run_dir.glob("trial_*"):
+        rows = _results(run_dir, trial_dir, damaged)
+        status = "ERROR" if run_dir.is_file(f"{trial_dir}/error.txt") else _live_status("PENDING", rows, metric)
+        config = rows[-1].get("config", {}) if rows else {}
+        trials.append({
+            "id": trial_dir.removeprefix("trial_"),
+            "status": status,
+            "config": config if isinstance(config, dict) else {},
+            "metrics": trial_metrics(rows, metric, mode),
+            "error": _error(run_dir, trial_dir) if status == "ERROR" else None,
+        })
+    return trials
 
 
 def trial_metrics(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[str, Any]:
@@ -33,7 +82,8 @@ def trial_metrics(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[st
     metrics: Dict[str, Any] = {}
     for row in rows:
         metrics.update({k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                        and (k.startswith(("train_", "val_", "test_", "best_", "timing/")) or k in ("epoch", "training_iteration"))})
+                        and (k.startswith(("train_", "val_", "test_", "best_", "timing/", "frontend/"))
+                            or k in ("epoch", "training_iteration", "tested_epoch"))})
     values = [r[metric] for r in rows if isinstance(r.get(metric), (int, float))]
     if values:
         metrics[f"last_{metric}"] = values[-1]
@@ -42,11 +92,13 @@ def trial_metrics(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[st
 
 
 def _error(run_dir: RunLocation, trial_dir: str) -> Optional[str]:
-    path = f"{trial_dir}/error.txt"
-    if run_dir.is_file(path):
-        lines = [line for line in run_dir.read_text(path).strip().splitlines() if line.strip()]
-        return lines[-1] if lines else None
-    return None
+    """The last line of the trial's ``error.txt``."""
+    relative = f"{trial_dir}/error.txt"
+    if not run_dir.is_file(relative):
+        return None
+    lines = [line for line in run_dir.read_bytes(relative).decode(errors="replace").strip().splitlines()
+             if line.strip()]
+    return lines[-1] if lines else None
 
 
 def _live_status(saved: str, rows: List[Dict[str, Any]], metric: str) -> str:
@@ -61,9 +113,11 @@ def _live_status(saved: str, rows: List[Dict[str, Any]], metric: str) -> str:
 
 
 def read_trials(run_dir: Union[Path, str, RunLocation], metric: Optional[str] = None, mode: Optional[str] = None) -> List[Dict[str, Any]]:
-    """``[{"id", "status", "config", "metrics", "error"}]`` for every trial Tune knows of."""
-    from ray.tune import ExperimentAnalysis
+    """``[{"id", "status", "config", "metrics", "error"}]`` for every trial Tune knows of.
 
+    Raises :class:`DamagedRunError` naming every damaged file, with the trials that
+    could still be read.
+    """
     from specsweep.launcher import load_run
 
     run_dir = RunLocation(run_dir)
@@ -71,14 +125,33 @@ def read_trials(run_dir: Union[Path, str, RunLocation], metric: Optional[str] = 
     metric, mode = metric or spec.metric, mode or spec.mode
     if not run_dir.glob("experiment_state-*.json"):
         return []
+    damaged = _experiment_state_damage(run_dir)
+    if damaged:
+        trials = _trials_from_results(run_dir, metric, mode, damaged)
+    else:
+        trials = _tune_trials(run_dir, metric, mode, damaged)
+    trials = sorted(trials, key=lambda t: t["id"])
+    if damaged:
+        raise DamagedRunError(run_dir, damaged, trials)
+    return trials
+
+
+def _tune_trials(run_dir: RunLocation, metric: str, mode: str, damaged: List[str]) -> List[Dict[str, Any]]:
+    from ray.tune import ExperimentAnalysis
+
     # Trials that have not reported yet have no result files; that is not worth a warning here.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    analysis = ExperimentAnalysis(run_dir.path, storage_filesystem=run_dir.fs)
+    try:
+        analysis = ExperimentAnalysis(run_dir.path, storage_filesystem=run_dir.fs)
+    except (ValueError, KeyError, TypeError, OSError) as err:
+        damaged.append(f"{run_dir}: Tune cannot read its experiment state ({type(err).__name__}: {err}); "
+                       f"trial states below come from each trial's result.json and error.txt")
+        return _trials_from_results(run_dir, metric, mode, damaged)
     trials = []
     for trial in analysis.trials:
         # The trial's folder by name: the run directory may have moved since Tune wrote its path.
         trial_dir = Path(trial.path).name
-        rows = _results(run_dir, trial_dir)
+        rows = _results(run_dir, trial_dir, damaged)
         status = _live_status(trial.status, rows, metric)
         trials.append({
             "id": trial.trial_id,
@@ -87,7 +160,7 @@ def read_trials(run_dir: Union[Path, str, RunLocation], metric: Optional[str] = 
             "metrics": trial_metrics(rows, metric, mode),
             "error": _error(run_dir, trial_dir) if status == "ERROR" else None,
         })
-    return sorted(trials, key=lambda t: t["id"])
+    return trials
 
 
 def describe_config(config: Dict[str, Any], spec: SweepSpec) -> Dict[str, Any]:
