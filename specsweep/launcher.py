@@ -68,7 +68,7 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num
     if address:
         if num_cpus is not None or num_gpus is not None:
             raise LaunchError(f"--num-cpus sizes a local Ray only; the size of the cluster at {address} is "
-                               f"set by `ray start --num-cpus/--num-gpus` on its nodes")
+                              f"set by `ray start --num-cpus/--num-gpus` on its nodes")
         _join_cluster(address, origin)
         return
     _keep_on_loopback()
@@ -101,7 +101,7 @@ def _join_cluster(address: str, origin: str) -> None:
                 "https": "; https://HOST:8265 is the dashboard, which `ray job submit` takes",
                 "ray": "; ray:// (Ray Client) is not supported: run specsweep on a cluster node or as a job"}
         raise LaunchError(f"{origin} {address!r}: give the head's HOST:PORT as `ray start --head` prints it "
-                           f"(port 6379 by default){hint.get(scheme, '')}")
+                          f"(port 6379 by default){hint.get(scheme, '')}")
     parsed = parse_address(address)
     if parsed is not None and _is_loopback(parsed[0]):
         # A head on loopback has its nodes on this machine; Ray would otherwise rewrite
@@ -144,7 +144,7 @@ def _check_reachable(given: str, gcs_address: str) -> None:
     except (OSError, ValueError) as err:
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
         raise LaunchError(f"no Ray cluster answers at {gcs_address} ({reason}): start its head with "
-                           f"`ray start --head`, or give the address that command printed") from None
+                          f"`ray start --head`, or give the address that command printed") from None
 
 
 def _use_token_like_ray_cli() -> None:
@@ -189,15 +189,15 @@ def _probe_head(gcs_address: str) -> None:
     thread.join(_CONNECT_TIMEOUT_S)
     if thread.is_alive():
         raise LaunchError(f"{gcs_address} accepts connections but did not answer as a Ray head within "
-                           f"{_CONNECT_TIMEOUT_S} s: give the head's GCS port (`ray start --head --port`, "
-                           f"6379 by default), not its dashboard or client port")
+                          f"{_CONNECT_TIMEOUT_S} s: give the head's GCS port (`ray start --head --port`, "
+                          f"6379 by default), not its dashboard or client port")
     error = answer.get("error")
     if isinstance(error, AuthenticationError):
-        has_token = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
-        problem = "refused this machine's authentication token" if has_token else (
+        token_mode = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+        problem = "refused this machine's authentication token" if token_mode else (
             "requires token authentication and this machine has no token")
         raise LaunchError(f"the Ray cluster at {gcs_address} {problem}: copy the head's token (`ray get-auth-token` "
-                           f"there) to ~/.ray/auth_token here, or set RAY_AUTH_TOKEN")
+                          f"there) to ~/.ray/auth_token here, or set RAY_AUTH_TOKEN")
     if error is not None:
         raise LaunchError(f"the Ray head at {gcs_address} did not answer: {first_line(error)}")
     metadata = answer.get("metadata")
