@@ -33,23 +33,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     from specsweep.launcher import resume_sweep
 
-    outcome = resume_sweep(Path(args.run_dir), address=args.address, restart_errored=args.restart_errored,
+    outcome = resume_sweep(args.run_dir, address=args.address, restart_errored=args.restart_errored,
                            num_cpus=args.num_cpus)
     return outcome.exit_code
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from specsweep.launcher import format_table, load_run, summary_rows
+    from specsweep.rundir import RunLocation
     from specsweep.status import DamagedRunError, read_trials
 
-    spec = load_run(Path(args.run_dir))
+    run_dir = RunLocation(args.run_dir)
+    spec = load_run(run_dir)
     damage = None
     try:
-        trials = read_trials(Path(args.run_dir))
+        trials = read_trials(run_dir)
     except DamagedRunError as err:
         damage, trials = err, err.trials
     if args.json:
-        print(json.dumps({"run_dir": str(Path(args.run_dir).resolve()),
+        print(json.dumps({"run_dir": run_dir.uri,
                           "trials": [{k: t[k] for k in ("id", "status", "config", "metrics", "error")} for t in trials],
                           **({"damaged": damage.damaged} if damage else {})},
                          indent=1, default=str))
@@ -179,8 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = add("run", help="launch a sweep spec with Ray Tune")
     run.add_argument("spec", help="sweep spec YAML (see sweeps/)")
-    run.add_argument("--address", help="join this Ray cluster (default: start a local Ray on loopback)")
-    run.add_argument("--storage", type=Path, help="parent folder or URI of run directories (default ./runs)")
+    run.add_argument("--address", help="join the Ray cluster whose head is at HOST:PORT (default: $RAY_ADDRESS, "
+                     "else a new local Ray on loopback)")
+    run.add_argument("--storage", help="parent folder or URI (s3://BUCKET/PATH, gs://..., any pyarrow filesystem URI) "
+                     "of run directories (default ./runs or $SPECSWEEP_STORAGE)")
     run.add_argument("--name", help="run directory name (default: spec name + time); never reused")
     run.add_argument("--smoke-test", action="store_true", help="tiny data, one epoch, truncated grid")
     run.add_argument("--num-cpus", type=_positive_int, help="CPUs for a local Ray (default: all)")
@@ -189,14 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     resume = add("resume", help="continue a killed or failed sweep")
-    resume.add_argument("run_dir")
-    resume.add_argument("--address")
+    resume.add_argument("run_dir", help="run directory: local folder or URI")
+    resume.add_argument("--address", help="as for run")
     resume.add_argument("--restart-errored", action="store_true", help="restart errored trials from scratch")
     resume.add_argument("--num-cpus", type=_positive_int)
     resume.set_defaults(func=_cmd_resume)
 
     status = add("status", help="trial states and metrics of a run directory")
-    status.add_argument("run_dir")
+    status.add_argument("run_dir", help="run directory: local folder or URI")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_cmd_status)
 
@@ -230,12 +234,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from specsweep.data.speechcommands import DatasetMissingError
     from specsweep.launcher import LaunchError, RunDirError
     from specsweep.report import ReportError
+    from specsweep.rundir import StorageError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SpecError, UsageError, RunDirError, LaunchError, ReportError, DatasetMissingError, DatasetConfigError,
-            FileNotFoundError) as err:
+    except (SpecError, UsageError, RunDirError, LaunchError, StorageError, ReportError, DatasetMissingError,
+            DatasetConfigError, FileNotFoundError) as err:
         if getattr(args, "debug", False):
             raise
         print(f"specsweep: {err}", file=sys.stderr)
