@@ -126,6 +126,10 @@ class TrainConfig(_Strict):
     num_workers: int = Field(0, ge=0)
     balance_classes: bool = True
     class_weights: Dict[str, float] = Field(default_factory=dict)
+    # auto: batches gathered on the trial's device for fixed-length clips, the DataLoader otherwise.
+    data_path: Literal["auto", "loader", "device"] = "auto"
+    # torch.compile the model (CUDA graphs on a GPU) to cut the per-step launch overhead.
+    compile: bool = False
 
 
 class SmokeConfig(_Strict):
@@ -284,6 +288,9 @@ def validate_spec(raw: Dict[str, Any], source: str = "<spec>") -> SweepSpec:
                                                        "right", "on", "off", "stop", "go"}
     if spec.task == "kws" and unknown_classes:
         problems.append(f"train.class_weights: unknown classes {sorted(unknown_classes)}")
+    if spec.task == "asr" and spec.train.data_path == "device":
+        problems.append("train.data_path: device needs clips of one length (task kws); ASR utterances are padded "
+                        "per batch by the loader: use auto or loader")
     if problems:
         raise SpecError(source, problems)
     return spec
