@@ -12,10 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import lightning.pytorch as pl
-import ray
 import torch
-from ray import tune
-from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
 from specsweep import tracking
 from specsweep.data.datasets import PreparedData, prepare_dataset
@@ -137,6 +134,12 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     ``timing/worker_unix`` are the Unix times the trial started and its worker loaded the
     trainable), which ``bench/bench_sweep.py`` reads.
     """
+    # Ray is imported here, not above, so that a trial's set-up (build_trial_task, trial_data)
+    # loads without it: benchmarks on a bare GPU machine and ``specsweep inspect --calibrate``.
+    import ray
+    from ray import tune
+    from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
+
     entry = time.time()
     lap = Laps()
     timings = lap.seconds
