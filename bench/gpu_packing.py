@@ -30,6 +30,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -133,8 +134,12 @@ def trial_config(run: Run, index: int, root: Path, epochs: int) -> Dict[str, Any
     }
 
 
-def worker(config: Dict[str, Any], batches: int, result: Path) -> None:
-    """One trial's fit; writes the Unix times and batches of each training epoch to ``result``."""
+def worker(config: Dict[str, Any], batches: int, result: Path, trials: int) -> None:
+    """One trial's fit; writes the Unix times and batches of each training epoch to ``result``.
+
+    After its first (untimed) epoch the trial waits until all ``trials`` trials of the run
+    have finished theirs, so that the timed epochs of all of them run side by side even
+    when their compile times differ."""
     import lightning.pytorch as pl
     import torch
 
@@ -155,6 +160,12 @@ def worker(config: Dict[str, Any], batches: int, result: Path) -> None:
         def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
             self._sync()
             self.epochs.append((self._start, time.time(), int(trainer.num_training_batches)))
+            if len(self.epochs) == 1:
+                (result.parent / f"{result.stem}.ready").touch()
+                # Bounded, so that a trial that died before this point holds the others up only so long.
+                waited = time.time()
+                while len(list(result.parent.glob("*.ready"))) < trials and time.time() - waited < 150:
+                    time.sleep(0.05)
 
     started = time.time()
     torch.set_num_threads(1)
@@ -185,8 +196,8 @@ def run_trials(run: Run, root: Path, epochs: int, folder: Path, limit_s: float, 
     with GpuSampler() if sample else _NoSampler() as sampler:
         for i in range(run.trials):
             config = trial_config(run, i, root, epochs)
-            command = [sys.executable, "-m", "bench.gpu_packing", "--worker", json.dumps(config),
-                       "--worker-batches", str(run.batches), "--worker-result", str(folder / f"{i}.json")]
+            command = [sys.executable, "-m", "bench.gpu_packing", "--worker", json.dumps(config), "--worker-trials",
+                       str(run.trials), "--worker-batches", str(run.batches), "--worker-result", str(folder / f"{i}.json")]
             procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(folder / f"{i}.log", "w")))
         deadline = time.time() + limit_s
         timed_out = False
@@ -229,6 +240,69 @@ def run_trials(run: Run, root: Path, epochs: int, folder: Path, limit_s: float, 
     return summary
 
 
+def profile_step(root: Path, steps: int = 20) -> str:
+    """GPU kernel time per training step of one quickstart trial (BC-ResNet-1, setting D,
+    batch 32, device data path, eager, no Lightning), with deterministic algorithms (as
+    trials run) and without (cuDNN's benchmark mode), from ``torch.profiler``: where a
+    GPU shared by many trials spends its time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from specsweep.trainables.trial import build_trial_task, trial_data, trial_device
+
+    cuda = trial_device().type == "cuda"
+    # On a CPU (--tiny) the same table is of CPU operator time: a check of this code, not a figure.
+    activity, attr = (ProfilerActivity.CUDA, "self_device_time_total") if cuda else (ProfilerActivity.CPU,
+                                                                                     "self_cpu_time_total")
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    sections = []
+    variants = {"deterministic algorithms filling new memory with NaN (trials before this change)": (True, True),
+                "deterministic algorithms, no filling (as trials run now)": (True, False),
+                "no deterministic algorithms, cuDNN benchmark mode": (False, False)}
+    for label, (deterministic, fill) in variants.items():
+        torch.use_deterministic_algorithms(deterministic)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic, not deterministic
+        config = trial_config(Run("profile", "quickstart", 1, "device", False, steps), 3, root, 1)
+        config["train"].update(schedule="constant", warmup_epochs=0)
+        data, loaders, _ = trial_data(config)
+        task = build_trial_task(config, data).to(trial_device())
+        optimizer = task.configure_optimizers()
+        batches = itertools.chain.from_iterable(itertools.repeat(loaders["train"]))
+
+        def step() -> None:
+            waveform, targets = next(batches)
+            optimizer.zero_grad(set_to_none=True)
+            task.loss_fn(task(waveform), targets[:, 0]).backward()
+            optimizer.step()
+            task.net.frontend.after_optimizer_step()
+
+        for _ in range(5):
+            step()
+        sync()
+        with profile(activities=[activity]) as prof:
+            for _ in range(steps):
+                step()
+            sync()
+        events = [e for e in prof.key_averages() if getattr(e, attr) > 0]
+        total = sum(getattr(e, attr) for e in events)
+        kernels = sum(e.count for e in events)
+        top = sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:8]
+        rows = [[e.key[:90].replace("|", "/"), f"{getattr(e, attr) / steps / 1000:.3f}",
+                 f"{100 * getattr(e, attr) / total:.0f}", f"{e.count / steps:.0f}"] for e in top]
+        sections.append(
+            f"With {label}: "
+            f"GPU kernel time {total / steps / 1000:.3f} ms per step ({32 * steps / (total / 1e6):,.0f} clips/s if "
+            f"the GPU did nothing else), {kernels / steps:.0f} kernels and copies per step.\n\n"
+            + table(["kernel", "ms per step", "% of GPU time", "calls per step"], rows))
+    torch.use_deterministic_algorithms(False)
+    return "## GPU time of one training step (BC-ResNet-1, setting D, batch 32, eager)\n\n" + "\n\n".join(sections)
+
+
 class _NoSampler:
     """Stands in for :class:`GpuSampler` where there is no ``nvidia-smi`` (``--tiny`` on a CPU)."""
 
@@ -262,14 +336,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--clips-per-word", type=int, default=700)
     p.add_argument("--epochs", type=int, default=4, help="epochs per trial; the first is not timed")
     p.add_argument("--budget-s", type=float, default=480.0, help="stop starting runs after this many seconds")
-    p.add_argument("--only", default=None, help="comma-separated run names (default: all, in order)")
+    p.add_argument("--only", default=None, help="comma-separated run names, run in that order (default: all)")
     p.add_argument("--json", type=Path, default=None, help="also write every trial's figures to this JSON file")
+    p.add_argument("--profile", action="store_true", help="first profile the GPU time of one eager training step")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-batches", type=int, help=argparse.SUPPRESS)
     p.add_argument("--worker-result", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--worker-trials", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        worker(json.loads(args.worker), args.worker_batches, args.worker_result)
+        worker(json.loads(args.worker), args.worker_batches, args.worker_result, args.worker_trials)
         return
     import torch
 
@@ -287,7 +363,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         unknown = sorted(set(names) - {r.name for r in RUNS})
         if unknown:
             p.error(f"unknown runs {unknown}; choose from {', '.join(r.name for r in RUNS)}")
-        runs = [r for r in RUNS if r.name in names]
+        runs = [next(r for r in RUNS if r.name == n) for n in names]
     if args.tiny:
         args.clips_per_word, args.epochs = 6, 2
         runs = [Run(r.name, r.models, min(r.trials, 2), r.data_path, r.compile, 2) for r in runs
@@ -300,6 +376,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         root = write_tree(Path(tmp) / "sc", args.clips_per_word)
         train_clips = len(prepare_dataset({"name": "speechcommands", "root": str(root)}).dataset("train"))
         prep_s = time.perf_counter() - start
+        sections = [profile_step(root, 2 if args.tiny else 20)] if args.profile else []
         for i, run in enumerate(runs):
             left = args.budget_s - (time.perf_counter() - start)
             if left < 30:
@@ -324,7 +401,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     ]
     if skipped:
         header.append(f"- not run (budget of {args.budget_s:.0f} s spent): {', '.join(skipped)}")
-    publish(document("Trials packed on one GPU", header, [result_table(summaries)]), out_path(args.out, NAME))
+    publish(document("Trials packed on one GPU", header, [result_table(summaries), *sections]), out_path(args.out, NAME))
 
 
 if __name__ == "__main__":
