@@ -61,18 +61,50 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     spec = load_spec(Path(args.spec), smoke=args.smoke_test)
     trials = expand_trials(spec)
     plan = [{"config": config, "trainable_params": _param_counts(config)} for config in trials]
+    cost = _sweep_cost(spec, trials, args.calibrate, args.smoke_test)
     if args.json:
-        print(json.dumps({"name": spec.name, "metric": spec.metric, "mode": spec.mode, "trials": plan}, indent=1))
+        print(json.dumps({"name": spec.name, "metric": spec.metric, "mode": spec.mode, "trials": plan, "cost": cost},
+                         indent=1))
         return 0
-    rows = [{"#": i, **describe_config(p["config"], spec), **p["trainable_params"]} for i, p in enumerate(plan)]
+    rows = [{"#": i, **describe_config(p["config"], spec), **p["trainable_params"],
+             "clip_steps": _count(c["clip_steps"]), "hours": _hours(c["hours"])}
+            for i, (p, c) in enumerate(zip(plan, cost["per_trial"]))]
     print(f"{spec.name}: {len(plan)} trials, {spec.search.algorithm} search, {spec.scheduler.name} scheduler, "
           f"metric {spec.metric} ({spec.mode}), {spec.resources.cpus} CPU / {spec.resources.gpus} GPU per trial")
+    total = cost["total"]
+    sources = sorted({c["rate_source"] for c in cost["per_trial"]})
+    print(f"cost: {_count(total['clip_steps'])} training clip-steps (epochs x training clips), about "
+          f"{_hours(total['trial_hours'])} trial-hours = {_hours(total['cpu_hours'])} CPU-hours, "
+          f"{_hours(total['gpu_hours'])} GPU-hours; clips/s {'; '.join(sources)}")
     columns = list(rows[0]) if rows else []
     widths = [max(len(str(c)), *(len(str(r[c])) for r in rows)) for c in columns]
     print("  ".join(str(c).rjust(w) for c, w in zip(columns, widths)))
     for r in rows:
         print("  ".join(str(r[c]).rjust(w) for c, w in zip(columns, widths)))
     return 0
+
+
+def _sweep_cost(spec: Any, trials: List[Dict[str, Any]], calibrate: bool, smoke: bool) -> Dict[str, Any]:
+    from specsweep.cost import calibrate as time_model
+    from specsweep.cost import model_key, sweep_cost
+
+    rates = None
+    if calibrate:
+        rates = {}
+        for config in trials:
+            key = model_key(config)
+            if key not in rates:
+                rates[key] = time_model(config, spec.resources.cpus)
+    limit = spec.smoke.limit_train_batches if smoke else None
+    return sweep_cost(trials, spec.resources.cpus, spec.resources.gpus, limit, rates)
+
+
+def _count(value: Optional[float]) -> str:
+    return "unknown" if value is None else f"{value:,.0f}"
+
+
+def _hours(value: Optional[float]) -> str:
+    return "unknown" if value is None else f"{value:,.2f}" if value < 10 else f"{value:,.0f}"
 
 
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
@@ -118,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("spec")
     inspect.add_argument("--json", action="store_true")
     inspect.add_argument("--smoke-test", action="store_true")
+    inspect.add_argument("--calibrate", action="store_true",
+                         help="time a few training steps of each distinct model on this machine's device for the hours")
     inspect.set_defaults(func=_cmd_inspect)
 
     data = sub.add_parser("data", help="dataset preparation")
