@@ -180,7 +180,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     start = time.perf_counter()
-    results, data = measure(args.data, args.settings, device, args.seconds, args.warmup, args.min_steps)
+    results, data = measure(args.data, args.settings, device, args.seconds, args.warmup, args.min_steps, args.data_path)
     train_clips = len(data.dataset("train"))
     sections = ["## Training clips/s per cell (data + forward + backward + optimizer step)\n\n"
                 + result_table(results, args.settings, train_clips)]
