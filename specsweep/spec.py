@@ -187,13 +187,9 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _train_fits_task(self) -> "SweepSpec":
-        known = VAL_METRICS[self.task]
-        if self.train.best_by is not None and self.train.best_by not in known:
-            raise ValueError(f"train.best_by: {self.train.best_by!r} is not a validation metric of task "
-                             f"{self.task}; allowed: {', '.join(sorted(known))} (or null: the sweep's metric)")
-        if self.task == "asr" and self.train.data_path == "device":
-            raise ValueError("train.data_path: device needs clips of one length (task kws); ASR utterances are "
-                             "padded per batch by the loader: use auto or loader")
+        problems = train_task_problems(self.train.model_dump(), self.task)
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @property
@@ -249,6 +245,21 @@ def _section_problems(section: str, config: Dict[str, Any], task: Optional[str],
     return problems
 
 
+def train_task_problems(train: Dict[str, Any], task: Optional[str]) -> List[str]:
+    """Training values that do not fit the task: a ``best_by`` the task does not report, the
+    device data path for variable-length utterances."""
+    problems = []
+    known = VAL_METRICS.get(task or "", {})
+    best_by = train.get("best_by")
+    if known and best_by is not None and best_by not in known:
+        problems.append(f"train.best_by: {best_by!r} is not a validation metric of task {task}; allowed: "
+                        f"{', '.join(sorted(known))} (or null: the sweep's metric)")
+    if task == "asr" and train.get("data_path") == "device":
+        problems.append("train.data_path: device needs clips of one length (task kws); ASR utterances are "
+                        "padded per batch by the loader: use auto or loader")
+    return problems
+
+
 def _config_problems(raw: Dict[str, Any], task: Optional[str]) -> List[str]:
     """Problems of the data, frontend, backbone and train sections of a raw spec."""
     problems = []
@@ -271,6 +282,7 @@ def _config_problems(raw: Dict[str, Any], task: Optional[str]) -> List[str]:
             "_unknown_", "_silence_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"}
         if task == "kws" and unknown_classes:
             problems.append(f"train.class_weights: unknown classes {sorted(unknown_classes)}")
+        problems += train_task_problems(train, task)
     return problems
 
 
