@@ -188,3 +188,19 @@ def test_paper_silence_slices_every_half_second(speech_commands_tree):
     assert {Path(c.path).name for c in by_split["val"]} == {"running_tap.wav"}
     assert by_split["test"] == []
     assert all(c.frames == 16000 for c in by_split["train"] + by_split["val"])
+
+
+def test_download_is_verified_before_it_is_kept(tmp_path, monkeypatch):
+    """The download branch of fetch_archive on a file:// URL (no network): a copy that
+    matches the table is kept under the archive's name, one that does not is removed."""
+    published = tmp_path / "published" / "speech_commands_test_set_v0.02.tar.gz"
+    published.parent.mkdir()
+    published.write_bytes(b"archive bytes" * 100)
+    url = published.as_uri()
+    monkeypatch.setitem(ARCHIVE_CHECKSUMS, url, (1300, hashlib.sha256(published.read_bytes()).hexdigest()))
+    kept = fetch_archive(url, tmp_path / "good")
+    assert kept.read_bytes() == published.read_bytes() and sorted(p.name for p in kept.parent.iterdir()) == [kept.name]
+    monkeypatch.setitem(ARCHIVE_CHECKSUMS, url, (1300, "f" * 64))
+    with pytest.raises(ChecksumError, match="the download was removed"):
+        fetch_archive(url, tmp_path / "bad")
+    assert list((tmp_path / "bad").iterdir()) == []
