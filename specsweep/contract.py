@@ -98,7 +98,11 @@ def pydantic_problems(err: ValidationError, prefix: str = "") -> List[str]:
     for loc, line in problems.items():
         if loc in allowed:
             msg = " or ".join(dict.fromkeys(allowed[loc]))
-            line = f"{loc}: {msg}" if "got" in msg else f"{loc}: {msg}, got {_short(values[loc])}"
+            if loc == "(top level)" and re.match(r"^[\w.]+: ", msg):
+                # A check across sections that names its own key path.
+                line = msg
+            else:
+                line = f"{loc}: {msg}" if "got" in msg else f"{loc}: {msg}, got {_short(values[loc])}"
         lines.append(line)
     return lines
 

@@ -4,8 +4,10 @@ footprints, never by building a model) and the CPUs and GPUs a trial asks for.
 
 Examples
 --------
->>> from specsweep.spec import load_spec
->>> spec = load_spec("sweeps/quickstart.yaml")
+>>> from specsweep.spec import validate_spec
+>>> spec = validate_spec({"name": "x", "task": "kws", "data": {"name": "embedded_kws"},
+...                       "frontend": {"name": "nnaudio"}, "backbone": {"name": "bcresnet"}, "seeds": [1, 2],
+...                       "search": {"space": {"frontend.setting": {"grid": ["A", "B", "C", "D"]}}}})
 >>> trial_count(spec)
 (8, '4 frontend.setting × 2 seeds × 1 sample')
 >>> plan_problems(spec, max_trials=5)  # doctest: +ELLIPSIS
