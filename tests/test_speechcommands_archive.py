@@ -11,7 +11,7 @@ from conftest import write_tone
 
 from specsweep.cli import main
 from specsweep.data.cache import CachedAudio, build_cache
-from specsweep.data.datasets import DatasetConfigError, dataset_config_problems, prepare_dataset
+from specsweep.data.datasets import DatasetConfigError, dataset_config_problems, declared_train_clips, prepare_dataset
 from specsweep.data.speechcommands import (
     ARCHIVE_CHECKSUMS,
     CLASSES,
@@ -164,6 +164,8 @@ def test_embedded_set_tests_on_its_archive_layout(cache_dir):
     assert archived.splits["train"] == listed.splits["train"] and archived.splits["test"] != listed.splits["test"]
     tests = [CachedAudio(Path(d.splits["test"])) for d in (archived, listed)]
     assert np.array_equal(*(np.bincount(t.first_targets(), minlength=len(CLASSES)) for t in tests))
+    declared = declared_train_clips({"name": "embedded_kws", "clips_per_word": 6, "test_set": "archive"})
+    assert declared == len(CachedAudio(Path(archived.splits["train"])))
 
 
 def test_paper_silence_slices_every_half_second(speech_commands_tree):
