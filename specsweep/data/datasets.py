@@ -278,7 +278,8 @@ def declared_train_clips(config: Dict[str, Any]) -> Optional[int]:
     from specsweep.data import embedded
 
     if name == "embedded_kws":
-        return embedded.speech_commands_train_clips(**params)
+        # The test set's layout leaves the training split as it is.
+        return embedded.speech_commands_train_clips(**{k: v for k, v in params.items() if k != "test_set"})
     if name == "embedded_phonemes":
         return embedded.phoneme_corpus_train_utterances(**params)
     return None
