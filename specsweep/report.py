@@ -9,6 +9,7 @@ metric, and of how far the trainable filterbank and STFT moved from their initia
 from __future__ import annotations
 
 import csv
+import pickle
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -166,7 +167,11 @@ def tested_state(trial_dir: Path) -> Optional[Dict[str, Any]]:
     checkpoints = sorted(trial_dir.glob("checkpoint_*/checkpoint.ckpt"))
     if not checkpoints:
         return None
-    state = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise ReportError(f"{checkpoints[-1]} is damaged ({str(err).splitlines()[0]}); the tables are written, the "
+                          f"filterbank figure needs it: move that checkpoint folder aside to draw the others") from None
     callbacks = state.get("callbacks", {})
     kept = [c["weights"] for k, c in callbacks.items() if k.startswith("BestWeights") and c.get("weights")]
     initial = callbacks.get("FrontendFigures", {}).get("initial", {}).get("filterbank")
