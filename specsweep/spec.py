@@ -140,6 +140,10 @@ class TrainConfig(_Strict):
     num_workers: int = Field(0, ge=0)
     balance_classes: bool = True
     class_weights: Dict[str, float] = Field(default_factory=dict)
+    # auto: batches gathered on the trial's device for fixed-length clips, the DataLoader otherwise.
+    data_path: Literal["auto", "loader", "device"] = "auto"
+    # torch.compile the model (CUDA graphs on a GPU) to cut the per-step launch overhead.
+    compile: bool = False
 
 
 class SmokeConfig(_Strict):
@@ -182,11 +186,14 @@ class SweepSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _best_by_is_reported(self) -> "SweepSpec":
+    def _train_fits_task(self) -> "SweepSpec":
         known = VAL_METRICS[self.task]
         if self.train.best_by is not None and self.train.best_by not in known:
             raise ValueError(f"train.best_by: {self.train.best_by!r} is not a validation metric of task "
                              f"{self.task}; allowed: {', '.join(sorted(known))} (or null: the sweep's metric)")
+        if self.task == "asr" and self.train.data_path == "device":
+            raise ValueError("train.data_path: device needs clips of one length (task kws); ASR utterances are "
+                             "padded per batch by the loader: use auto or loader")
         return self
 
     @property

@@ -10,7 +10,7 @@ import soundfile
 from conftest import write_tone
 
 from specsweep.cli import main
-from specsweep.data.cache import CachedAudio
+from specsweep.data.cache import CachedAudio, build_cache
 from specsweep.data.datasets import DatasetConfigError, dataset_config_problems, prepare_dataset
 from specsweep.data.speechcommands import (
     ARCHIVE_CHECKSUMS,
@@ -19,9 +19,11 @@ from specsweep.data.speechcommands import (
     TEST_FOLDER,
     ChecksumError,
     DatasetMissingError,
+    archive_sources,
     fetch_archive,
     speech_commands_sources,
     verify_archive,
+    write_archive_layout,
 )
 
 # Clips per class folder of the generated archive: unequal, so counts cannot match by accident.
@@ -79,6 +81,10 @@ def test_missing_archive_names_folder_and_download_command(speech_commands_tree,
     elsewhere = root.parent / "sc_test"
     with pytest.raises(DatasetMissingError, match=f"--set test_root={elsewhere} --download"):
         prepare_dataset({"name": "speechcommands", "root": str(root), "test_set": "archive", "test_root": str(elsewhere)})
+    # Without the main archive either, one command fetches both.
+    with pytest.raises(DatasetMissingError, match=f"Speech Commands v2 not found at {root.parent}.*--root {root.parent} "
+                       "--set test_set=archive --download"):
+        prepare_dataset({"name": "speechcommands", "root": str(root.parent), "test_set": "archive"})
 
 
 def test_archive_folders_must_be_the_twelve_classes(speech_commands_tree):
@@ -98,6 +104,7 @@ def test_test_set_value_is_checked_before_preparing(speech_commands_tree, capsys
     assert main(["data", "prepare", "speechcommands", "--root", str(speech_commands_tree), "--set", "test_set=x"]) == 2
     assert main(["data", "prepare", "speechcommands", "--set", "tset_set=archive"]) == 2
     assert "test_set" in capsys.readouterr().err
+    assert dataset_config_problems({"name": "speechcommands"}) == ["data.root: missing; dataset 'speechcommands' needs it"]
 
 
 def test_checksum_verification_of_a_local_file(tmp_path):
@@ -136,6 +143,27 @@ def test_verified_archive_is_extracted_and_used(speech_commands_tree, tmp_path, 
     assert len(CachedAudio(Path(data.splits["test"]))) == sum(PER_CLASS.values())
     assert (test_root / "_silence_").is_dir()
 
+
+def _decoded(sources, cache):
+    ds = CachedAudio(build_cache(sources, 16000, cache))
+    return sorted((int(ds.first_targets()[i]), ds[i][0].numpy().tobytes()) for i in range(len(ds)))
+
+
+def test_list_layout_written_as_archive_holds_the_same_test_clips(speech_commands_tree, tmp_path):
+    archive = write_archive_layout(speech_commands_tree, tmp_path / "archive")
+    assert sorted(p.name for p in archive.iterdir()) == sorted(CLASSES)
+    assert sorted(p.name for p in (archive / "_unknown_").iterdir()) == ["bed_cc33_nohash_0.wav", "cat_cc33_nohash_0.wav"]
+    listed = speech_commands_sources(speech_commands_tree)["test"]
+    assert _decoded(archive_sources(archive), tmp_path / "c") == _decoded(listed, tmp_path / "c")
+    assert write_archive_layout(speech_commands_tree, archive) == archive
+
+
+def test_embedded_set_tests_on_its_archive_layout(cache_dir):
+    archived = prepare_dataset({"name": "embedded_kws", "clips_per_word": 6, "test_set": "archive"})
+    listed = prepare_dataset({"name": "embedded_kws", "clips_per_word": 6})
+    assert archived.splits["train"] == listed.splits["train"] and archived.splits["test"] != listed.splits["test"]
+    tests = [CachedAudio(Path(d.splits["test"])) for d in (archived, listed)]
+    assert np.array_equal(*(np.bincount(t.first_targets(), minlength=len(CLASSES)) for t in tests))
 
 
 def test_paper_silence_slices_every_half_second(speech_commands_tree):

@@ -114,13 +114,23 @@ def speech_commands(
 
 
 @_dataset("embedded_kws", "kws")
-def embedded_kws(seed: Seed = 0, clips_per_word: Optional[PositiveInt] = None, cache_dir: Optional[str] = None) -> PreparedData:
-    """The synthesized 12-class keyword set, generated on first use into the cache."""
+def embedded_kws(seed: Seed = 0, clips_per_word: Optional[PositiveInt] = None, cache_dir: Optional[str] = None,
+                 test_set: Literal["list", "archive"] = "list") -> PreparedData:
+    """The synthesized 12-class keyword set, generated on first use into the cache.
+
+    ``test_set: archive`` rewrites its test split in the layout of the Speech Commands test
+    archive (:func:`specsweep.data.speechcommands.write_archive_layout`) and tests on that:
+    the same clips, read as ``speechcommands`` reads the archive.
+    """
     from specsweep.data.embedded import ensure_speech_commands
 
     params = {} if clips_per_word is None else {"clips_per_word": clips_per_word}
     root = ensure_speech_commands(cache_dir and Path(cache_dir), seed=seed, **params)
-    return _cache_speech_commands(speechcommands.speech_commands_sources(root), root, cache_dir, "embedded_kws")
+    test_root = None
+    if test_set == "archive":
+        test_root = speechcommands.write_archive_layout(root, speechcommands.default_test_root(root))
+    sources = speechcommands.speech_commands_sources(root, test_root=test_root)
+    return _cache_speech_commands(sources, root, cache_dir, "embedded_kws")
 
 
 def _cache_splits(sources: Dict[str, List[ClipSource]], sample_rate: int, cache_dir: Optional[str], name: str,
@@ -190,10 +200,14 @@ class DatasetConfigError(ValueError):
 
 
 def dataset_config_problems(config: Dict[str, Any]) -> List[str]:
-    """Problems of a data config's values that are fixed choices (``Literal`` arguments),
-    found without preparing the dataset, one message per problem."""
-    hints = typing.get_type_hints(DATASETS.get(config["name"]))
-    problems = []
+    """Problems of a data config found without preparing the dataset, one message per
+    problem: missing required arguments and values outside fixed choices (``Literal``
+    arguments)."""
+    builder = DATASETS.get(config["name"])
+    hints = typing.get_type_hints(builder)
+    problems = [f"data.{name}: missing; dataset {config['name']!r} needs it"
+                for name, param in inspect.signature(builder).parameters.items()
+                if param.default is inspect.Parameter.empty and name not in config]
     for key, value in config.items():
         hint = hints.get(key)
         if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
@@ -236,3 +250,33 @@ def phoneme_inventory(config: Dict[str, Any]) -> List[str]:
 
         return list(PHONES_61)
     return prepare_dataset(config).labels
+
+
+# Training clips per epoch of the datasets that cannot be counted without the data, as
+# their loaders build the train split.
+# Speech Commands v0.02: 84,843 word clips outside validation_list.txt and testing_list.txt
+# (the split of arXiv:1804.03209: 84,843 / 9,981 / 11,005), plus _silence_ clips as many as
+# the average keyword: 30,769 train clips of the 10 keywords // 10 = 3,076.
+SPEECH_COMMANDS_TRAIN_CLIPS = 84_843 + 3_076
+# TIMIT: 462 training speakers x 8 SI and SX sentences (SA left out); the paper protocol's
+# training set is 4,000 utterances.
+TIMIT_TRAIN_UTTERANCES = {"standard": 3_696, "paper": 4_000}
+
+
+def declared_train_clips(config: Dict[str, Any]) -> Optional[int]:
+    """Training clips per epoch of a data config, from the dataset's declared sizes (real
+    corpora) or its parameters (embedded sets), with no download and no preparation;
+    None when the size cannot be known in advance (an unknown protocol)."""
+    name = config["name"]
+    params = {k: v for k, v in config.items() if k not in ("name", "root", "cache_dir", "download")}
+    if name == "speechcommands":
+        return SPEECH_COMMANDS_TRAIN_CLIPS
+    if name == "timit":
+        return TIMIT_TRAIN_UTTERANCES.get(str(params.get("protocol", "standard")))
+    from specsweep.data import embedded
+
+    if name == "embedded_kws":
+        return embedded.speech_commands_train_clips(**params)
+    if name == "embedded_phonemes":
+        return embedded.phoneme_corpus_train_utterances(**params)
+    return None

@@ -13,8 +13,11 @@ and ``_silence_`` included. Either way ``testing_list.txt`` clips never enter tr
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import sys
 import tarfile
+import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -32,6 +35,7 @@ DOWNLOAD_URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz
 TEST_ARCHIVE_URL = "http://download.tensorflow.org/data/speech_commands_test_set_v0.02.tar.gz"
 # Default folder of the extracted test archive inside the dataset root.
 TEST_FOLDER = "speech_commands_test_set_v0.02"
+TEST_ARCHIVE_CLIPS = 4890
 # Size in bytes and SHA-256 of the published archives, as TensorFlow Datasets records them
 # (tensorflow_datasets/url_checksums/speech_commands.txt).
 ARCHIVE_CHECKSUMS = {
@@ -56,13 +60,15 @@ class ChecksumError(DatasetMissingError):
     """A downloaded archive differs from the published one (size or SHA-256)."""
 
 
-def check_root(root: Path) -> Path:
+def check_root(root: Path, test_root: Optional[Path] = None) -> Path:
+    """``root`` if it holds the extracted main archive; the error's command also fetches
+    the test archive when ``test_root`` (where it belongs) is given."""
     root = Path(root).expanduser()
     missing = [name for name in ("validation_list.txt", "testing_list.txt", "_background_noise_") if not (root / name).exists()]
     if missing:
         raise DatasetMissingError(
             f"Speech Commands v2 not found at {root} (missing {', '.join(missing)}). "
-            f"Fetch it with `specsweep data prepare speechcommands --root {root} --download` "
+            f"Fetch it with `{_prepare_command(root, test_root)}` "
             "or point data.root at an extracted speech_commands_v0.02 folder."
         )
     return root
@@ -114,7 +120,7 @@ def archive_sources(test_root: Path) -> List[ClipSource]:
     Raises
     ------
     DatasetMissingError
-        If a folder is not one of the 12 classes or a class has no clip.
+        If a folder is not one of the 12 classes or there is no clip.
     """
     folders = sorted(p for p in Path(test_root).iterdir() if p.is_dir() and not p.name.startswith("."))
     unexpected = [p.name for p in folders if p.name not in CLASSES]
@@ -129,10 +135,8 @@ def archive_sources(test_root: Path) -> List[ClipSource]:
         for folder in folders
         for wav in sorted(folder.glob("*.wav"))
     ]
-    found = {CLASSES[c.targets[0]] for c in clips}
-    missing = [c for c in CLASSES if c not in found]
-    if missing:
-        raise DatasetMissingError(f"{test_root}: no WAV clips for class(es) {', '.join(missing)} of the test archive")
+    if not clips:
+        raise DatasetMissingError(f"{test_root}: no WAV clips in the class folders of the test archive")
     return clips
 
 
@@ -162,7 +166,7 @@ def speech_commands_sources(
         second every half second, of ``running_tap.wav`` for validation and of the other
         noise files for training; no sliced silence in the test split.
     """
-    root = check_root(root)
+    root = check_root(root, test_root)
     if test_root is not None:
         test_root = check_test_root(test_root, root)
     val_files = _read_list(root / "validation_list.txt")
@@ -196,6 +200,47 @@ def speech_commands_sources(
     if test_root is not None:
         sources["test"] = archive_sources(test_root)
     return sources
+
+
+def write_archive_layout(root: Path, test_root: Path) -> Path:
+    """Write the test split of a list-split layout at ``root`` in the test archive's layout.
+
+    The ``testing_list.txt`` clips go to the folder of their class (hard links where the
+    file system allows, copies elsewhere; ``_unknown_`` names carry their word), the
+    silence slices of the test split become WAV files in ``_silence_``. So the embedded set
+    exercises ``test_set: archive`` without a download. The folder appears by an atomic
+    rename; an existing one is kept.
+    """
+    test_root = Path(test_root).expanduser()
+    if archive_present(test_root):
+        return test_root
+    test_root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{test_root.name}.partial-", dir=test_root.parent))
+    try:
+        for clip in speech_commands_sources(root)["test"]:
+            name = CLASSES[clip.targets[0]]
+            src = Path(clip.path)
+            folder = tmp / name
+            folder.mkdir(exist_ok=True)
+            if clip.frames is not None:
+                audio, rate = soundfile.read(src, start=clip.start, frames=clip.frames, dtype="int16")
+                soundfile.write(folder / f"{src.stem}_{clip.start}_nohash_0.wav", audio, rate, subtype="PCM_16")
+                continue
+            dest = folder / (src.name if name == src.parent.name else f"{src.parent.name}_{src.name}")
+            try:
+                os.link(src, dest)
+            except OSError:
+                shutil.copyfile(src, dest)
+        os.chmod(tmp, 0o755)
+        try:
+            os.rename(tmp, test_root)
+        except OSError:
+            # Another process wrote it first (or a non-empty folder is in the way).
+            if not archive_present(test_root):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return test_root
 
 
 def _paper_silence(noise_files: List[Path], split: str) -> List[ClipSource]:
@@ -286,15 +331,28 @@ def fetch_archive(url: str, folder: Path) -> Path:
 
 
 def extract_archive(archive: Path, dest: Path) -> None:
-    """Extract a tar archive into ``dest`` with progress on stderr; members that would
-    land outside ``dest`` are refused (tarfile's ``data`` filter)."""
-    with tarfile.open(archive) as tar:
-        members = tar.getmembers()
-        for i, member in enumerate(members, 1):
-            tar.extract(member, dest, filter="data")
-            if i % 1000 == 0 or i == len(members):
-                sys.stderr.write(f"\rextracting {archive.name}: {i}/{len(members)} files")
-        sys.stderr.write("\n")
+    """Extract a tar archive into ``dest`` with progress on stderr.
+
+    Members that would land outside ``dest`` are refused (tarfile's ``data`` filter). The
+    archive is extracted into a temporary folder inside ``dest`` whose entries are moved
+    into place at the end, so an interrupted extraction leaves no half-filled class folder.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=".extracting-", dir=dest))
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for i, member in enumerate(members, 1):
+                tar.extract(member, tmp, filter="data")
+                if i % 1000 == 0 or i == len(members):
+                    sys.stderr.write(f"\rextracting {archive.name}: {i}/{len(members)} files")
+            sys.stderr.write("\n")
+        for entry in tmp.iterdir():
+            target = dest / entry.name
+            if target.is_dir() and entry.is_dir():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def download_speech_commands(root: Path) -> Path:

@@ -44,9 +44,14 @@ CORE_TEST_SPEAKERS = frozenset(
     "mbpm0 mklt0 fnlp0 mcmj0 mjdh0 fmgd0 mgrt0 mnjm0 fdhc0 mjln0 mpam0 fmld0".split()
 )
 SAMPLE_RATE = 16000
-PROTOCOLS = ("standard", "paper")
+# Utterances per split of the full LDC release under each protocol (TEST has 168 speakers
+# with 10 sentences, 2 of them SA; the core test set is 24 of those speakers).
+PROTOCOL_SPLIT_SIZES = {
+    "standard": {"train": 3696, "val": 1152, "test": 192},
+    "paper": {"train": 4000, "val": 620, "test": 1680},
+}
 # The original's split of the 4,620 TRAIN utterances and the seed of its generator.
-PAPER_SPLIT = (4000, 620)
+PAPER_SPLIT = (PROTOCOL_SPLIT_SIZES["paper"]["train"], PROTOCOL_SPLIT_SIZES["paper"]["val"])
 PAPER_SPLIT_SEED = 0
 # Start/end silence marker that the paper protocol removes from the targets.
 PAPER_DROPPED_PHONES = frozenset({"h#"})
