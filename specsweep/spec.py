@@ -324,8 +324,13 @@ def _check_space(raw: Dict[str, Any], task: Optional[str], base_problems: List[s
         if search.algorithm == "optuna" and param.form == "grid":
             problems.append(f"{where}: grid values cannot be used with search.algorithm optuna; use choice")
             continue
+        values = param.values()
+        if values is None:
+            # A sampled range: both ends are values trials can get (randint excludes its high).
+            low, high = getattr(param, param.form)
+            values = [low, high - 1 if param.form == "randint" else high]
         checked = set()
-        for value in param.values() or []:
+        for value in values:
             if repr(value) in checked:
                 continue
             checked.add(repr(value))

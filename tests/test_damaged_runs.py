@@ -104,3 +104,15 @@ def test_status_of_a_damaged_state_still_lists_the_trials(finished_run, tmp_path
     assert listing["trials"][0]["metrics"]["test_acc"] >= 0
     assert listing["trials"][0]["config"]["frontend"]["setting"] == "A"
     assert "experiment_state" in listing["damaged"][0]
+
+
+def test_report_names_a_damaged_checkpoint_after_writing_the_tables(finished_run, tmp_path, capsys):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run, run_dir)
+    checkpoint = sorted(run_dir.glob("trial_*/checkpoint_*/checkpoint.ckpt"))[-1]
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    assert main(["status", str(run_dir)]) == 0
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "report")]) == 2
+    out, err = capsys.readouterr()
+    assert str(checkpoint) in err and "Traceback" not in out + err
+    assert (tmp_path / "report" / "report.md").is_file()
