@@ -204,7 +204,8 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
         final.update({k: float(v) for k, v in trainer.test(task, loaders["test"], verbose=False)[0].items()})
         final["best_" + run.metric] = best.best_score if best.best_score is not None else final.get(run.metric)
         final["best_epoch"] = best.best_epoch
-        final["tested_epoch"] = tested.best_epoch if tested is not None else trainer.current_epoch
+        # After fit, current_epoch counts the epochs run; the last one's index is one less.
+        final["tested_epoch"] = tested.best_epoch if tested is not None else trainer.current_epoch - 1
         if isinstance(task, ASRTask) and loggers:
             loggers[0].log_text("decoded_examples", columns=["reference", "hypothesis"],
                                 data=[[e["reference"], e["hypothesis"]] for e in task.examples])
