@@ -1,75 +1,133 @@
-"""The ``specsweep`` command: run, resume, status, report, inspect, data prepare."""
+"""The ``specsweep`` command: run, resume, status, report, inspect, data prepare.
+
+Exit status: 0 success, 1 trials errored or did not finish, 2 bad input (spec, flags,
+run directory, dataset) or environment (Ray would not start), with a message naming the
+field, file or value and no traceback (``--debug`` shows it).
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from specsweep.limits import DEFAULT_MAX_TRIALS
 from specsweep.spec import SpecError
+
+
+class UsageError(ValueError):
+    """A command's arguments are wrong in a way argparse cannot see."""
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from specsweep.launcher import run_sweep
 
     outcome = run_sweep(Path(args.spec), storage=args.storage, name=args.name, address=args.address,
-                        smoke=args.smoke_test, num_cpus=args.num_cpus)
+                        smoke=args.smoke_test, num_cpus=args.num_cpus, max_trials=args.max_trials)
     return outcome.exit_code
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     from specsweep.launcher import resume_sweep
 
-    outcome = resume_sweep(Path(args.run_dir), address=args.address, restart_errored=args.restart_errored,
+    outcome = resume_sweep(args.run_dir, address=args.address, restart_errored=args.restart_errored,
                            num_cpus=args.num_cpus)
     return outcome.exit_code
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from specsweep.launcher import format_table, load_run, summary_rows
-    from specsweep.status import read_trials
+    from specsweep.rundir import RunLocation
+    from specsweep.status import DamagedRunError, read_trials
 
-    trials = read_trials(Path(args.run_dir))
+    run_dir = RunLocation(args.run_dir)
+    spec = load_run(run_dir)
+    damage = None
+    try:
+        trials = read_trials(run_dir)
+    except DamagedRunError as err:
+        damage, trials = err, err.trials
     if args.json:
-        print(json.dumps({"run_dir": str(Path(args.run_dir).resolve()),
-                          "trials": [{k: t[k] for k in ("id", "status", "config", "metrics", "error")} for t in trials]},
+        print(json.dumps({"run_dir": run_dir.uri,
+                          "trials": [{k: t[k] for k in ("id", "status", "config", "metrics", "error")} for t in trials],
+                          **({"damaged": damage.damaged} if damage else {})},
                          indent=1, default=str))
-        return 0
-    spec = load_run(Path(args.run_dir))
-    print(format_table(summary_rows(trials, spec), spec))
-    counts = {s: sum(t["status"] == s for t in trials) for s in ("TERMINATED", "RUNNING", "PENDING", "ERROR")}
-    print(", ".join(f"{v} {k.lower()}" for k, v in counts.items()))
+    else:
+        print(format_table(summary_rows(trials, spec), spec))
+        counts = {s: sum(t["status"] == s for t in trials) for s in ("TERMINATED", "RUNNING", "PENDING", "ERROR")}
+        print(", ".join(f"{v} {k.lower()}" for k, v in counts.items()))
+    if damage:
+        print(f"specsweep: {damage}\nthe table shows what could still be read; `specsweep resume` refuses this "
+              f"run until the damaged files are restored or moved aside", file=sys.stderr)
+        return 2
     return 0
 
 
-def _param_counts(config: Dict[str, Any]) -> Dict[str, int]:
+def _param_counts(configs: List[Dict[str, Any]]) -> List[Dict[str, int]]:
+    """Trainable parameters by part of each trial's model, counted from the components'
+    footprints (no model is built), once per distinct model."""
     from specsweep.data.datasets import dataset_output_info
-    from specsweep.model import build_model
+    from specsweep.model import model_footprint
 
-    n_labels, clip_samples = dataset_output_info(config["data"])
-    head = "utterance" if config["task"] == "kws" else "frames"
-    outputs = n_labels if config["task"] == "kws" else n_labels + 1
-    return build_model(config["frontend"], config["backbone"], clip_samples, outputs, head).trainable_parameter_counts()
+    counts: Dict[str, Dict[str, int]] = {}
+    outputs: Dict[str, tuple] = {}
+    plan = []
+    for config in configs:
+        data_key = json.dumps(config["data"], sort_keys=True)
+        if data_key not in outputs:
+            outputs[data_key] = dataset_output_info(config["data"])
+        n_labels, clip_samples = outputs[data_key]
+        head = "utterance" if config["task"] == "kws" else "frames"
+        n_outputs = n_labels if config["task"] == "kws" else n_labels + 1
+        key = json.dumps([config["frontend"], config["backbone"], clip_samples, n_outputs, head], sort_keys=True)
+        if key not in counts:
+            counts[key] = model_footprint(config["frontend"], config["backbone"], clip_samples, n_outputs,
+                                          head).trainable
+        plan.append(counts[key])
+    return plan
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    """Plan (and cost) of each spec given; several specs give a JSON list with ``--json``."""
+    plans = []
+    for i, path in enumerate(args.spec):
+        if i and not args.json:
+            print()
+        plans.append(_inspect_spec(Path(path), args))
+    if args.json:
+        print(json.dumps(plans[0] if len(plans) == 1 else plans, indent=1))
+    return 0
+
+
+def _inspect_spec(path: Path, args: argparse.Namespace) -> Dict[str, Any]:
+    from specsweep.limits import local_resource_problems, plan_problems, trial_count
     from specsweep.spec import expand_trials, load_spec
     from specsweep.status import describe_config
 
-    spec = load_spec(Path(args.spec), smoke=args.smoke_test)
+    spec = load_spec(path, smoke=args.smoke_test)
+    count, makeup = trial_count(spec)
+    if not args.json:
+        print(f"{spec.name}: {count} trials ({makeup})", flush=True)
+    problems = plan_problems(spec, args.max_trials)
+    if problems:
+        raise SpecError(str(path), problems)
+    for note in local_resource_problems(spec):
+        print(f"note (for a local Ray on this machine): {note}", file=sys.stderr)
     trials = expand_trials(spec)
-    plan = [{"config": config, "trainable_params": _param_counts(config)} for config in trials]
+    plan = [{"config": config, "trainable_params": params} for config, params in zip(trials, _param_counts(trials))]
     cost = _sweep_cost(spec, trials, args.calibrate, args.smoke_test)
+    result = {"spec": str(path), "name": spec.name, "metric": spec.metric, "mode": spec.mode, "recipe": spec.recipe,
+              "trials": plan, "cost": cost}
     if args.json:
-        print(json.dumps({"name": spec.name, "metric": spec.metric, "mode": spec.mode, "trials": plan, "cost": cost},
-                         indent=1))
-        return 0
+        return result
     rows = [{"#": i, **describe_config(p["config"], spec), **p["trainable_params"],
              "clip_steps": _count(c["clip_steps"]), "hours": _hours(c["hours"])}
             for i, (p, c) in enumerate(zip(plan, cost["per_trial"]))]
-    print(f"{spec.name}: {len(plan)} trials, {spec.search.algorithm} search, {spec.scheduler.name} scheduler, "
+    recipe = f"recipe {spec.recipe}, " if spec.recipe else ""
+    print(f"{recipe}{spec.search.algorithm} search, {spec.scheduler.name} scheduler, "
           f"metric {spec.metric} ({spec.mode}), {spec.resources.cpus} CPU / {spec.resources.gpus} GPU per trial")
     total = cost["total"]
     sources = sorted({c["rate_source"] for c in cost["per_trial"]})
@@ -81,7 +139,25 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     print("  ".join(str(c).rjust(w) for c, w in zip(columns, widths)))
     for r in rows:
         print("  ".join(str(r[c]).rjust(w) for c, w in zip(columns, widths)))
-    return 0
+    return result
+
+
+def _data_settings(name: str, settings: Sequence[str]) -> Dict[str, Any]:
+    """``KEY=VALUE`` arguments as a data config, values read as YAML scalars."""
+    import yaml
+
+    from specsweep.data.datasets import DATASETS, DatasetConfigError, dataset_param_names
+
+    if name not in DATASETS:
+        raise DatasetConfigError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS.names())}")
+    allowed = dataset_param_names(name)
+    config: Dict[str, Any] = {"name": name}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or key not in allowed:
+            raise DatasetConfigError(f"--set {setting}: expected KEY=VALUE with KEY one of {', '.join(sorted(allowed))}")
+        config[key] = yaml.safe_load(value)
+    return config
 
 
 def _sweep_cost(spec: Any, trials: List[Dict[str, Any]], calibrate: bool, smoke: bool) -> Dict[str, Any]:
@@ -109,76 +185,111 @@ def _hours(value: Optional[float]) -> str:
 
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
     from specsweep.data.datasets import prepare_dataset
+    from specsweep.spec import _section_problems
 
-    config: Dict[str, Any] = {"name": args.dataset}
+    config = _data_settings(args.dataset, args.set)
     if args.root:
         config["root"] = args.root
     if args.download:
         config["download"] = True
+    problems = _section_problems("data", config, None)
+    if problems:
+        flags = {"data.name": "dataset", "data.root": "--root", "data.download": "--download"}
+        raise UsageError("data prepare: " + "; ".join(
+            next((p.replace(k, v, 1) for k, v in flags.items() if p.startswith(k)), p) for p in problems))
     prepared = prepare_dataset(config)
     for split, folder in prepared.splits.items():
         print(f"{split}: {folder}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="specsweep", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return value
 
-    run = sub.add_parser("run", help="launch a sweep spec with Ray Tune")
+
+def build_parser() -> argparse.ArgumentParser:
+    # --debug is accepted before or after the command; SUPPRESS keeps a subcommand from
+    # resetting a --debug given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error")
+    parser = argparse.ArgumentParser(prog="specsweep", description=__doc__, parents=[common],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add = functools.partial(sub.add_parser, parents=[common])
+
+    run = add("run", help="launch a sweep spec with Ray Tune")
     run.add_argument("spec", help="sweep spec YAML (see sweeps/)")
-    run.add_argument("--address", help="join this Ray cluster (default: start a local Ray on loopback)")
-    run.add_argument("--storage", type=Path, help="parent folder or URI of run directories (default ./runs)")
+    run.add_argument("--address", help="join the Ray cluster whose head is at HOST:PORT (default: $RAY_ADDRESS, "
+                     "else a new local Ray on loopback)")
+    run.add_argument("--storage", help="parent folder or URI (s3://BUCKET/PATH, gs://..., any pyarrow filesystem URI) "
+                     "of run directories (default ./runs or $SPECSWEEP_STORAGE)")
     run.add_argument("--name", help="run directory name (default: spec name + time); never reused")
     run.add_argument("--smoke-test", action="store_true", help="tiny data, one epoch, truncated grid")
-    run.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
+    run.add_argument("--num-cpus", type=_positive_int, help="CPUs for a local Ray (default: all)")
+    run.add_argument("--max-trials", type=_positive_int, default=DEFAULT_MAX_TRIALS,
+                     help=f"refuse specs with more trials than this (default {DEFAULT_MAX_TRIALS})")
     run.set_defaults(func=_cmd_run)
 
-    resume = sub.add_parser("resume", help="continue a killed or failed sweep")
-    resume.add_argument("run_dir")
-    resume.add_argument("--address")
+    resume = add("resume", help="continue a killed or failed sweep")
+    resume.add_argument("run_dir", help="run directory: local folder or URI")
+    resume.add_argument("--address", help="as for run")
     resume.add_argument("--restart-errored", action="store_true", help="restart errored trials from scratch")
-    resume.add_argument("--num-cpus", type=int)
+    resume.add_argument("--num-cpus", type=_positive_int)
     resume.set_defaults(func=_cmd_resume)
 
-    status = sub.add_parser("status", help="trial states and metrics of a run directory")
-    status.add_argument("run_dir")
+    status = add("status", help="trial states and metrics of a run directory")
+    status.add_argument("run_dir", help="run directory: local folder or URI")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_cmd_status)
 
-    inspect = sub.add_parser("inspect", help="validate a spec and print its trial plan")
-    inspect.add_argument("spec")
+    inspect = add("inspect", help="validate a spec and print its trial plan")
+    inspect.add_argument("spec", nargs="+", help="sweep spec YAML file(s); several give a JSON list with --json")
     inspect.add_argument("--json", action="store_true")
     inspect.add_argument("--smoke-test", action="store_true")
+    inspect.add_argument("--max-trials", type=_positive_int, default=DEFAULT_MAX_TRIALS,
+                         help=f"refuse specs with more trials than this (default {DEFAULT_MAX_TRIALS})")
     inspect.add_argument("--calibrate", action="store_true",
                          help="time a few training steps of each distinct model on this machine's device for the hours")
     inspect.set_defaults(func=_cmd_inspect)
 
-    data = sub.add_parser("data", help="dataset preparation")
+    data = add("data", help="dataset preparation")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    prepare = data_sub.add_parser("prepare", help="download (when asked) and decode a dataset into the cache")
+    prepare = data_sub.add_parser("prepare", parents=[common], help="download (when asked) and decode a dataset into the cache")
     prepare.add_argument("dataset")
     prepare.add_argument("--root")
     prepare.add_argument("--download", action="store_true", help="fetch the dataset from its public source")
+    prepare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="another argument of the dataset, as in a spec's data section (e.g. test_set=archive)")
     prepare.set_defaults(func=_cmd_data_prepare)
 
     from specsweep import report
 
-    report.add_parser(sub)
+    report.add_parser(sub, parents=[common])
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line ``argv``; return the exit status (see the module docstring)."""
+    from specsweep.data.datasets import DatasetConfigError
     from specsweep.data.speechcommands import DatasetMissingError
-    from specsweep.launcher import RunDirError
+    from specsweep.launcher import LaunchError, RunDirError
+    from specsweep.report import ReportError
+    from specsweep.rundir import StorageError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except SpecError as err:
-        print(f"specsweep: {err}", file=sys.stderr)
-        return 2
-    except (RunDirError, DatasetMissingError, FileNotFoundError) as err:
+    except (SpecError, UsageError, RunDirError, LaunchError, StorageError, ReportError, DatasetMissingError,
+            DatasetConfigError, FileNotFoundError) as err:
+        if getattr(args, "debug", False):
+            raise
         print(f"specsweep: {err}", file=sys.stderr)
         return 2
 

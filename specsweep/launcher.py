@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import shlex
+import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import yaml
 from ray.tune import Callback
 
-from specsweep.spec import SweepSpec, load_spec, param_space, validate_spec
+from specsweep.limits import DEFAULT_MAX_TRIALS, check_plan, data_configs, trial_count
+from specsweep.rundir import RunLocation, first_line
+from specsweep.spec import SpecError, SweepSpec, load_spec, param_space, validate_spec
 
 SPEC_FILE = "specsweep.yaml"
 RUN_FILE = "specsweep-run.json"
@@ -23,60 +29,284 @@ class RunDirError(RuntimeError):
     """A run directory cannot be created or is not a specsweep run."""
 
 
-def default_storage() -> Path:
-    return Path(os.environ.get("SPECSWEEP_STORAGE", "runs")).expanduser().resolve()
+class LaunchError(RuntimeError):
+    """Ray could not be started or joined; the message says what failed and how to fix it."""
+
+
+def default_storage() -> RunLocation:
+    return RunLocation(os.environ.get("SPECSWEEP_STORAGE", "runs"))
+
+
+def cluster_address(address: Optional[str]) -> Optional[str]:
+    """The cluster a command joins: ``address``, else ``RAY_ADDRESS`` (which Ray sets for a
+    job's entrypoint); None for a new local Ray."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    return None if address == "local" else address
 
 
 _CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Ray's own retries on an address that is not a Ray head run for minutes; a user is told sooner.
+_CONNECT_TIMEOUT_S = 25
 
 
 def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None) -> None:
-    """Join ``address`` or start a local Ray that listens on loopback only."""
+    """Join the Ray cluster at ``address``, else at ``RAY_ADDRESS`` (set for a job's
+    entrypoint), else start a local Ray that listens on loopback only.
+
+    Raises
+    ------
+    LaunchError
+        The cluster cannot be joined (bad or unreachable address, refused token, other
+        Ray or Python version), or ``num_cpus``/``num_gpus`` were given for a cluster.
+    """
     import ray
-    from ray._private import ray_constants
 
     if ray.is_initialized():
         return
+    origin = "--address" if address else "RAY_ADDRESS"
+    address = cluster_address(address)
     if address:
-        ray.init(address=address, log_to_driver=True)
+        if num_cpus is not None or num_gpus is not None:
+            raise LaunchError(f"--num-cpus sizes a local Ray only; the size of the cluster at {address} is "
+                              f"set by `ray start --num-cpus/--num-gpus` on its nodes")
+        _join_cluster(address, origin)
         return
-    # Ray's services stay on loopback unless the user gives a cluster address. Ray binds to
-    # loopback when clusters are disabled (its setting for single machines); the variable
-    # reaches the processes Ray starts, and this process read it when it imported Ray.
-    os.environ[_CLUSTER_ENV] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    _keep_on_loopback()
     # address="local": a new instance, never one that `ray start` left running.
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
              log_to_driver=True, configure_logging=False)
 
 
-def _new_run_dir(storage: Path, name: str) -> Path:
-    run_dir = storage / name
-    if run_dir.exists():
+def _keep_on_loopback() -> None:
+    """Keep Ray's addresses on 127.0.0.1: Ray binds to loopback when clusters are disabled
+    (its setting for single machines), and otherwise rewrites 127.0.0.1 to the machine's
+    network address. The variable reaches the processes Ray starts; this process read it
+    when it imported Ray."""
+    from ray._private import ray_constants
+
+    os.environ[_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _join_cluster(address: str, origin: str) -> None:
+    """Connect to a running cluster the way the ``ray`` CLI does, checking first (within
+    about half a minute) that a Ray head of this Ray and Python version answers there."""
+    import ray
+    from ray._common.network_utils import parse_address
+    from ray._private import services
+
+    scheme = address.split("://", 1)[0] if "://" in address else None
+    if scheme is not None:
+        hint = {"http": "; http://HOST:8265 is the dashboard, which `ray job submit` takes",
+                "https": "; https://HOST:8265 is the dashboard, which `ray job submit` takes",
+                "ray": "; ray:// (Ray Client) is not supported: run specsweep on a cluster node or as a job"}
+        raise LaunchError(f"{origin} {address!r}: give the head's HOST:PORT as `ray start --head` prints it "
+                          f"(port 6379 by default){hint.get(scheme, '')}")
+    parsed = parse_address(address)
+    if parsed is not None and _is_loopback(parsed[0]):
+        # A head on loopback has its nodes on this machine; Ray would otherwise rewrite
+        # 127.0.0.1 to the machine's network address, where that head does not listen.
+        _keep_on_loopback()
+    try:
+        gcs_address = services.canonicalize_bootstrap_address_or_die(address)
+    except (ValueError, ConnectionError) as err:
+        raise LaunchError(f"{origin} {address!r}: {err} (expected HOST:PORT of the head, or `auto`)") from None
+    _check_reachable(f"{origin} {address!r}", gcs_address)
+    _use_token_like_ray_cli()
+    _probe_head(gcs_address)
+    try:
+        ray.init(address=gcs_address, log_to_driver=True)
+    except Exception as err:  # noqa: BLE001 - Ray raises many kinds; the user gets one line
+        raise LaunchError(f"joining the Ray cluster at {gcs_address} failed: {first_line(err)}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_reachable(given: str, gcs_address: str) -> None:
+    import socket
+
+    from ray._common.network_utils import parse_address
+
+    host, port = parse_address(gcs_address)
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except socket.gaierror:
+        raise LaunchError(f"{given}: cannot resolve host {host!r}") from None
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise LaunchError(f"no Ray cluster answers at {gcs_address} ({reason}): start its head with "
+                          f"`ray start --head`, or give the address that command printed") from None
+
+
+def _use_token_like_ray_cli() -> None:
+    """Like ``ray start`` and the ``ray`` CLI: a token in ``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` turns token authentication on unless
+    ``RAY_AUTH_MODE`` says otherwise (``ray.init`` with an address does not do this)."""
+    import logging
+
+    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+
+    # Its warning speaks of starting a cluster, which joining does not.
+    setup_logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = setup_logger.level
+    setup_logger.setLevel(logging.ERROR)
+    try:
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        setup_logger.setLevel(level)
+
+
+def _probe_head(gcs_address: str) -> None:
+    """Ask the head for its Ray and Python versions, on a thread with a deadline because
+    a port that is not a Ray head keeps Ray's client waiting for minutes."""
+    import threading
+
+    import ray
+    from ray._common.usage.usage_lib import get_cluster_metadata
+    from ray._private.utils import check_version_info
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    answer: Dict[str, Any] = {}
+
+    def ask() -> None:
+        try:
+            answer["metadata"] = get_cluster_metadata(GcsClient(address=gcs_address))
+        except Exception as err:  # noqa: BLE001 - reported below
+            answer["error"] = err
+
+    thread = threading.Thread(target=ask, name="specsweep-ray-probe", daemon=True)
+    thread.start()
+    thread.join(_CONNECT_TIMEOUT_S)
+    if thread.is_alive():
+        raise LaunchError(f"{gcs_address} accepts connections but did not answer as a Ray head within "
+                          f"{_CONNECT_TIMEOUT_S} s: give the head's GCS port (`ray start --head --port`, "
+                          f"6379 by default), not its dashboard or client port")
+    error = answer.get("error")
+    if isinstance(error, AuthenticationError):
+        token_mode = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+        problem = "refused this machine's authentication token" if token_mode else (
+            "requires token authentication and this machine has no token")
+        raise LaunchError(f"the Ray cluster at {gcs_address} {problem}: copy the head's token (`ray get-auth-token` "
+                          f"there) to ~/.ray/auth_token here, or set RAY_AUTH_TOKEN")
+    if error is not None:
+        raise LaunchError(f"the Ray head at {gcs_address} did not answer: {first_line(error)}")
+    metadata = answer.get("metadata")
+    if metadata:
+        try:
+            check_version_info(metadata, "this machine")
+        except RuntimeError:
+            raise LaunchError(
+                f"the Ray cluster at {gcs_address} runs Ray {metadata['ray_version']} on Python "
+                f"{metadata['python_version']}, this machine Ray {ray.__version__} on Python "
+                f"{platform.python_version()}: install the same versions here "
+                f"as on the cluster") from None
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if it is one printable folder name, else RunDirError (a name such as
+    ``../x`` or ``/tmp/x`` would put the run outside ``--storage``)."""
+    separators = [sep for sep in (os.sep, os.altsep) if sep]
+    if (not name or name in (".", "..") or not name.isprintable() or any(sep in name for sep in separators)
+            or len(name.encode("utf-8", "surrogateescape")) > 255):
+        raise RunDirError(f"--name {name!r}: a run name must be one printable folder name: no '/', "
+                          f"not '.' or '..', at most 255 bytes")
+    return name
+
+
+def _storage_dir(storage: Union[Path, str, None]) -> RunLocation:
+    location = RunLocation(storage) if storage else default_storage()
+    location.check_can_hold_runs()
+    return location
+
+
+def _check_free(run_dir: RunLocation) -> None:
+    # lexists: a dangling symlink is taken too.
+    if os.path.lexists(run_dir.path) if run_dir.is_local else run_dir.exists():
         raise RunDirError(
             f"run directory {run_dir} already exists; pick another --name, or continue it with "
-            f"`specsweep resume {run_dir}`"
+            f"`specsweep resume {shlex.quote(str(run_dir))}`"
         )
+
+
+def claim_run_dir(storage: Union[Path, RunLocation], name: str) -> Union[Path, RunLocation]:
+    """Create ``storage/name`` for a new run, atomically on local disks: of two runs
+    claiming the same name, exactly one gets it and the other a RunDirError. Object stores
+    have no atomic create; there the name is only checked to be free."""
+    location = RunLocation(storage)
+    if not location.is_local:
+        run_dir = location.child(name)
+        _check_free(run_dir)
+        run_dir.mkdir()
+        return run_dir
+    storage = Path(location.path)
+    run_dir = storage / name
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunDirError(f"--storage {storage}: cannot create the folder ({err.strerror})") from None
+    try:
+        os.mkdir(run_dir)
+    except FileExistsError:
+        _check_free(RunLocation(run_dir))
+        raise
+    except OSError as err:
+        raise RunDirError(f"cannot create run directory {run_dir} ({err.strerror})") from None
     return run_dir
+
+
+@contextmanager
+def released_on_failure(run_dir: Union[Path, RunLocation], storage_existed: bool) -> Iterator[None]:
+    """Remove the freshly claimed ``run_dir`` (and a storage folder made for it) if the
+    sweep fails before Tune runs a trial: a failed start leaves nothing behind."""
+    try:
+        yield
+    except BaseException:
+        if isinstance(run_dir, RunLocation):
+            run_dir.remove()
+            raise
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if not storage_existed:
+            try:
+                run_dir.parent.rmdir()
+            except OSError:
+                pass  # another run has claimed a name there meanwhile
+        raise
+
+
+def _join_ray(address: Optional[str], num_cpus: Optional[int]) -> None:
+    """:func:`start_ray`, with its failures as a LaunchError."""
+    try:
+        start_ray(address, num_cpus)
+    except LaunchError:
+        raise
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError, OSError) as err:
+        target = cluster_address(address)
+        where = f"the Ray cluster at {target}" if target else "a local Ray"
+        raise LaunchError(f"could not start or join {where}: {err}") from err
 
 
 def _prepare_data(spec: SweepSpec) -> None:
     """Prepare every distinct dataset the sweep uses before trials start: downloads and
     synthesis happen once, and a missing dataset fails here with its message."""
     from specsweep.data.datasets import prepare_dataset
-    from specsweep.spec import expand_trials
 
-    seen = set()
-    for trial in expand_trials(spec):
-        key = json.dumps(trial["data"], sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            prepare_dataset(trial["data"])
+    for data in data_configs(spec):
+        prepare_dataset(data)
 
 
 @dataclass
 class SweepOutcome:
-    run_dir: Path
+    run_dir: Union[Path, str]
     rows: List[Dict[str, Any]]
     errored: int
     unfinished: int
@@ -86,7 +316,7 @@ class SweepOutcome:
         return 1 if self.errored or self.unfinished else 0
 
 
-def _build_tuner(spec: SweepSpec, run_dir: Path, smoke: bool, restore: bool = False, restart_errored: bool = False):
+def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bool = False, restart_errored: bool = False):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -106,7 +336,7 @@ def _build_tuner(spec: SweepSpec, run_dir: Path, smoke: bool, restore: bool = Fa
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
     trainable = tune.with_resources(tune.with_parameters(train_trial, run=context), resources)
     if restore:
-        return tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True, resume_errored=not restart_errored,
+        return tune.Tuner.restore(run_dir.uri, trainable, resume_unfinished=True, resume_errored=not restart_errored,
                                   restart_errored=restart_errored)
     search_alg = None
     if spec.search.algorithm == "optuna":
@@ -131,7 +361,7 @@ def _build_tuner(spec: SweepSpec, run_dir: Path, smoke: bool, restore: bool = Fa
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=run_dir.name, storage_path=str(run_dir.parent),
+            name=run_dir.name, storage_path=run_dir.parent.uri,
             failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.num_to_keep,
                                                     checkpoint_score_attribute=spec.metric,
@@ -183,55 +413,121 @@ class ProgressLine(Callback):
 
 def run_sweep(
     spec_path: Path,
-    storage: Optional[Path] = None,
+    storage: Union[Path, str, None] = None,
     name: Optional[str] = None,
     address: Optional[str] = None,
     smoke: bool = False,
     num_cpus: Optional[int] = None,
+    max_trials: int = DEFAULT_MAX_TRIALS,
 ) -> SweepOutcome:
-    """Validate ``spec_path``, create a fresh run directory, run the sweep, summarise it."""
+    """Validate ``spec_path`` and what it would cost, claim a fresh run directory under
+    ``storage`` (a local folder or a pyarrow URI such as ``s3://bucket/runs``), run the
+    sweep, summarise it. Every refusal comes before the run directory exists."""
     spec = load_spec(spec_path, smoke=smoke)
-    storage = Path(storage).expanduser().resolve() if storage else default_storage()
-    run_dir = _new_run_dir(storage, name or f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    name = check_run_name(f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}" if name is None else name)
+    cluster = cluster_address(address)
+    check_plan(spec, str(spec_path), max_trials, local=cluster is None, num_cpus=num_cpus)
+    storage = _storage_dir(storage)
+    _check_free(storage.child(name))
     _prepare_data(spec)
-    run_dir.mkdir(parents=True)
-    (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
-    (run_dir / RUN_FILE).write_text(json.dumps({"spec": str(spec_path), "smoke": smoke, "created": datetime.now().isoformat()}))
-    start_ray(address, num_cpus)
-    return _finish(_build_tuner(spec, run_dir, smoke), spec, run_dir)
+    # Ray is started or joined before the run directory exists: a cluster that cannot be
+    # joined or is too small leaves nothing to clean up.
+    _join_ray(address, num_cpus)
+    if cluster:
+        _check_cluster(spec, cluster)
+    storage_existed = storage.is_dir()
+    claimed = claim_run_dir(storage, name)
+    run_dir = RunLocation(claimed)
+    with released_on_failure(claimed, storage_existed):
+        run_dir.write_text(SPEC_FILE, yaml.safe_dump(spec.model_dump(), sort_keys=False))
+        run_dir.write_text(RUN_FILE, json.dumps({"spec": str(spec_path), "smoke": smoke,
+                                                 "created": datetime.now().isoformat()}))
+        tuner = _build_tuner(spec, run_dir, smoke)
+    return _finish(tuner, spec, run_dir)
 
 
-def load_run(run_dir: Path) -> SweepSpec:
-    run_dir = Path(run_dir).expanduser().resolve()
-    if not (run_dir / SPEC_FILE).exists():
+def _check_cluster(spec: SweepSpec, address: str) -> None:
+    """Refuse trials that ask for more CPUs or GPUs than the joined cluster has."""
+    import ray
+
+    have = ray.cluster_resources()
+    problems = [f"resources.{key}: a trial asks for {asked:g} but the cluster at {address} has {have.get(kind, 0):g}"
+                for key, kind, asked in (("cpus", "CPU", spec.resources.cpus), ("gpus", "GPU", spec.resources.gpus))
+                if asked > have.get(kind, 0)]
+    if problems:
+        raise SpecError("resources", problems)
+
+
+def load_run(run_dir: Union[Path, str, RunLocation]) -> SweepSpec:
+    """The validated spec of a run directory (local folder or URI); RunDirError naming
+    the file when it is missing or damaged."""
+    run_dir = RunLocation(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is not a run directory ({'a file' if run_dir.exists() else 'no such folder'})")
+    path = run_dir.child(SPEC_FILE)
+    if not run_dir.exists(SPEC_FILE):
         raise RunDirError(f"{run_dir} is not a specsweep run directory (no {SPEC_FILE})")
-    return validate_spec(yaml.safe_load((run_dir / SPEC_FILE).read_text()), str(run_dir / SPEC_FILE))
+    try:
+        raw = yaml.safe_load(run_dir.read_bytes(SPEC_FILE).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise RunDirError(f"{path} is damaged ({str(err).splitlines()[0]}); the trials' results are untouched: "
+                          f"copy the sweep's spec back to {path} (its path is in {run_dir.child(RUN_FILE)})") from None
+    return validate_spec(raw, str(path))
 
 
-def resume_sweep(run_dir: Path, address: Optional[str] = None, restart_errored: bool = False,
+def _run_info(run_dir: RunLocation) -> Dict[str, Any]:
+    path = run_dir.child(RUN_FILE)
+    try:
+        if not run_dir.is_file(RUN_FILE):
+            raise FileNotFoundError(str(path))
+        info = json.loads(run_dir.read_bytes(RUN_FILE))
+    except FileNotFoundError:
+        raise RunDirError(f"{path} is missing; write {{\"smoke\": false}} (true if the run was a --smoke-test) "
+                          f"into it to resume") from None
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"{path} is damaged ({err}); write {{\"smoke\": false}} (true if the run was a "
+                          f"--smoke-test) into it to resume") from None
+    if not isinstance(info, dict):
+        raise RunDirError(f"{path} is damaged (not a JSON object); write {{\"smoke\": false}} into it to resume")
+    return info
+
+
+def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, restart_errored: bool = False,
                  num_cpus: Optional[int] = None) -> SweepOutcome:
     """Continue a killed or failed sweep in place: finished trials are kept, unfinished
-    ones continue from their latest checkpoints, errored ones are retried."""
+    ones continue from their latest checkpoints, errored ones are retried.
+
+    A damaged run directory is refused before Ray starts, so that Tune never writes over
+    what is left of it.
+    """
     from ray import tune
 
-    from specsweep.status import read_trials
+    from specsweep.status import DamagedRunError, read_trials
 
-    run_dir = Path(run_dir).expanduser().resolve()
+    run_dir = RunLocation(run_dir)
     spec = load_run(run_dir)
-    if not tune.Tuner.can_restore(str(run_dir)):
+    smoke = _run_info(run_dir).get("smoke", False)
+    try:
+        trials = read_trials(run_dir)
+    except DamagedRunError as err:
+        raise RunDirError(f"{err}\nresume refuses to write over a damaged run: `specsweep status {shlex.quote(str(run_dir))}` shows "
+                          f"what can still be read; move the damaged files aside to resume the rest") from None
+    # Without its experiment state Tune would start the sweep anew inside the old run.
+    if not tune.Tuner.can_restore(run_dir.uri) or not run_dir.glob("experiment_state-*.json"):
         raise RunDirError(f"{run_dir} has no Tune experiment state to resume (was the sweep started?)")
-    trials = read_trials(run_dir)
     if trials and all(t["status"] == "TERMINATED" for t in trials):
         print(f"[specsweep] {run_dir}: all {len(trials)} trials already finished; nothing to resume")
-        return SweepOutcome(run_dir, summary_rows(trials, spec), 0, 0)
+        return SweepOutcome(run_dir.display, summary_rows(trials, spec), 0, 0)
+    # The trial count was accepted when the sweep started (perhaps with --max-trials).
+    check_plan(spec, str(run_dir.child(SPEC_FILE)), max_trials=trial_count(spec)[0],
+               local=cluster_address(address) is None, num_cpus=num_cpus)
     _prepare_data(spec)
-    start_ray(address, num_cpus)
-    smoke = json.loads((run_dir / RUN_FILE).read_text()).get("smoke", False)
+    _join_ray(address, num_cpus)
     tuner = _build_tuner(spec, run_dir, smoke, restore=True, restart_errored=restart_errored)
     return _finish(tuner, spec, run_dir)
 
 
-def _finish(tuner: Any, spec: SweepSpec, run_dir: Path) -> SweepOutcome:
+def _finish(tuner: Any, spec: SweepSpec, run_dir: RunLocation) -> SweepOutcome:
     from specsweep.status import read_trials
 
     interrupted = False
@@ -251,8 +547,8 @@ def _finish(tuner: Any, spec: SweepSpec, run_dir: Path) -> SweepOutcome:
                 print(f"  {t['id']}: {t.get('error') or 'see its error.txt'}")
     print(f"[specsweep] run directory: {run_dir}")
     if interrupted or unfinished or errored:
-        print(f"[specsweep] resume with: specsweep resume {run_dir}")
-    return SweepOutcome(run_dir, rows, errored, unfinished)
+        print(f"[specsweep] resume with: specsweep resume {shlex.quote(str(run_dir))}")
+    return SweepOutcome(run_dir.display, rows, errored, unfinished)
 
 
 def summary_rows(trials: List[Dict[str, Any]], spec: SweepSpec) -> List[Dict[str, Any]]:

@@ -7,8 +7,9 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
-from specsweep.backbones import build_backbone
-from specsweep.frontends import build_frontend
+from specsweep.backbones import backbone_footprint, build_backbone
+from specsweep.contract import Footprint
+from specsweep.frontends import build_frontend, frontend_footprint
 from specsweep.frontends.base import FrontEnd
 
 
@@ -48,3 +49,23 @@ def build_model(
     fe = build_frontend(frontend)
     bb = build_backbone(backbone, fe.output_shape(clip_samples), num_outputs, head)
     return SpectrogramModel(fe, bb)
+
+
+def model_footprint(
+    frontend: Dict[str, Any], backbone: Dict[str, Any], clip_samples: int, num_outputs: int, head: str
+) -> Footprint:
+    """Sizes of the model :func:`build_model` would build, computed from valid configs
+    without building it: trainable parameters by part (as ``trainable_parameter_counts``),
+    frozen values, per-example activations and the transient values of building.
+
+    Examples
+    --------
+    >>> fe, bb = {"name": "nnaudio", "setting": "D"}, {"name": "bcresnet"}
+    >>> fp = model_footprint(fe, bb, 16000, 12, "utterance")
+    >>> fp.trainable == build_model(fe, bb, 16000, 12, "utterance").trainable_parameter_counts()
+    True
+    """
+    fe = frontend_footprint(frontend, clip_samples)
+    bb = backbone_footprint(backbone, fe.shape, num_outputs, head)
+    return Footprint({**fe.trainable, **bb.trainable}, frozen=fe.frozen + bb.frozen,
+                     activations=fe.activations + bb.activations, build=fe.build + bb.build, shape=bb.shape)

@@ -1,17 +1,22 @@
 """Paper-style tables and figures from a finished (or partly finished) run directory.
 
 Rows are the settings A-D, columns the swept value (n_mels, mask range, front-end,
-backbone, ...), cells mean ± std over seeds of the best validation metric and of the test
-metric of the best checkpoint.
+backbone, ...), cells mean ± std over seeds of the best validation metric, of the test
+metric, and of how far the trainable filterbank and STFT moved from their initial values
+(``frontend/*_drift``, ``||W - W0||_F / ||W0||_F``).
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import pickle
+import shlex
 import statistics
+import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import matplotlib
 
@@ -20,10 +25,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from specsweep.rundir import RunLocation  # noqa: E402
 from specsweep.spec import SweepSpec  # noqa: E402
 from specsweep.status import describe_config  # noqa: E402
 
 SETTINGS = ("A", "B", "C", "D")
+DRIFT_KEYS = {"filterbank_drift": "frontend/filterbank_drift", "stft_drift": "frontend/stft_drift"}
+
+
+def protocol_line(spec: SweepSpec) -> str:
+    """What protocol the run followed: recipe, training values, data protocol, tested weights."""
+    from specsweep.recipes import RECIPES
+
+    t = spec.train
+    recipe = "no recipe" if spec.recipe is None else f"recipe {spec.recipe} ({RECIPES.get(spec.recipe).description})"
+    data = ", ".join(f"{k} {v}" for k, v in spec.data.items() if k in ("name", "test_set", "protocol"))
+    tested = "the last epoch's weights" if t.test_weights == "last" else f"the best epoch's weights by {t.best_by or spec.metric}"
+    return (f"Protocol: {recipe}; {t.optimizer} lr {t.lr:g}, {t.schedule} schedule, {t.epochs} epochs, "
+            f"batch {t.batch_size}; data: {data}; tested with {tested}.")
+
+
+class ReportError(RuntimeError):
+    """A report cannot be written: its output folder is unusable or the run is damaged."""
 
 
 def _column_key(spec: SweepSpec) -> Optional[str]:
@@ -49,7 +72,8 @@ def aggregate(trials: List[Dict[str, Any]], spec: SweepSpec) -> Dict[str, Any]:
     """Group finished trials by (setting, column value) over seeds."""
     column = _column_key(spec)
     val_key, test_key = f"best_{spec.metric}", spec.metric.replace("val_", "test_")
-    groups: Dict[Tuple[str, str], Dict[str, List[float]]] = defaultdict(lambda: {"val": [], "test": []})
+    keys = {"val": val_key, "test": test_key, **DRIFT_KEYS}
+    groups: Dict[Tuple[str, str], Dict[str, List[float]]] = defaultdict(lambda: {kind: [] for kind in keys})
     raw_columns: Dict[str, Any] = {}
     for t in trials:
         if t["status"] != "TERMINATED":
@@ -59,14 +83,13 @@ def aggregate(trials: List[Dict[str, Any]], spec: SweepSpec) -> Dict[str, Any]:
         col = _label(col_value)
         raw_columns[col] = col_value
         cell = groups[(described["setting"], col)]
-        if isinstance(t["metrics"].get(val_key), (int, float)):
-            cell["val"].append(float(t["metrics"][val_key]))
-        if isinstance(t["metrics"].get(test_key), (int, float)):
-            cell["test"].append(float(t["metrics"][test_key]))
+        for kind, key in keys.items():
+            if isinstance(t["metrics"].get(key), (int, float)):
+                cell[kind].append(float(t["metrics"][key]))
     columns = sorted(raw_columns, key=lambda c: (not isinstance(raw_columns[c], (int, float)), raw_columns[c]
                                                   if isinstance(raw_columns[c], (int, float)) else c))
     return {"column": column or "sweep", "columns": columns, "raw_columns": raw_columns, "groups": groups,
-            "val_key": val_key, "test_key": test_key}
+            "keys": keys, "val_key": val_key, "test_key": test_key}
 
 
 def _cell(values: List[float]) -> str:
@@ -78,8 +101,11 @@ def _cell(values: List[float]) -> str:
 
 def markdown_tables(agg: Dict[str, Any]) -> str:
     out = []
-    for kind, title in (("val", agg["val_key"]), ("test", agg["test_key"])):
-        out.append(f"### {title} (mean ± std over seeds)\n")
+    for kind, title in agg["keys"].items():
+        if kind in DRIFT_KEYS and not any(cell[kind] for cell in agg["groups"].values()):
+            continue
+        note = " (0: fixed; ||W - W0|| / ||W0||)" if kind in DRIFT_KEYS else ""
+        out.append(f"### {title} (mean ± std over seeds){note}\n")
         out.append("| setting | " + " | ".join(f"{agg['column']}={c}" for c in agg["columns"]) + " |")
         out.append("|---|" + "---|" * len(agg["columns"]))
         for s in SETTINGS:
@@ -95,10 +121,10 @@ def write_csv(agg: Dict[str, Any], path: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(["setting", agg["column"], "metric", "mean", "std", "n"])
         for (setting, col), cell in sorted(agg["groups"].items()):
-            for kind in ("val", "test"):
+            for kind, key in agg["keys"].items():
                 if cell[kind]:
                     mean, std = _mean_std(cell[kind])
-                    writer.writerow([setting, col, agg[f"{kind}_key"], f"{mean:.6f}", f"{std:.6f}", len(cell[kind])])
+                    writer.writerow([setting, col, key, f"{mean:.6f}", f"{std:.6f}", len(cell[kind])])
 
 
 def plot_metric_vs_column(agg: Dict[str, Any], path: Path) -> Optional[Path]:
@@ -138,65 +164,94 @@ def _best_trial_per_setting(trials: List[Dict[str, Any]], spec: SweepSpec) -> Di
     return best
 
 
-def best_weights(trial_dir: Path) -> Optional[Dict[str, torch.Tensor]]:
-    """The best epoch's weights, carried in the trial's latest Tune checkpoint."""
-    checkpoints = sorted(trial_dir.glob("checkpoint_*/checkpoint.ckpt"))
+def tested_state(run_dir: RunLocation, trial_dir: str) -> Optional[Dict[str, Any]]:
+    """From the latest Tune checkpoint in ``run_dir``'s folder ``trial_dir``:
+    ``{"weights": ..., "initial_filterbank": ...}``, the weights the trial tests (its best
+    epoch's when it keeps them, else the latest) and the filterbank it started from."""
+    checkpoints = run_dir.glob(f"{trial_dir}/checkpoint_*/checkpoint.ckpt")
     if not checkpoints:
         return None
-    state = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)
-    return state.get("callbacks", {}).get("BestWeights", {}).get("weights")
+    try:
+        state = torch.load(io.BytesIO(run_dir.read_bytes(checkpoints[-1])), map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise ReportError(f"{run_dir.child(checkpoints[-1]).display} is damaged ({str(err).splitlines()[0]}); the tables "
+                          f"are written, the filterbank figure needs it: move that checkpoint folder aside to draw "
+                          f"the others") from None
+    callbacks = state.get("callbacks", {})
+    kept = [c["weights"] for k, c in callbacks.items() if k.startswith("BestWeights") and c.get("weights")]
+    initial = callbacks.get("FrontendFigures", {}).get("initial", {}).get("filterbank")
+    return {"weights": kept[0] if kept else state["state_dict"], "initial_filterbank": initial}
 
 
-def _learned_filterbank(run_dir: Path, trial: Dict[str, Any]) -> Optional[torch.Tensor]:
+def _learned_filterbank(run_dir: RunLocation, trial: Dict[str, Any]) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """``(learned, initial)`` filterbanks ``(n_bins, n_freq)`` of a finished trial."""
     from specsweep.data.datasets import dataset_output_info
     from specsweep.model import build_model
 
-    weights = best_weights(run_dir / f"trial_{trial['id']}")
-    if weights is None:
+    state = tested_state(run_dir, f"trial_{trial['id']}")
+    if state is None:
         return None
     config = trial["config"]
     n_labels, clip = dataset_output_info(config["data"])
     kws = config["task"] == "kws"
     model = build_model(config["frontend"], config["backbone"], clip, n_labels if kws else n_labels + 1,
                         "utterance" if kws else "frames")
+    weights = state["weights"]
     model.load_state_dict({k.removeprefix("net."): v for k, v in weights.items() if k.startswith("net.")})
-    return model.frontend.filterbank().detach()
+    return model.frontend.filterbank().detach(), state["initial_filterbank"]
 
 
-def plot_best_filterbanks(run_dir: Path, trials: List[Dict[str, Any]], spec: SweepSpec, path: Path) -> Optional[Path]:
+def plot_best_filterbanks(run_dir: RunLocation, trials: List[Dict[str, Any]], spec: SweepSpec, path: Path) -> Optional[Path]:
     best = _best_trial_per_setting(trials, spec)
     banks = {s: _learned_filterbank(run_dir, t) for s, t in sorted(best.items())}
     banks = {s: b for s, b in banks.items() if b is not None}
     if not banks:
         return None
     fig, axes = plt.subplots(1, len(banks), figsize=(4 * len(banks), 3.2), squeeze=False)
-    for ax, (s, bank) in zip(axes[0], banks.items()):
+    for ax, (s, (bank, initial)) in zip(axes[0], banks.items()):
+        if initial is not None and initial.shape == bank.shape:
+            for row in initial:
+                ax.plot(row.numpy(), color="0.6", linewidth=0.8, linestyle="--")
         for row in bank:
             ax.plot(row.numpy(), linewidth=0.8)
-        ax.set_title(f"setting {s} (best trial {best[s]['id']})")
+        drift = best[s]["metrics"].get(DRIFT_KEYS["filterbank_drift"])
+        title = f"setting {s} (best trial {best[s]['id']})"
+        ax.set_title(title if drift is None else f"{title}\nfilterbank drift {drift:.3f}", fontsize=9)
         ax.set_xlabel("STFT bin")
-    axes[0][0].set_ylabel("weight")
+    axes[0][0].set_ylabel("weight (dashed grey: initial)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
 
-def build_report(run_dir: Path, out: Optional[Path] = None) -> Dict[str, Path]:
-    """Write ``report.md``, ``report.csv`` and the PNGs; return their paths."""
+def build_report(run_dir: Union[Path, str, RunLocation], out: Optional[Path] = None) -> Dict[str, Path]:
+    """Write ``report.md``, ``report.csv`` and the PNGs to the local folder ``out``
+    (default: ``RUN_DIR/report`` of a local run directory); return their paths."""
     from specsweep import tracking
     from specsweep.launcher import load_run
-    from specsweep.status import read_trials
+    from specsweep.status import DamagedRunError, read_trials
 
-    run_dir = Path(run_dir).expanduser().resolve()
+    run_dir = RunLocation(run_dir)
     spec = load_run(run_dir)
-    trials = read_trials(run_dir)
-    out = Path(out) if out else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    if out is None and not run_dir.is_local:
+        raise ReportError(f"{run_dir} is in cloud storage: give a local folder (--out) for the report")
+    out = Path(out) if out else Path(run_dir.path) / "report"
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out} is a file; give a folder for the report's files")
+    try:
+        trials = read_trials(run_dir)
+    except DamagedRunError as err:
+        raise ReportError(f"{err}\nno report from a damaged run: `specsweep status {shlex.quote(str(run_dir))}` shows what can "
+                          f"still be read") from None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportError(f"--out {out}: cannot create the folder ({err.strerror})") from None
     agg = aggregate(trials, spec)
     finished = sum(t["status"] == "TERMINATED" for t in trials)
     header = (f"# {spec.name}: {spec.description}\n\n{finished}/{len(trials)} trials finished; task {spec.task}, "
-              f"metric {spec.metric} ({spec.mode}).\n\n")
+              f"metric {spec.metric} ({spec.mode}).\n\n{protocol_line(spec)}\n\n")
     files = {"markdown": out / "report.md", "csv": out / "report.csv"}
     files["markdown"].write_text(header + markdown_tables(agg))
     write_csv(agg, files["csv"])
@@ -211,28 +266,42 @@ def build_report(run_dir: Path, out: Optional[Path] = None) -> Dict[str, Path]:
     return files
 
 
-def _to_wandb(spec: SweepSpec, run_dir: Path, files: Dict[str, Path]) -> None:
+def _to_wandb(spec: SweepSpec, run_dir: RunLocation, files: Dict[str, Path]) -> None:
     import wandb
 
     with open(files["csv"]) as f:
         rows = list(csv.reader(f))
     run = wandb.init(project=spec.wandb.project, entity=spec.wandb.entity, group=spec.wandb.group or run_dir.name,
-                     name=f"{run_dir.name}-report", job_type="report", dir=str(run_dir / "report"))
+                     name=f"{run_dir.name}-report", job_type="report", dir=str(files["csv"].parent))
     run.log({"results": wandb.Table(columns=rows[0], data=rows[1:]),
              **{k: wandb.Image(str(p)) for k, p in files.items() if p.suffix == ".png"}})
     run.finish()
 
 
-def add_parser(sub: Any) -> None:
-    report = sub.add_parser("report", help="tables (Markdown, CSV) and figures of a run directory")
-    report.add_argument("run_dir")
-    report.add_argument("--out", type=Path, help="output folder (default RUN_DIR/report)")
+def add_parser(sub: Any, parents: Sequence[Any] = ()) -> None:
+    report = sub.add_parser("report", help="tables (Markdown, CSV) and figures of a run directory",
+                            parents=list(parents))
+    report.add_argument("run_dir", help="run directory: local folder or URI")
+    report.add_argument("--out", type=Path, help="local output folder (default RUN_DIR/report, also for a run "
+                        "directory in cloud storage)")
     report.set_defaults(func=_cmd_report)
 
 
 def _cmd_report(args: Any) -> int:
-    files = build_report(Path(args.run_dir), args.out)
-    print(files["markdown"].read_text())
-    for kind, path in files.items():
-        print(f"{kind}: {path}")
+    run_dir = RunLocation(args.run_dir)
+    if run_dir.is_local or args.out:
+        files = build_report(run_dir, args.out)
+        _print_report(files, {kind: str(path) for kind, path in files.items()})
+        return 0
+    # The report of a run directory in cloud storage is written there, like its other artifacts.
+    with tempfile.TemporaryDirectory() as tmp:
+        files = build_report(run_dir, Path(tmp))
+        run_dir.upload(Path(tmp), "report")
+        _print_report(files, {kind: str(run_dir.child(f"report/{path.name}")) for kind, path in files.items()})
     return 0
+
+
+def _print_report(files: Dict[str, Path], shown: Dict[str, str]) -> None:
+    print(files["markdown"].read_text())
+    for kind, where in shown.items():
+        print(f"{kind}: {where}")

@@ -16,11 +16,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from specsweep.backbones import BACKBONES, backbone_param_names
-from specsweep.data.datasets import DATASET_TASKS, DATASETS, dataset_param_names
+from specsweep.contract import Seed, argument_problems, pydantic_problems
+from specsweep.data.datasets import DATASET_TASKS, DATASETS, clip_samples, dataset_param_names
 from specsweep.frontends import FRONTENDS, validate_frontend_config
+from specsweep.recipes import RECIPES, apply_recipe
 
 SECTIONS = ("data", "frontend", "backbone", "train")
 TASK_METRICS = {"kws": ("val_acc", "max"), "asr": ("val_per", "min")}
+# Validation metrics each task reports, with the direction in which they improve.
+VAL_METRICS = {"kws": {"val_acc": "max", "val_loss": "min"}, "asr": {"val_per": "min", "val_loss": "min"}}
 
 
 class SpecError(ValueError):
@@ -33,7 +37,8 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Infinite or NaN learning rates, factors and sizes are never meant.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SearchParam(_Strict):
@@ -114,8 +119,17 @@ class WandbConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    """Training values of a trial. ``test_weights``: test with the weights of the ``best``
+    validation epoch by ``best_by`` (None: the sweep's metric) or with the ``last`` epoch's.
+    ``eval_batch_size`` (None: ``batch_size``) batches validation and test.
+    ``class_weights`` are per-class sampling weights: with ``balance_classes`` they multiply
+    inverse class frequencies, without it they are the weights themselves."""
+
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(100, ge=1)
+    eval_batch_size: Optional[int] = Field(None, ge=1)
+    test_weights: Literal["best", "last"] = "best"
+    best_by: Optional[str] = None
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
     frontend_lr: Optional[float] = Field(None, gt=0)
@@ -145,11 +159,12 @@ class SweepSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     task: Literal["kws", "asr"]
+    recipe: Optional[str] = None
     data: Dict[str, Any]
     frontend: Dict[str, Any]
     backbone: Dict[str, Any]
     train: TrainConfig = Field(default_factory=TrainConfig)
-    seeds: List[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: List[Seed] = Field(default_factory=lambda: [0], min_length=1)
     search: SearchConfig = Field(default_factory=SearchConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
@@ -157,6 +172,25 @@ class SweepSpec(_Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     wandb: WandbConfig = Field(default_factory=WandbConfig)
     smoke: SmokeConfig = Field(default_factory=SmokeConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_recipe(cls, raw: Any) -> Any:
+        return apply_recipe(raw) if isinstance(raw, dict) else raw
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and v not in RECIPES:
+            raise ValueError(f"must be one of {', '.join(RECIPES.names())} or left out")
+        return v
+
+    @model_validator(mode="after")
+    def _train_fits_task(self) -> "SweepSpec":
+        problems = train_task_problems(self.train.model_dump(), self.task)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
     @property
     def metric(self) -> str:
@@ -178,65 +212,107 @@ class SweepSpec(_Strict):
         }
 
 
-def _format_loc(loc: Tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-"))) or "(top level)"
+_pydantic_problems = pydantic_problems
 
 
-def _pydantic_problems(err: ValidationError) -> List[str]:
-    problems = []
-    for e in err.errors():
-        loc = _format_loc(e["loc"])
-        if e["type"] == "extra_forbidden":
-            if loc.endswith("api_key"):
-                problems.append(f"{loc}: never put a W&B key in a spec; set WANDB_API_KEY or run `wandb login`")
-            else:
-                problems.append(f"{loc}: unknown key")
-        elif e["type"] == "literal_error":
-            problems.append(f"{loc}: {e['msg'].replace('Input should be', 'must be')}, got {e['input']!r}")
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            problems.append(f"{loc}: {msg}" + ("" if "got" in msg else f" (got {e.get('input')!r})"))
-    return problems
-
-
-def _section_problems(section: str, config: Dict[str, Any], task: str) -> List[str]:
-    """Problems of one data/frontend/backbone config, each prefixed by its section."""
+def _section_problems(section: str, config: Dict[str, Any], task: Optional[str],
+                      num_samples: Optional[int] = None) -> List[str]:
+    """Problems of one data/frontend/backbone config, each prefixed by its section; every
+    value is checked against the contract of the component the config names."""
     name = config.get("name")
     registry = {"data": DATASETS, "frontend": FRONTENDS, "backbone": BACKBONES}[section]
     if name is None:
         return [f"{section}.name: missing; allowed: {', '.join(registry.names())}"]
-    if name not in registry:
+    if not isinstance(name, str) or name not in registry:
         return [f"{section}.name: unknown {registry.kind} {name!r}; allowed: {', '.join(registry.names())}"]
     if section == "frontend":
         try:
-            validate_frontend_config(config)
+            validate_frontend_config(config, num_samples)
         except ValueError as err:
             return [f"frontend.{line}" if not line.startswith("frontend") else line for line in str(err).splitlines()]
         return []
     allowed = dataset_param_names(name) if section == "data" else backbone_param_names(name)
     unknown = sorted(set(config) - allowed - {"name"})
-    if unknown:
-        return [f"{section}.{key}: unknown key for {section} {name!r}; allowed: {', '.join(sorted(allowed))}"
+    problems = [f"{section}.{key}: unknown key for {section} {name!r}; allowed: {', '.join(sorted(allowed))}"
                 for key in unknown]
+    known = {k: v for k, v in config.items() if k in allowed}
+    skip = () if section == "data" else ("input_shape", "num_outputs", "head")
+    problems += [f"{section}.{p}" for p in argument_problems(registry.get(name), known, skip)]
     if section == "data":
         kind = DATASET_TASKS.get(name)
-        if kind and kind != task:
-            return [f"data.name: dataset {name!r} is for task {kind!r}, but task is {task!r}"]
-    return []
+        if kind and task and kind != task:
+            problems.append(f"data.name: dataset {name!r} is for task {kind!r}, but task is {task!r}")
+    return problems
+
+
+def train_task_problems(train: Dict[str, Any], task: Optional[str]) -> List[str]:
+    """Training values that do not fit the task: a ``best_by`` the task does not report, the
+    device data path for variable-length utterances."""
+    problems = []
+    known = VAL_METRICS.get(task or "", {})
+    best_by = train.get("best_by")
+    if known and best_by is not None and best_by not in known:
+        problems.append(f"train.best_by: {best_by!r} is not a validation metric of task {task}; allowed: "
+                        f"{', '.join(sorted(known))} (or null: the sweep's metric)")
+    if task == "asr" and train.get("data_path") == "device":
+        problems.append("train.data_path: device needs clips of one length (task kws); ASR utterances are "
+                        "padded per batch by the loader: use auto or loader")
+    return problems
+
+
+def _config_problems(raw: Dict[str, Any], task: Optional[str]) -> List[str]:
+    """Problems of the data, frontend, backbone and train sections of a raw spec."""
+    problems = []
+    data = raw.get("data")
+    num_samples = None
+    if isinstance(data, dict):
+        problems += _section_problems("data", data, task)
+        if data.get("name") in DATASET_TASKS:
+            num_samples = clip_samples(data)
+    for section in ("frontend", "backbone"):
+        if isinstance(raw.get(section), dict):
+            problems += _section_problems(section, raw[section], task, num_samples)
+    train = raw.get("train", {})
+    if isinstance(train, dict):
+        try:
+            TrainConfig.model_validate(train)
+        except ValidationError as err:
+            problems += _pydantic_problems(err, prefix="train.")
+        unknown_classes = set(train.get("class_weights") or {}) - {
+            "_unknown_", "_silence_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"}
+        if task == "kws" and unknown_classes:
+            problems.append(f"train.class_weights: unknown classes {sorted(unknown_classes)}")
+        problems += train_task_problems(train, task)
+    return problems
 
 
 def _set_dotted(config: Dict[str, Any], key: str, value: Any) -> None:
+    """Set ``config["a"]["b"] = value`` for ``key = "a.b"``; ValueError when a part of
+    the path holds a value rather than a section."""
     *parents, leaf = key.split(".")
     node = config
-    for p in parents:
+    for depth, p in enumerate(parents):
         node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"{'.'.join(parents[: depth + 1])} is a value ({node!r}), not a section with keys")
     node[leaf] = value
 
 
-def _check_space(spec: SweepSpec) -> List[str]:
+def _sections(raw: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of the sections a search or smoke override may change."""
+    return {"task": raw.get("task"), **{k: copy.deepcopy(raw.get(k, {})) for k in SECTIONS}}
+
+
+def _check_space(raw: Dict[str, Any], task: Optional[str], base_problems: List[str]) -> List[str]:
+    """Problems of ``search``: its keys, and each grid or choice value checked in the
+    base config by the same contracts (a problem the base config has is not repeated)."""
+    try:
+        search = SearchConfig.model_validate(raw.get("search") or {})
+    except ValidationError:
+        return []  # reported by the spec's own validation
     problems = []
-    base = spec.base_config()
-    for key, param in spec.search.space.items():
+    known = set(base_problems)
+    for key, param in search.space.items():
         where = f"search.space.{key}"
         section, _, leaf = key.partition(".")
         if key == "seed":
@@ -245,55 +321,101 @@ def _check_space(spec: SweepSpec) -> List[str]:
         if section not in SECTIONS or not leaf:
             problems.append(f"{where}: keys must start with one of {', '.join(SECTIONS)} (e.g. frontend.n_mels)")
             continue
-        if spec.search.algorithm == "optuna" and param.form == "grid":
+        if search.algorithm == "optuna" and param.form == "grid":
             problems.append(f"{where}: grid values cannot be used with search.algorithm optuna; use choice")
             continue
-        for value in param.values() or []:
-            trial = copy.deepcopy(base)
-            _set_dotted(trial, key, value)
-            if section == "train":
-                try:
-                    TrainConfig(**trial["train"])
-                except ValidationError as err:
-                    problems += [f"{where}: value {value!r}: {p}" for p in _pydantic_problems(err)]
-            else:
-                problems += [f"{where}: value {value!r}: {p}" for p in _section_problems(section, trial[section], spec.task)]
-    if spec.search.algorithm == "optuna" and len(spec.seeds) > 1:
+        values = param.values()
+        if values is None:
+            # A sampled range: both ends are values trials can get (randint excludes its high).
+            low, high = getattr(param, param.form)
+            values = [low, high - 1 if param.form == "randint" else high]
+        checked = set()
+        for value in values:
+            if repr(value) in checked:
+                continue
+            checked.add(repr(value))
+            trial = _sections(raw)
+            try:
+                _set_dotted(trial, key, value)
+            except ValueError as err:
+                problems.append(f"{where}: {err}")
+                break
+            problems += [f"{where}: value {value!r}: {p}" for p in _config_problems(trial, task) if p not in known]
+    seeds = raw.get("seeds")
+    if search.algorithm == "optuna" and isinstance(seeds, list) and len(seeds) > 1:
         problems.append("seeds: optuna samples one configuration per trial; give one seed (or run one sweep per seed)")
-    if spec.search.algorithm == "grid":
-        sampled = [k for k, p in spec.search.space.items() if p.form != "grid"]
+    if search.algorithm == "grid":
+        sampled = [k for k, p in search.space.items() if p.form != "grid"]
         if sampled:
             problems.append(f"search.algorithm: grid cannot sample {', '.join(sampled)}; use algorithm random or optuna")
-    metric = spec.metric
-    known = {"kws": {"val_acc", "val_loss", "train_loss", "train_acc"}, "asr": {"val_per", "val_loss", "train_loss"}}[spec.task]
-    if metric not in known:
-        problems.append(f"search.metric: {metric!r} is not reported by task {spec.task}; allowed: {', '.join(sorted(known))}")
+    if task is not None:
+        metric = search.metric or TASK_METRICS[task][0]
+        allowed = {"kws": {"val_acc", "val_loss", "train_loss", "train_acc"}, "asr": {"val_per", "val_loss", "train_loss"}}
+        if metric not in allowed[task]:
+            problems.append(f"search.metric: {metric!r} is not reported by task {task}; "
+                            f"allowed: {', '.join(sorted(allowed[task]))}")
     return problems
 
 
-def validate_spec(raw: Dict[str, Any], source: str = "<spec>") -> SweepSpec:
-    """Validate a parsed spec; raise :class:`SpecError` listing every problem."""
-    if not isinstance(raw, dict):
-        raise SpecError(source, ["(top level): a spec must be a YAML mapping"])
-    try:
-        spec = SweepSpec(**raw)
-    except ValidationError as err:
-        raise SpecError(source, _pydantic_problems(err)) from None
+def _smoke_problems(raw: Dict[str, Any], base_problems: List[str]) -> List[str]:
+    """Problems that ``smoke.overrides`` bring in, each named by its override key."""
+    smoke = raw.get("smoke")
+    overrides = smoke.get("overrides") if isinstance(smoke, dict) else None
+    if not isinstance(overrides, dict) or not overrides:
+        return []
+    changed = copy.deepcopy(raw)
     problems = []
-    for section in ("data", "frontend", "backbone"):
-        problems += _section_problems(section, getattr(spec, section), spec.task)
-    if not problems:
-        problems += _check_space(spec)
-    unknown_classes = set(spec.train.class_weights) - {"_unknown_", "_silence_", "yes", "no", "up", "down", "left",
-                                                       "right", "on", "off", "stop", "go"}
-    if spec.task == "kws" and unknown_classes:
-        problems.append(f"train.class_weights: unknown classes {sorted(unknown_classes)}")
-    if spec.task == "asr" and spec.train.data_path == "device":
-        problems.append("train.data_path: device needs clips of one length (task kws); ASR utterances are padded "
-                        "per batch by the loader: use auto or loader")
+    for key, value in overrides.items():
+        where = f"smoke.overrides.{key}"
+        if not isinstance(key, str) or key.partition(".")[0] not in SweepSpec.model_fields:
+            problems.append(f"{where}: keys are dotted paths into the spec (e.g. data.clips_per_word)")
+            continue
+        try:
+            _set_dotted(changed, key, value)
+        except ValueError as err:
+            problems.append(f"{where}: {err}")
+    if problems:
+        return problems
+    known = set(base_problems)
+    for problem in spec_problems(changed, check_smoke=False):
+        if problem in known:
+            continue
+        key = next((k for k in overrides if problem.startswith(f"{k}:") or problem.startswith(f"{k}.")), None)
+        problems.append(f"smoke.overrides.{key}: value {overrides[key]!r}: {problem}" if key
+                        else f"smoke.overrides: with the overrides applied, {problem}")
+    return problems
+
+
+def spec_problems(raw: Any, check_smoke: bool = True) -> List[str]:
+    """Every problem of a parsed spec, one line each naming its key path and what is allowed.
+
+    The schema, each component's arguments (by its contract), every search value and
+    (with ``check_smoke``) the smoke overrides are all checked, whatever fails first.
+    """
+    if not isinstance(raw, dict):
+        return ["(top level): a spec must be a YAML mapping"]
+    problems = []
+    try:
+        SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        # Sections checked by their components below are reported there.
+        problems += [p for p in _pydantic_problems(err) if not p.startswith("train.")]
+    task = raw.get("task") if raw.get("task") in TASK_METRICS else None
+    # The sections as the recipe fills them are what the trials get.
+    filled = apply_recipe(raw)
+    problems += _config_problems(filled, task)
+    problems += _check_space(filled, task, problems)
+    if check_smoke:
+        problems += _smoke_problems(raw, problems)
+    return list(dict.fromkeys(problems))
+
+
+def validate_spec(raw: Any, source: str = "<spec>", check_smoke: bool = True) -> SweepSpec:
+    """Validate a parsed spec; raise :class:`SpecError` listing every problem."""
+    problems = spec_problems(raw, check_smoke)
     if problems:
         raise SpecError(source, problems)
-    return spec
+    return SweepSpec.model_validate(raw)
 
 
 def load_spec(path: Union[str, Path], smoke: bool = False) -> SweepSpec:
@@ -302,7 +424,11 @@ def load_spec(path: Union[str, Path], smoke: bool = False) -> SweepSpec:
     if not path.is_file():
         raise SpecError(str(path), [f"file not found: {path}"])
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise SpecError(str(path), [f"cannot read the file: {err.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise SpecError(str(path), ["not a text file (not UTF-8): a spec is a YAML file"]) from None
     except yaml.YAMLError as err:
         raise SpecError(str(path), [f"not valid YAML: {err}"]) from None
     spec = validate_spec(raw, str(path))
@@ -329,7 +455,7 @@ def smoke_spec(spec: SweepSpec) -> SweepSpec:
     for key, value in spec.smoke.overrides.items():
         _set_dotted(raw, key, value)
     raw["search"]["space"] = {k: {f: v for f, v in p.items() if v is not None} for k, p in raw["search"]["space"].items()}
-    return validate_spec(raw, f"{spec.name} (smoke)")
+    return validate_spec(raw, f"{spec.name} (smoke)", check_smoke=False)
 
 
 def param_space(spec: SweepSpec) -> Dict[str, Any]:

@@ -10,7 +10,7 @@ import torch
 
 from specsweep.data.cache import AudioDecodeError, CachedAudio, ClipSource, build_cache
 from specsweep.data.datasets import prepare_dataset
-from specsweep.data.loaders import class_balanced_weights, make_loaders
+from specsweep.data.loaders import class_sampling_weights, make_loaders
 from specsweep.data.speechcommands import CLASSES, DatasetMissingError, speech_commands_sources
 
 
@@ -107,10 +107,10 @@ def test_prepare_speechcommands_and_loaders(speech_commands_tree, cache_dir):
     assert len(loaders["test"].dataset) == len(speech_commands_sources(speech_commands_tree)["test"])
 
 
-def test_class_balanced_weights_favour_rare_classes():
-    weights = class_balanced_weights([0] * 8 + [1] * 2, ["_unknown_", "_silence_"])
+def test_class_sampling_weights_favour_rare_classes():
+    weights = class_sampling_weights([0] * 8 + [1] * 2, ["_unknown_", "_silence_"])
     assert weights[9] == pytest.approx(4 * weights[0])
-    boosted = class_balanced_weights([0] * 8 + [1] * 2, ["_unknown_", "_silence_"], {"_silence_": 2.0})
+    boosted = class_sampling_weights([0] * 8 + [1] * 2, ["_unknown_", "_silence_"], {"_silence_": 2.0})
     assert boosted[9] / boosted[0] == pytest.approx(8)
     with pytest.raises(ValueError, match="unknown classes"):
-        class_balanced_weights([0, 1], ["a", "b"], {"c": 1.0})
+        class_sampling_weights([0, 1], ["a", "b"], {"c": 1.0})

@@ -13,7 +13,7 @@ from torch.utils.data import SequentialSampler
 from specsweep.data.cache import CachedAudio, ClipSource, build_cache
 from specsweep.data.datasets import prepare_dataset
 from specsweep.data.loaders import DeviceBatches, make_loaders, resolve_data_path
-from specsweep.spec import SpecError, validate_spec
+from specsweep.spec import SpecError, TrainConfig, validate_spec
 from specsweep.trainables.trial import build_trial_task, trainer_options, trial_data
 
 CPU = torch.device("cpu")
@@ -25,8 +25,8 @@ def _config(root: Path, data_path: str, **train: Any) -> Dict[str, Any]:
         "data": {"name": "speechcommands", "root": str(root)},
         "frontend": {"name": "nnaudio", "n_fft": 480, "hop_length": 160, "n_mels": 40, "setting": "D"},
         "backbone": {"name": "bcresnet", "width": 1.0},
-        "train": {"epochs": 2, "batch_size": 8, "optimizer": "adam", "lr": 0.01, "schedule": "cosine",
-                  "warmup_epochs": 1, "balance_classes": True, "data_path": data_path, **train},
+        "train": TrainConfig(epochs=2, batch_size=8, optimizer="adam", lr=0.01, schedule="cosine", warmup_epochs=1,
+                             balance_classes=True, data_path=data_path, **train).model_dump(),
     }
 
 

@@ -200,10 +200,11 @@ def test_mel_basis_clamped_after_optimizer_step(clamp: bool) -> None:
     assert bool(inside) == clamp
 
 
+@pytest.mark.parametrize("clamp", ["forward", "step"])
 @pytest.mark.parametrize("param_change_factor", [1.0, 0.5])
-def test_fastaudio_filters_stay_in_range(param_change_factor: float) -> None:
+def test_fastaudio_filters_stay_in_range(param_change_factor: float, clamp: str) -> None:
     fe = FastAudioFrontEnd(trainable_filterbank=True, min_band_hz=20.0, max_band_hz=1000.0,
-                           param_change_factor=param_change_factor)
+                           param_change_factor=param_change_factor, clamp=clamp)
     opt = torch.optim.SGD(fe.parameters(), lr=1e6)
     for direction in (1.0, -1.0):
         for _ in range(3):
@@ -211,24 +212,59 @@ def test_fastaudio_filters_stay_in_range(param_change_factor: float) -> None:
             (-direction * (fe.centre_hz().sum() + fe.band_hz().sum())).backward()
             opt.step()
             fe.after_optimizer_step()
-            centres, bands = fe.centre_hz().detach(), fe.band_hz().detach()
+            centres, bands = fe.applied_centre_hz().detach(), fe.applied_band_hz().detach()
             assert ((centres >= 0) & (centres <= 8000)).all()
             assert ((bands >= 20.0) & (bands <= 1000.0 + 1e-3)).all()
+            # "forward" holds the filters in range, not the parameters (as in the study).
+            stored_inside = ((fe.centre_hz() >= 0) & (fe.centre_hz() <= 8000)).all()
+            assert bool(stored_inside) == (clamp == "step") or direction < 0
         expected = (8000.0, 1000.0) if direction > 0 else (0.0, 20.0)
         torch.testing.assert_close(centres, torch.full_like(centres, expected[0]), rtol=1e-5, atol=1e-2)
         torch.testing.assert_close(bands, torch.full_like(bands, expected[1]), rtol=1e-5, atol=1e-2)
 
     # A loss on the output, with a step size far too large, still leaves usable filters.
-    fe = FastAudioFrontEnd(trainable_filterbank=True, param_change_factor=param_change_factor)
+    fe = FastAudioFrontEnd(trainable_filterbank=True, param_change_factor=param_change_factor, clamp=clamp)
     opt = torch.optim.SGD(fe.parameters(), lr=1e3)
     for _ in range(3):
         opt.zero_grad()
         fe(waveform(2))[:, 20:].mean().backward()
         opt.step()
         fe.after_optimizer_step()
-    assert ((fe.centre_hz() >= 0) & (fe.centre_hz() <= 8000)).all()
-    assert ((fe.band_hz() >= fe.min_band_hz) & (fe.band_hz() <= 8000)).all()
+    assert ((fe.applied_centre_hz() >= 0) & (fe.applied_centre_hz() <= 8000)).all()
+    assert ((fe.applied_band_hz() >= fe.min_band_hz) & (fe.applied_band_hz() <= fe.max_band_hz + 1e-3)).all()
     assert torch.isfinite(fe(waveform(1))).all()
+
+
+@pytest.mark.parametrize("trainable", [False, True])
+def test_fastaudio_study_clamps_hold_frozen_and_trainable(trainable: bool) -> None:
+    """The study's bandwidth range 3.1-603.7 Hz binds the filters applied, also when frozen:
+    at 10 filters the upper Mel bands (about 1.6 kHz wide) are applied 603.7 Hz wide."""
+    fe = FastAudioFrontEnd(n_mels=10, trainable_filterbank=trainable)
+    assert fe.band_hz().max() > 1000.0
+    assert fe.applied_band_hz().max().item() == pytest.approx(603.7, rel=1e-6)
+    assert fe.applied_band_hz().min().item() >= 3.1
+    # The applied triangles: no filter is non-zero wider than 2 x 603.7 Hz of STFT bins.
+    bin_hz = 16000 / 480
+    widths = (fe.filterbank().detach() > 0).sum(dim=1) * bin_hz
+    assert widths.max().item() <= 2 * 603.7 + bin_hz
+    if trainable:
+        with torch.no_grad():
+            fe.fbank.band.fill_(-1.0)
+            fe.fbank.f_central.fill_(10.0)
+        fe.after_optimizer_step()
+        assert (fe.band_hz() < 0).all()  # parameters left alone ...
+        assert torch.allclose(fe.applied_band_hz(), torch.full((10,), 3.1))  # ... filters held in range
+        assert torch.allclose(fe.applied_centre_hz(), torch.full((10,), 8000.0))
+        assert torch.isfinite(fe(waveform(1))).all()
+
+
+def test_fastaudio_db_floor_hangs_from_the_batch_maximum() -> None:
+    loud, quiet = waveform(1), 1e-9 * waveform(1)
+    batch = FastAudioFrontEnd()(torch.cat([loud, quiet]))
+    per_clip = FastAudioFrontEnd(top_db_over="clip")(torch.cat([loud, quiet]))
+    assert batch.min().item() == pytest.approx(batch.max().item() - 80.0, abs=1e-3)
+    assert per_clip[1].max() - per_clip[1].min() <= 80.0 + 1e-3
+    assert per_clip[1].min() < batch[1].min()  # the quiet clip is floored by the loud one
 
 
 def test_fastaudio_starts_on_the_mel_scale() -> None:

@@ -62,7 +62,7 @@ def test_bad_spec_message(raw, message):
 
 def test_several_problems_are_reported_together():
     raw = _with("colour", "blue")
-    raw["train"]["epochs"] = 0
+    raw.setdefault("train", {})["epochs"] = 0
     with pytest.raises(SpecError) as info:
         validate_spec(raw)
     assert len(info.value.problems) == 2

@@ -32,6 +32,11 @@ def test_quickstart_smoke_trials_finish(quickstart_run):
         assert 0.0 <= m["val_acc"] <= 1.0 and 0.0 <= m["test_acc"] <= 1.0
         assert m["best_val_acc"] >= m["last_val_acc"] - 1e-9
         assert m["train_loss"] > 0
+        # Drift from the initial bases: 0 for a fixed basis, > 0 for a trained one.
+        setting = t["config"]["frontend"]["setting"]
+        assert (m["frontend/filterbank_drift"] > 0) == (setting in "BD"), (setting, m["frontend/filterbank_drift"])
+        assert (m["frontend/stft_drift"] > 0) == (setting in "CD"), (setting, m["frontend/stft_drift"])
+        assert m["frontend/filterbank_drift"] < 0.5 and m["frontend/stft_drift"] < 0.5
     rows = quickstart_run.rows
     assert len(rows) == 4 and all(r["test_acc"] is not None for r in rows)
 
@@ -61,6 +66,8 @@ def test_wandb_offline_run_per_trial_with_config(quickstart_run):
         assert len(epochs) == 1 and epochs[0]["val_acc"] == pytest.approx(trial["metrics"]["last_val_acc"])
         assert "frontend/filenames" in logged["summary"] and "confusion_matrix/filenames" in logged["summary"]
         assert logged["summary"]["test_acc"] == pytest.approx(trial["metrics"]["test_acc"])
+        assert logged["summary"]["frontend/filterbank_drift"] == pytest.approx(
+            trial["metrics"]["frontend/filterbank_drift"])
 
 
 def test_figures_and_checkpoints_reach_the_run_directory(quickstart_run):
@@ -80,9 +87,12 @@ def test_report_tables_and_figures(quickstart_run, tmp_path, capsys):
     markdown = (tmp_path / "report.md").read_text()
     for setting in "ABCD":
         assert f"| {setting} |" in markdown
+    assert "Protocol: recipe quick" in markdown and "### frontend/filterbank_drift" in markdown
     csv_rows = (tmp_path / "report.csv").read_text().splitlines()
     assert csv_rows[0] == "setting,sweep,metric,mean,std,n"
-    assert len(csv_rows) == 1 + 4 * 2
+    assert len(csv_rows) == 1 + 4 * 4
+    drift = {row.split(",")[0]: float(row.split(",")[3]) for row in csv_rows if ",frontend/filterbank_drift," in row}
+    assert drift["A"] == 0.0 == drift["C"] and drift["B"] > 0 and drift["D"] > 0
     assert (tmp_path / "best_filterbanks.png").stat().st_size > 1000
 
 

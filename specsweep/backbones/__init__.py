@@ -14,6 +14,7 @@ from torch import nn
 
 from specsweep.backbones.bcresnet import BCResNet
 from specsweep.backbones.simple import SimpleModel
+from specsweep.contract import Footprint
 from specsweep.registry import Registry
 
 BACKBONES = Registry("backbone")
@@ -27,6 +28,13 @@ def backbone_param_names(name: str) -> set[str]:
     """Constructor arguments a sweep config may set for backbone ``name``."""
     params = inspect.signature(BACKBONES.get(name)).parameters
     return set(params) - _BUILT_BY_TASK - {"self"}
+
+
+def backbone_footprint(config: Dict[str, Any], input_shape: Sequence[int], num_outputs: int, head: str) -> Footprint:
+    """Sizes of the backbone of a valid ``config`` on ``input_shape = (bins, frames)``,
+    computed without building it."""
+    kwargs = {k: v for k, v in config.items() if k != "name"}
+    return BACKBONES.get(config["name"]).footprint(tuple(input_shape), num_outputs, head, **kwargs)
 
 
 def build_backbone(
@@ -43,4 +51,4 @@ def build_backbone(
     return BACKBONES.build(config["name"], input_shape=tuple(input_shape), num_outputs=num_outputs, head=head, **kwargs)
 
 
-__all__ = ["BACKBONES", "BCResNet", "SimpleModel", "build_backbone", "backbone_param_names"]
+__all__ = ["BACKBONES", "BCResNet", "SimpleModel", "backbone_footprint", "build_backbone", "backbone_param_names"]

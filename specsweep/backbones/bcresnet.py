@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Annotated, Any, List, Optional, Sequence, Tuple
 
 import torch
+from pydantic import Field
 from torch import nn
+
+from specsweep.contract import Footprint, PositiveFloat, PositiveInt, Probability
+
+# Four stages of at least one block each.
+StageBlocks = Annotated[Sequence[PositiveInt], Field(min_length=4, max_length=4)]
 
 
 def _largest_divisor_at_most(n: int, limit: int) -> int:
@@ -90,6 +96,12 @@ class BCResBlock(nn.Module):
 class BCResNet(nn.Module):
     """BC-ResNet on a log-spectrogram ``(batch, bins, frames)``.
 
+    The defaults are the variant of the trainable-STFT-Mel study (heungky/trainable-STFT-Mel):
+    a stem convolution with bias and no normalisation, channel dropout 0.5 in transition
+    blocks and 0.1 elsewhere, a head without normalisation and a classifier without bias
+    (9,160 parameters for BC-ResNet-1 at 40 Mel bins and 12 classes). Kim et al.'s own
+    network has ``stem_norm=True, head_norm=True`` and ``transition_dropout=dropout``.
+
     Parameters
     ----------
     input_shape : (int, int)
@@ -104,14 +116,29 @@ class BCResNet(nn.Module):
     blocks : sequence of int
         Blocks per stage.
     dropout : float
+        Channel dropout of the broadcasted (non-transition) blocks.
+    transition_dropout : float or None
+        Channel dropout of transition blocks (None: ``dropout``).
+    subbands : int
+        Sub-bands of the sub-spectral norm (fewer when the frequency size is not divisible).
+    stem_norm, head_norm : bool
+        Batch norm and ReLU after the stem convolution / the head's 1x1 convolution.
+    classifier_bias : bool
+        Bias in the final 1x1 (linear) classifier.
+    frame_lstm : int
+        ``"frames"`` head only: units per direction of a BiLSTM over the head's frames
+        before the classifier (the study's ASR model: 32; 0: none).
 
     Examples
     --------
     >>> net = BCResNet((40, 101), num_outputs=12)
     >>> net(torch.randn(2, 40, 101)).shape
     torch.Size([2, 12])
-    >>> BCResNet((40, 101), 40, head="frames")(torch.randn(2, 40, 101)).shape
-    torch.Size([2, 101, 40])
+    >>> sum(p.numel() for p in net.parameters())
+    9160
+    >>> asr = BCResNet((40, 101), 62, head="frames")
+    >>> asr(torch.randn(2, 40, 77)).shape, sum(p.numel() for p in asr.parameters())
+    (torch.Size([2, 77, 62]), 29640)
     """
 
     base_channels: Tuple[int, ...] = (16, 8, 12, 16, 20, 32)
@@ -123,10 +150,15 @@ class BCResNet(nn.Module):
         input_shape: Sequence[int],
         num_outputs: int,
         head: str = "utterance",
-        width: float = 1.0,
-        blocks: Sequence[int] = (2, 2, 4, 4),
-        dropout: float = 0.1,
-        subbands: int = 5,
+        width: PositiveFloat = 1.0,
+        blocks: StageBlocks = (2, 2, 4, 4),
+        dropout: Probability = 0.1,
+        transition_dropout: Optional[Probability] = 0.5,
+        subbands: PositiveInt = 5,
+        stem_norm: bool = False,
+        head_norm: bool = False,
+        classifier_bias: bool = False,
+        frame_lstm: Annotated[int, Field(ge=0)] = 32,
     ) -> None:
         super().__init__()
         if head not in ("utterance", "frames"):
@@ -134,35 +166,88 @@ class BCResNet(nn.Module):
         if len(blocks) != 4:
             raise ValueError(f"blocks must list 4 stages, got {list(blocks)}")
         self.head_kind = head
-        stem_ch, *stage_ch, head_ch = [max(1, round(c * width)) for c in self.base_channels]
-        freq, _ = input_shape
-        self.stem = nn.Sequential(
-            nn.Conv2d(1, stem_ch, 5, stride=(2, 1), padding=2, bias=False), nn.BatchNorm2d(stem_ch), nn.ReLU()
-        )
-        freq = (freq - 1) // 2 + 1
-        layers: List[nn.Module] = []
-        in_ch = stem_ch
-        for out_ch, n, stride, dilation in zip(stage_ch, blocks, self.stage_strides, self.stage_dilations):
-            for i in range(n):
-                # Frequency can only be halved while it is more than one bin.
-                block_stride = stride if (i == 0 and freq > 1) else 1
-                block = BCResBlock(in_ch, out_ch, freq, block_stride, dilation, dropout, subbands)
-                layers.append(block)
-                in_ch, freq = out_ch, block.out_freq
+        stem_ch, stages, head_ch, freq = self.layout(input_shape, width, blocks)
+        stem: List[nn.Module] = [nn.Conv2d(1, stem_ch, 5, stride=(2, 1), padding=2, bias=not stem_norm)]
+        if stem_norm:
+            stem += [nn.BatchNorm2d(stem_ch), nn.ReLU()]
+        self.stem = nn.Sequential(*stem)
+        layers = []
+        for in_ch, out_ch, block_freq, stride, dilation in stages:
+            transition = in_ch != out_ch or stride != 1
+            drop = transition_dropout if transition and transition_dropout is not None else dropout
+            layers.append(BCResBlock(in_ch, out_ch, block_freq, stride, dilation, drop, subbands))
+        in_ch = stages[-1][1]
         self.stages = nn.Sequential(*layers)
         # The paper's 5x5 depthwise conv eats 4 frequency bins unpadded; small n_mels leave fewer.
         freq_kernel = min(5, freq)
-        self.head = nn.Sequential(
+        head_layers: List[nn.Module] = [
             nn.Conv2d(in_ch, in_ch, (freq_kernel, 5), padding=(0, 2), groups=in_ch),
             nn.Conv2d(in_ch, head_ch, 1, bias=False),
-            nn.BatchNorm2d(head_ch),
-            nn.ReLU(),
-        )
-        self.classifier = nn.Conv1d(head_ch, num_outputs, 1)
+        ]
+        if head_norm:
+            head_layers += [nn.BatchNorm2d(head_ch), nn.ReLU()]
+        self.head = nn.Sequential(*head_layers)
+        self.lstm = None
+        features = head_ch
+        if head == "frames" and frame_lstm:
+            self.lstm = nn.LSTM(head_ch, frame_lstm, batch_first=True, bidirectional=True)
+            features = 2 * frame_lstm
+        self.classifier = nn.Linear(features, num_outputs, bias=classifier_bias)
+
+    @classmethod
+    def layout(cls, input_shape: Sequence[int], width: float, blocks: Sequence[int]
+               ) -> Tuple[int, List[Tuple[int, int, int, int, int]], int, int]:
+        """``(stem channels, blocks, head channels, output frequency)`` where each block is
+        ``(in_channels, out_channels, frequency, stride, dilation)``."""
+        stem_ch, *stage_ch, head_ch = [max(1, round(c * width)) for c in cls.base_channels]
+        freq = (input_shape[0] - 1) // 2 + 1
+        in_ch, stages = stem_ch, []
+        for out_ch, n, stride, dilation in zip(stage_ch, blocks, cls.stage_strides, cls.stage_dilations):
+            for i in range(n):
+                # Frequency can only be halved while it is more than one bin.
+                block_stride = stride if (i == 0 and freq > 1) else 1
+                stages.append((in_ch, out_ch, freq, block_stride, dilation))
+                in_ch, freq = out_ch, (freq - 1) // block_stride + 1
+        return stem_ch, stages, head_ch, freq
+
+    @classmethod
+    def footprint(cls, input_shape: Sequence[int], num_outputs: int, head: str = "utterance", width: float = 1.0,
+                  blocks: Sequence[int] = (2, 2, 4, 4), subbands: int = 5, **options: Any) -> Footprint:
+        """Parameter count and per-example activations for ``input_shape = (bins, frames)``,
+        without allocating the network: parameters are counted on PyTorch's meta device,
+        activations estimated from the layout.
+
+        Examples
+        --------
+        >>> for head, outputs in (("utterance", 12), ("frames", 62)):
+        ...     net = BCResNet((40, 101), outputs, head)
+        ...     fp = BCResNet.footprint((40, 101), outputs, head)
+        ...     print(fp.trainable["backbone"] == sum(p.numel() for p in net.parameters()))
+        True
+        True
+        """
+        with torch.device("meta"):
+            net = cls(input_shape, num_outputs, head, width, blocks, subbands=subbands, **options)
+        params = sum(p.numel() for p in net.parameters())
+        stem_ch, stages, head_ch, out_freq = cls.layout(input_shape, width, blocks)
+        frames = input_shape[1]
+        # Conv, batch norm and ReLU outputs are kept for the backward pass.
+        activations = 3 * stem_ch * ((input_shape[0] - 1) // 2 + 1) * frames
+        for in_ch, out_ch, freq, stride, _ in stages:
+            block_freq = (freq - 1) // stride + 1
+            if in_ch != out_ch:
+                activations += 3 * out_ch * freq * frames
+            activations += 4 * out_ch * block_freq * frames + 6 * out_ch * frames
+        activations += (stages[-1][1] + 3 * head_ch) * frames * out_freq
+        if net.lstm is not None:
+            activations += 10 * net.lstm.hidden_size * frames
+        return Footprint({"backbone": params}, frozen=0, activations=activations)
 
     def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
         x = self.stem(spectrogram.unsqueeze(1))
-        x = self.head(self.stages(x)).mean(dim=2)
+        frames = self.head(self.stages(x)).mean(dim=2).transpose(1, 2)
         if self.head_kind == "utterance":
-            return self.classifier(x.mean(dim=2, keepdim=True)).squeeze(2)
-        return self.classifier(x).transpose(1, 2)
+            return self.classifier(frames.mean(dim=1))
+        if self.lstm is not None:
+            frames, _ = self.lstm(frames)
+        return self.classifier(frames)

@@ -7,6 +7,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from specsweep.contract import Footprint, PositiveInt
+
 
 class SimpleModel(nn.Module):
     """Linear layer on the flattened log-spectrogram, or a BiLSTM + per-frame linear layer.
@@ -36,8 +38,8 @@ class SimpleModel(nn.Module):
         input_shape: Sequence[int],
         num_outputs: int,
         head: str = "utterance",
-        hidden_size: int = 32,
-        num_layers: int = 1,
+        hidden_size: PositiveInt = 32,
+        num_layers: PositiveInt = 1,
     ) -> None:
         super().__init__()
         if head not in ("utterance", "frames"):
@@ -50,6 +52,28 @@ class SimpleModel(nn.Module):
         else:
             self.lstm = nn.LSTM(bins, hidden_size, num_layers=num_layers, batch_first=True, bidirectional=True)
             self.linear = nn.Linear(2 * hidden_size, num_outputs)
+
+    @classmethod
+    def footprint(cls, input_shape: Sequence[int], num_outputs: int, head: str = "utterance",
+                  hidden_size: int = 32, num_layers: int = 1) -> Footprint:
+        """Parameter count and per-example activations, without building the model.
+
+        Examples
+        --------
+        >>> net = SimpleModel((40, 101), 40, head="frames", num_layers=2)
+        >>> SimpleModel.footprint((40, 101), 40, "frames", num_layers=2).trainable["backbone"] == sum(
+        ...     p.numel() for p in net.parameters())
+        True
+        """
+        bins, frames = input_shape
+        if head == "utterance":
+            return Footprint({"backbone": (bins * frames + 1) * num_outputs}, activations=num_outputs)
+        params = (2 * hidden_size + 1) * num_outputs
+        for layer in range(num_layers):
+            inputs = bins if layer == 0 else 2 * hidden_size
+            params += 2 * (4 * hidden_size * (inputs + hidden_size) + 8 * hidden_size)
+        # Gates, cell and hidden states of both directions per frame and layer.
+        return Footprint({"backbone": params}, activations=frames * num_layers * 2 * 6 * hidden_size)
 
     def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
         if self.lstm is None:

@@ -8,10 +8,14 @@ it again, which only finds the caches and memory-maps them.
 from __future__ import annotations
 
 import inspect
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
+from pydantic import Field
+
+from specsweep.contract import PositiveInt, Seed
 from specsweep.data import speechcommands
 from specsweep.data.cache import CachedAudio, ClipSource, build_cache, default_cache_root
 from specsweep.registry import Registry
@@ -19,6 +23,10 @@ from specsweep.registry import Registry
 DATASETS = Registry("dataset")
 # Which task each dataset serves, so a spec pairing KWS with a phoneme corpus fails early.
 DATASET_TASKS: Dict[str, str] = {}
+
+
+# A total (train, valid and test are split from it) or the three counts.
+UtteranceCounts = Union[Annotated[int, Field(ge=3)], Annotated[List[PositiveInt], Field(min_length=3, max_length=3)]]
 
 
 def _dataset(name: str, task: str):
@@ -33,6 +41,12 @@ class PreparedData:
     ``labels`` are the class names (KWS) or the phoneme symbols (ASR, without the CTC
     blank); ``splits`` maps train/val/test to cache folders; ``clip_samples`` is the
     fixed clip length or None for variable-length utterances.
+
+    The scoring facts of the dataset's protocol, for ASR: ``score_map`` maps each label to
+    the symbol it is scored as ("" drops it; None scores the labels as they are), and
+    ``per_average`` says how phone error rates of utterances combine: ``"corpus"`` (summed
+    edits over summed reference lengths) or ``"utterance"`` (mean over utterances of edits
+    over reference length).
     """
 
     task: str
@@ -40,6 +54,8 @@ class PreparedData:
     splits: Dict[str, str]
     sample_rate: int
     clip_samples: Optional[int]
+    score_map: Optional[Dict[str, str]] = None
+    per_average: Literal["corpus", "utterance"] = "corpus"
 
     def dataset(self, split: str) -> CachedAudio:
         return CachedAudio(Path(self.splits[split]))
@@ -48,28 +64,73 @@ class PreparedData:
         return asdict(self)
 
 
-def _cache_speech_commands(root: Path, cache_dir: Optional[str], name: str) -> PreparedData:
-    splits = _cache_splits(speechcommands.speech_commands_sources(root), speechcommands.SAMPLE_RATE, cache_dir, name, root)
+def _cache_speech_commands(sources: Dict[str, List[ClipSource]], root: Path, cache_dir: Optional[str],
+                           name: str) -> PreparedData:
+    splits = _cache_splits(sources, speechcommands.SAMPLE_RATE, cache_dir, name, root)
     return PreparedData("kws", list(speechcommands.CLASSES), splits, speechcommands.SAMPLE_RATE, speechcommands.CLIP_SAMPLES)
 
 
 @_dataset("speechcommands", "kws")
-def speech_commands(root: str, cache_dir: Optional[str] = None, download: bool = False) -> PreparedData:
-    """Google Speech Commands v2, 12 classes, from ``root`` (downloaded only if ``download``)."""
+def speech_commands(
+    root: str,
+    cache_dir: Optional[str] = None,
+    download: bool = False,
+    test_set: Literal["list", "archive"] = "list",
+    test_root: Optional[str] = None,
+    silence: Literal["spans", "paper"] = "spans",
+) -> PreparedData:
+    """Google Speech Commands v2, 12 classes, from ``root`` (downloaded only if ``download``).
+
+    Parameters
+    ----------
+    root : str
+        The extracted ``speech_commands_v0.02`` archive.
+    cache_dir : str, optional
+    download : bool
+        Fetch the archives that are missing (the test archive too when ``test_set`` is
+        ``"archive"``), each verified against its published SHA-256.
+    test_set : {"list", "archive"}
+        ``"list"``: test on the ``testing_list.txt`` clips of ``root`` plus silence sliced
+        from its noise files. ``"archive"``: test on the separate archive
+        ``speech_commands_test_set_v0.02`` (4,890 clips, balanced over the 12 classes), as
+        the original experiments did. Training never sees ``testing_list.txt`` clips.
+    test_root : str, optional
+        The extracted test archive; by default ``root/speech_commands_test_set_v0.02``.
+    silence : {"spans", "paper"}
+        How ``_silence_`` clips are cut from the noise files (see
+        :func:`~specsweep.data.speechcommands.speech_commands_sources`); ``"paper"`` is the
+        original experiments' (every half second; validation from ``running_tap.wav``).
+    """
     root_path = Path(root).expanduser()
     if download and not (root_path / "testing_list.txt").exists():
         speechcommands.download_speech_commands(root_path)
-    return _cache_speech_commands(root_path, cache_dir, "speechcommands")
+    archive_root = None
+    if test_set == "archive":
+        archive_root = Path(test_root).expanduser() if test_root else speechcommands.default_test_root(root_path)
+        if download and not speechcommands.archive_present(archive_root):
+            speechcommands.download_test_archive(archive_root, root_path)
+    sources = speechcommands.speech_commands_sources(root_path, test_root=archive_root, silence=silence)
+    return _cache_speech_commands(sources, root_path, cache_dir, "speechcommands")
 
 
 @_dataset("embedded_kws", "kws")
-def embedded_kws(seed: int = 0, clips_per_word: Optional[int] = None, cache_dir: Optional[str] = None) -> PreparedData:
-    """The synthesized 12-class keyword set, generated on first use into the cache."""
+def embedded_kws(seed: Seed = 0, clips_per_word: Optional[PositiveInt] = None, cache_dir: Optional[str] = None,
+                 test_set: Literal["list", "archive"] = "list") -> PreparedData:
+    """The synthesized 12-class keyword set, generated on first use into the cache.
+
+    ``test_set: archive`` rewrites its test split in the layout of the Speech Commands test
+    archive (:func:`specsweep.data.speechcommands.write_archive_layout`) and tests on that:
+    the same clips, read as ``speechcommands`` reads the archive.
+    """
     from specsweep.data.embedded import ensure_speech_commands
 
     params = {} if clips_per_word is None else {"clips_per_word": clips_per_word}
     root = ensure_speech_commands(cache_dir and Path(cache_dir), seed=seed, **params)
-    return _cache_speech_commands(root, cache_dir, "embedded_kws")
+    test_root = None
+    if test_set == "archive":
+        test_root = speechcommands.write_archive_layout(root, speechcommands.default_test_root(root))
+    sources = speechcommands.speech_commands_sources(root, test_root=test_root)
+    return _cache_speech_commands(sources, root, cache_dir, "embedded_kws")
 
 
 def _cache_splits(sources: Dict[str, List[ClipSource]], sample_rate: int, cache_dir: Optional[str], name: str,
@@ -82,13 +143,23 @@ def _cache_splits(sources: Dict[str, List[ClipSource]], sample_rate: int, cache_
 
 
 @_dataset("timit", "asr")
-def timit(root: str, cache_dir: Optional[str] = None) -> PreparedData:
-    """TIMIT phoneme recognition (61 phones for training, folded to 39 for scoring)."""
+def timit(root: str, cache_dir: Optional[str] = None, protocol: Literal["standard", "paper"] = "standard") -> PreparedData:
+    """TIMIT phoneme recognition; ``protocol`` picks splits, targets and scoring.
+
+    ``"standard"``: SA sentences left out, 3,696 training utterances, the 24-speaker core
+    test set, validation from the other TEST speakers, 61 phones for training, scored
+    folded to 39 phones with the corpus phone error rate. ``"paper"``: the original
+    experiments' protocol, see :func:`specsweep.data.timit.timit_sources`, scored on the 61
+    phones with the phone error rate averaged per utterance.
+    """
     from specsweep.data import timit as timit_layout
 
     root_path = Path(root).expanduser()
-    splits = _cache_splits(timit_layout.timit_sources(root_path), timit_layout.SAMPLE_RATE, cache_dir, "timit", root_path)
-    return PreparedData("asr", list(timit_layout.PHONES_61), splits, timit_layout.SAMPLE_RATE, None)
+    sources = timit_layout.timit_sources(root_path, protocol)
+    splits = _cache_splits(sources, timit_layout.SAMPLE_RATE, cache_dir, f"timit ({protocol})", root_path)
+    score_map, per_average = timit_layout.protocol_scoring(protocol)
+    return PreparedData("asr", list(timit_layout.PHONES_61), splits, timit_layout.SAMPLE_RATE, None,
+                        score_map=score_map, per_average=per_average)
 
 
 def phoneme_corpus_sources(root: Path) -> tuple[List[str], Dict[str, List[ClipSource]]]:
@@ -110,7 +181,7 @@ def phoneme_corpus_sources(root: Path) -> tuple[List[str], Dict[str, List[ClipSo
 
 
 @_dataset("embedded_phonemes", "asr")
-def embedded_phonemes(seed: int = 0, n_utterances: Optional[int] = None, cache_dir: Optional[str] = None) -> PreparedData:
+def embedded_phonemes(seed: Seed = 0, n_utterances: Optional[UtteranceCounts] = None, cache_dir: Optional[str] = None) -> PreparedData:
     """The synthesized phoneme-recognition set, generated on first use into the cache."""
     from specsweep.data.embedded import ensure_phoneme_corpus
 
@@ -124,21 +195,52 @@ def dataset_param_names(name: str) -> set[str]:
     return set(inspect.signature(DATASETS.get(name)).parameters)
 
 
+class DatasetConfigError(ValueError):
+    """A dataset argument has a value the dataset does not accept."""
+
+
+def dataset_config_problems(config: Dict[str, Any]) -> List[str]:
+    """Problems of a data config found without preparing the dataset, one message per
+    problem: missing required arguments and values outside fixed choices (``Literal``
+    arguments)."""
+    builder = DATASETS.get(config["name"])
+    hints = typing.get_type_hints(builder)
+    problems = [f"data.{name}: missing; dataset {config['name']!r} needs it"
+                for name, param in inspect.signature(builder).parameters.items()
+                if param.default is inspect.Parameter.empty and name not in config]
+    for key, value in config.items():
+        hint = hints.get(key)
+        if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
+            allowed = ", ".join(str(a) for a in typing.get_args(hint))
+            problems.append(f"data.{key}: {value!r} is not allowed for dataset {config['name']!r}; allowed: {allowed}")
+    return problems
+
+
 def prepare_dataset(config: Dict[str, Any]) -> PreparedData:
     """Prepare the dataset named by ``config["name"]`` with the rest of ``config`` as arguments."""
+    problems = dataset_config_problems(config)
+    if problems:
+        raise DatasetConfigError("\n".join(problems))
     kwargs = {k: v for k, v in config.items() if k != "name"}
     return DATASETS.build(config["name"], **kwargs)
 
 
-__all__ = ["DATASETS", "DATASET_TASKS", "PreparedData", "prepare_dataset", "dataset_param_names", "default_cache_root"]
+__all__ = ["DATASETS", "DATASET_TASKS", "DatasetConfigError", "PreparedData", "dataset_config_problems", "prepare_dataset",
+           "dataset_param_names", "default_cache_root"]
 
 
 def dataset_output_info(config: Dict[str, Any]) -> tuple[int, int]:
     """``(number of labels, clip samples)`` of a dataset config without preparing it,
     for sizing models in ``specsweep inspect``."""
     if DATASET_TASKS[config["name"]] == "kws":
-        return len(speechcommands.CLASSES), speechcommands.CLIP_SAMPLES
-    return len(phoneme_inventory(config)), 16000
+        return len(speechcommands.CLASSES), clip_samples(config)
+    return len(phoneme_inventory(config)), clip_samples(config)
+
+
+def clip_samples(config: Dict[str, Any]) -> int:
+    """The clip length of a dataset config (KWS), or the nominal one that sizes models
+    for variable-length utterances (ASR)."""
+    return speechcommands.CLIP_SAMPLES if DATASET_TASKS[config["name"]] == "kws" else 16000
 
 
 def phoneme_inventory(config: Dict[str, Any]) -> List[str]:
@@ -155,6 +257,8 @@ def phoneme_inventory(config: Dict[str, Any]) -> List[str]:
 # Speech Commands v0.02: 84,843 word clips outside validation_list.txt and testing_list.txt
 # (the split of arXiv:1804.03209: 84,843 / 9,981 / 11,005), plus _silence_ clips as many as
 # the average keyword: 30,769 train clips of the 10 keywords // 10 = 3,076.
+# With silence: paper the training silence is the noise files cut every half second instead
+# (about 5.6 minutes of noise: some 670 clips), within 3 % of this figure.
 SPEECH_COMMANDS_TRAIN_CLIPS = 84_843 + 3_076
 # TIMIT: 462 training speakers x 8 SI and SX sentences (SA left out); the paper protocol's
 # training set is 4,000 utterances.
@@ -174,7 +278,8 @@ def declared_train_clips(config: Dict[str, Any]) -> Optional[int]:
     from specsweep.data import embedded
 
     if name == "embedded_kws":
-        return embedded.speech_commands_train_clips(**params)
+        # The test set's layout leaves the training split as it is.
+        return embedded.speech_commands_train_clips(**{k: v for k, v in params.items() if k != "test_set"})
     if name == "embedded_phonemes":
         return embedded.phoneme_corpus_train_utterances(**params)
     return None

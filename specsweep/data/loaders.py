@@ -15,25 +15,34 @@ from specsweep.data.datasets import PreparedData
 DATA_PATHS = ("auto", "loader", "device")
 
 
-def class_balanced_weights(
-    labels: Sequence[int], class_names: Sequence[str], class_weights: Optional[Mapping[str, float]] = None
+def class_sampling_weights(
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    class_weights: Optional[Mapping[str, float]] = None,
+    balance: bool = True,
 ) -> torch.Tensor:
-    """Per-example sampling weights: each class drawn equally often, times its factor in
-    ``class_weights``. Inverse frequency up-weights the small ``_silence_`` class and
-    down-weights ``_unknown_`` (25 words pooled), as in the original experiments.
+    """Per-example sampling weights, normalised to sum 1.
+
+    With ``balance`` each class is drawn equally often (inverse frequency up-weights the
+    small ``_silence_`` class and down-weights ``_unknown_``, 25 words pooled), times its
+    factor in ``class_weights``. Without it the factors are the weights themselves, as in
+    the original experiments (keyword 1, ``_silence_`` 4.6, ``_unknown_`` 1/17).
 
     Examples
     --------
-    >>> [round(w, 3) for w in class_balanced_weights([0, 0, 0, 1], ["a", "b"]).tolist()]
+    >>> [round(w, 3) for w in class_sampling_weights([0, 0, 0, 1], ["a", "b"]).tolist()]
+    [0.167, 0.167, 0.167, 0.5]
+    >>> [round(w, 3) for w in class_sampling_weights([0, 0, 0, 1], ["a", "b"], {"b": 3.0}, balance=False).tolist()]
     [0.167, 0.167, 0.167, 0.5]
     """
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    counts = torch.bincount(labels_t, minlength=len(class_names)).clamp(min=1).double()
     factors = torch.tensor([float((class_weights or {}).get(name, 1.0)) for name in class_names], dtype=torch.double)
     unknown = set(class_weights or {}) - set(class_names)
     if unknown:
         raise ValueError(f"train.class_weights names unknown classes {sorted(unknown)}; classes: {list(class_names)}")
-    per_class = factors / counts
+    per_class = factors
+    if balance:
+        per_class = factors / torch.bincount(labels_t, minlength=len(class_names)).clamp(min=1).double()
     weights = per_class[labels_t]
     return weights / weights.sum()
 
@@ -120,10 +129,14 @@ def make_loaders(
     num_workers: int = 0,
     balance_classes: bool = False,
     class_weights: Optional[Mapping[str, float]] = None,
+    eval_batch_size: Optional[int] = None,
     device: Optional[torch.device] = None,
 ) -> Dict[str, Batches]:
     """Train/val/test batches. Training order is drawn from ``generator`` (seeded by the
     trial) rather than the global RNG, so its state can be checkpointed and restored.
+    Training draws with replacement by class weights (:func:`class_sampling_weights`)
+    when ``balance_classes`` or ``class_weights`` is given, else shuffles; validation and
+    test batches hold ``eval_batch_size`` (default ``batch_size``) examples.
 
     With ``device`` the batches are :class:`DeviceBatches` on that device, the same batches
     in the same order as the loaders (``num_workers`` is then unused); otherwise
@@ -132,19 +145,21 @@ def make_loaders(
     train = data.dataset("train")
     drop_last = len(train) > batch_size
     sampler: Sampler
-    # The loader's own generator only seeds its workers; the balanced loader never had one
+    # The loader's own generator only seeds its workers; the weighted loader never had one
     # (its workers' seed comes from the global RNG), and keeping that keeps seeded results.
     loader_generator: Optional[torch.Generator] = None
-    if balance_classes:
-        weights = class_balanced_weights(train.first_targets(), data.labels, class_weights)
+    if balance_classes or class_weights:
+        weights = class_sampling_weights(train.first_targets(), data.labels, class_weights, balance_classes)
         sampler = WeightedRandomSampler(weights, num_samples=len(train), replacement=True, generator=generator)
     else:
         sampler, loader_generator = RandomSampler(train, generator=generator), generator
-    splits: Iterable[Tuple[str, CachedAudio, Sampler, Optional[torch.Generator], bool]] = [
-        ("train", train, sampler, loader_generator, drop_last),
-        *((split, ds, SequentialSampler(ds), None, False) for split, ds in ((s, data.dataset(s)) for s in ("val", "test"))),
+    eval_batch = eval_batch_size or batch_size
+    splits: Iterable[Tuple[str, CachedAudio, int, Sampler, Optional[torch.Generator], bool]] = [
+        ("train", train, batch_size, sampler, loader_generator, drop_last),
+        *((split, ds, eval_batch, SequentialSampler(ds), None, False)
+          for split, ds in ((s, data.dataset(s)) for s in ("val", "test"))),
     ]
     if device is not None:
-        return {name: DeviceBatches(ds, batch_size, smp, gen, drop, device) for name, ds, smp, gen, drop in splits}
-    return {name: DataLoader(ds, batch_size, sampler=smp, generator=gen, num_workers=num_workers, collate_fn=collate,
-                             drop_last=drop) for name, ds, smp, gen, drop in splits}
+        return {name: DeviceBatches(ds, size, smp, gen, drop, device) for name, ds, size, smp, gen, drop in splits}
+    return {name: DataLoader(ds, size, sampler=smp, generator=gen, num_workers=num_workers, collate_fn=collate,
+                             drop_last=drop) for name, ds, size, smp, gen, drop in splits}

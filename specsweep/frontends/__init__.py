@@ -14,8 +14,9 @@ ValueError: n_mels: must be an int in [1, 241] (n_fft // 2 + 1), got 0
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional
 
+from specsweep.contract import Footprint
 from specsweep.frontends.base import SETTINGS, FrontEnd, raise_problems, setting_flags, setting_name
 from specsweep.frontends.fastaudio import FastAudioFrontEnd
 from specsweep.frontends.nnaudio import NnAudioFrontEnd
@@ -28,6 +29,7 @@ __all__ = [
     "FrontEnd",
     "NnAudioFrontEnd",
     "build_frontend",
+    "frontend_footprint",
     "frontend_param_names",
     "setting_flags",
     "setting_name",
@@ -48,13 +50,13 @@ def frontend_param_names(name: str) -> set[str]:
     Examples
     --------
     >>> sorted(frontend_param_names("fastaudio"))[:3]
-    ['amin', 'center', 'f_max']
+    ['amin', 'center', 'clamp']
     """
     params = inspect.signature(FRONTENDS.get(name)).parameters
     return {p for p in params if p != "self"}
 
 
-def validate_frontend_config(config: Mapping[str, Any]) -> None:
+def validate_frontend_config(config: Mapping[str, Any], num_samples: Optional[int] = None) -> None:
     """Raise ValueError with one line per problem of a front-end config, each line starting
     with the offending field and saying what is allowed.
 
@@ -66,17 +68,30 @@ def validate_frontend_config(config: Mapping[str, Any]) -> None:
     ----------
     config : mapping
         ``{"name": ..., "setting": "A"-"D" (optional), **constructor arguments}``.
+    num_samples : int, optional
+        Clip length of the dataset, which bounds the STFT window.
 
     Examples
     --------
     >>> validate_frontend_config({"name": "nnaudio", "setting": "B", "mask_bins": [[0, 4]]})
+    >>> validate_frontend_config({"name": "nnaudio", "n_fft": 65536}, num_samples=16000)
+    Traceback (most recent call last):
+    ...
+    ValueError: n_fft: must be at most the clip length, 16000 samples, got 65536
     >>> validate_frontend_config({"name": "nnaudio", "mask_bins": [5, 3], "colour": 1})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     ValueError: colour: unknown key for frontend 'nnaudio'; allowed: center, clamp_mel, eps, ...
     mask_bins: [5, 3) must satisfy 0 <= start < end <= 241 (n_fft // 2 + 1)
     """
-    _check_config(config)
+    _check_config(config, num_samples)
+
+
+def frontend_footprint(config: Mapping[str, Any], num_samples: int) -> Footprint:
+    """Sizes of the front-end of a valid ``config`` at clips of ``num_samples`` samples,
+    computed without building it (see ``StftFrontEnd.footprint``)."""
+    args = _check_config(config, num_samples)
+    return FRONTENDS.get(config["name"]).footprint(num_samples, **args)
 
 
 def build_frontend(config: Mapping[str, Any]) -> FrontEnd:
@@ -110,7 +125,7 @@ def build_frontend(config: Mapping[str, Any]) -> FrontEnd:
     return FRONTENDS.build(config["name"], **args)
 
 
-def _check_config(config: Mapping[str, Any]) -> Dict[str, Any]:
+def _check_config(config: Mapping[str, Any], num_samples: Optional[int] = None) -> Dict[str, Any]:
     """Validate ``config`` and return the constructor arguments it stands for."""
     name = config.get("name")
     if name is None:
@@ -136,5 +151,7 @@ def _check_config(config: Mapping[str, Any]) -> Dict[str, Any]:
                                     f"but the config also gives {flag}={args[flag]!r}")
                 args[flag] = value
     problems += cls.config_problems(**args)
+    if num_samples is not None and not problems:
+        problems += cls.input_problems(num_samples, **args)
     raise_problems(problems)
     return args

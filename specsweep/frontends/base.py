@@ -76,6 +76,28 @@ class FrontEnd(nn.Module):
     def after_optimizer_step(self) -> None:
         """Project parameters back to their allowed range (called after each optimizer step)."""
 
+    def trainable_bases(self) -> Dict[str, torch.Tensor]:
+        """Detached CPU copies of the bases being trained, by part: ``"filterbank"`` as
+        applied ``(n_bins, n_freq)`` and ``"stft"`` (every kernel parameter, flattened);
+        fixed parts are left out.
+
+        Examples
+        --------
+        >>> from specsweep.frontends import build_frontend
+        >>> bases = build_frontend({"name": "nnaudio", "setting": "D"}).trainable_bases()
+        >>> {k: tuple(v.shape) for k, v in bases.items()}
+        {'filterbank': (40, 241), 'stft': (231360,)}
+        """
+        parts = self.parameter_parts()
+        bases: Dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            if any(p.requires_grad for p in parts.get("filterbank", [])):
+                bases["filterbank"] = self.filterbank().detach().cpu().clone()
+            stft = [p for p in parts.get("stft", []) if p.requires_grad]
+            if stft:
+                bases["stft"] = torch.cat([p.detach().flatten() for p in stft]).cpu()
+        return bases
+
     # Constructor argument that makes the filterbank trainable, so that ``build_frontend``
     # can map a setting letter onto any front-end's own flag name.
     filterbank_flag = "trainable_filterbank"
@@ -86,6 +108,29 @@ class FrontEnd(nn.Module):
         counts = {part: bool(params) and all(p.requires_grad for p in params)
                   for part, params in self.parameter_parts().items()}
         return setting_name(counts.get("stft", False), counts.get("filterbank", False))
+
+
+DRIFT_PARTS = ("filterbank", "stft")
+
+
+def basis_drift(current: Dict[str, torch.Tensor], initial: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    """How far each trainable basis moved: ``||W - W0||_F / ||W0||_F`` per part of
+    :data:`DRIFT_PARTS`, 0 for a part that is fixed (absent from both dicts).
+
+    Examples
+    --------
+    >>> w0 = torch.ones(2, 2)
+    >>> basis_drift({"filterbank": w0 * 1.5}, {"filterbank": w0})
+    {'filterbank': 0.5, 'stft': 0.0}
+    """
+    drift = {}
+    for part in DRIFT_PARTS:
+        if part in current and part in initial:
+            reference = initial[part].norm().item()
+            drift[part] = (current[part] - initial[part]).norm().item() / max(reference, 1e-12)
+        else:
+            drift[part] = 0.0
+    return drift
 
 
 MaskBins = List[Tuple[int, int]]

@@ -19,21 +19,33 @@ from specsweep.frontends.nnaudio import (
 )
 
 
+CLAMPS = ("forward", "step")
+TOP_DB_OVER = ("batch", "clip")
+DB_SCALES = (10, 20)
+
+
 class FastAudioFrontEnd(StftFrontEnd):
-    """Log (dB) filterbank energies from SpeechBrain's learnable triangular
-    :class:`~speechbrain.processing.features.Filterbank`, over the same power spectrogram
-    as :class:`~specsweep.frontends.nnaudio.NnAudioFrontEnd` (conv kernels when
+    """Log (dB) filterbank energies of learnable triangular filters (SpeechBrain's
+    :class:`~speechbrain.processing.features.Filterbank` holds the centres and bandwidths
+    and draws the triangles), over the same STFT as
+    :class:`~specsweep.frontends.nnaudio.NnAudioFrontEnd` (conv kernels when
     ``trainable_stft``, FFT otherwise).
 
-    Centre frequencies and bandwidths start on the Mel scale between ``f_min`` and
-    ``f_max``. :meth:`after_optimizer_step` clamps centres to ``[0, sample_rate / 2]`` and
-    bandwidths (half-widths of the triangles) to ``[min_band_hz, max_band_hz]``; the
-    initial values are clamped the same way.
+    The defaults compute FastAudio as the trainable-STFT-Mel study did: the STFT magnitude
+    (``power=1``) through the triangles, ``10 * log10`` (``db_scale``), clipped ``top_db``
+    below the batch's maximum; centres clamped to ``[0, sample_rate / 2]`` and bandwidths
+    (half-widths of the triangles) to ``[3.1, 603.7]`` Hz inside ``forward``, whether the
+    filters are trained or frozen (``clamp="forward"``: the parameters themselves may leave
+    the range, the filters applied never do). ``clamp="step"`` instead projects trainable
+    parameters back after each optimizer step, and ``power=2, top_db_over="clip"`` is
+    SpeechBrain's own computation.
+
+    Centre frequencies and bandwidths start on the Mel scale between ``f_min`` and ``f_max``.
 
     Parameters
     ----------
     sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power
-        STFT options, as in ``NnAudioFrontEnd``.
+        STFT options, as in ``NnAudioFrontEnd`` (``power`` 1: magnitude).
     n_mels : int
         Number of filters, in ``[1, n_fft // 2 + 1]``.
     f_min, f_max : float
@@ -44,6 +56,9 @@ class FastAudioFrontEnd(StftFrontEnd):
         Learn both the centre frequencies and the bandwidths (80 parameters for 40 filters).
     min_band_hz, max_band_hz : float
         Allowed bandwidth range in Hz (``max_band_hz`` None: ``sample_rate / 2``).
+    clamp : {"forward", "step"}
+        Where centres and bandwidths are held in range: in the forward pass (always) or by
+        projecting trainable parameters after each optimizer step.
     sort_centres : bool
         Order output channels by current centre frequency. The order is applied in
         ``forward`` rather than by permuting the parameters, which would leave the
@@ -59,8 +74,13 @@ class FastAudioFrontEnd(StftFrontEnd):
         bands are scaled by random factors in ``1 +- param_rand_factor`` (no effect when
         the filterbank is trainable, as in SpeechBrain).
     amin, top_db : float
-        dB conversion: ``10 * log10(max(x, amin))`` (20 for ``power`` other than 2),
-        clipped to ``top_db`` below each clip's maximum.
+        dB conversion: ``db_scale * log10(max(x, amin))``, clipped to ``top_db`` below the
+        maximum over ``top_db_over``.
+    db_scale : {10, 20}
+        10 for power spectra (and, as in the study, for magnitudes too), 20 for amplitudes.
+    top_db_over : {"batch", "clip"}
+        What the ``top_db`` floor hangs from: the batch's maximum (the study) or each clip's
+        (SpeechBrain).
     mask_bins : [start, end) pair, list of pairs, or None
         STFT bins zeroed before the filterbank.
 
@@ -73,6 +93,8 @@ class FastAudioFrontEnd(StftFrontEnd):
     ({'stft': 0, 'filterbank': 80}, 'B')
     >>> fe.centre_hz().detach()[:3].round()
     tensor([ 44.,  92., 142.])
+    >>> round(FastAudioFrontEnd(n_mels=10).applied_band_hz().max().item(), 1)  # capped, also frozen
+    603.7
     """
 
     def __init__(
@@ -84,28 +106,32 @@ class FastAudioFrontEnd(StftFrontEnd):
         window: Any = "hann",
         center: bool = True,
         pad_mode: str = "reflect",
-        power: float = 2.0,
+        power: float = 1.0,
         n_mels: int = 40,
         f_min: float = 0.0,
         f_max: float | None = None,
         trainable_stft: bool = False,
         trainable_filterbank: bool = False,
-        min_band_hz: float = 1.0,
-        max_band_hz: float | None = None,
+        min_band_hz: float = 3.1,
+        max_band_hz: float | None = 603.7,
+        clamp: str = "forward",
         sort_centres: bool = False,
         param_change_factor: float = 1.0,
         param_rand_factor: float = 0.0,
         amin: float = 1e-10,
         top_db: float = 80.0,
+        db_scale: float = 10.0,
+        top_db_over: str = "batch",
         mask_bins: Sequence[int] | Sequence[Sequence[int]] | None = None,
     ) -> None:
         raise_problems(self.config_problems(
             sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
             window=window, pad_mode=pad_mode, power=power, n_mels=n_mels, f_min=f_min, f_max=f_max,
             trainable_stft=trainable_stft, trainable_filterbank=trainable_filterbank,
-            min_band_hz=min_band_hz, max_band_hz=max_band_hz, sort_centres=sort_centres,
+            min_band_hz=min_band_hz, max_band_hz=max_band_hz, clamp=clamp, sort_centres=sort_centres,
             param_change_factor=param_change_factor, param_rand_factor=param_rand_factor,
-            amin=amin, top_db=top_db, center=center, mask_bins=mask_bins,
+            amin=amin, top_db=top_db, db_scale=db_scale, top_db_over=top_db_over, center=center,
+            mask_bins=mask_bins,
         ))
         spectrogram = PowerSpectrogram(
             sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power, trainable_stft
@@ -113,20 +139,20 @@ class FastAudioFrontEnd(StftFrontEnd):
         super().__init__(spectrogram, sample_rate, n_mels, mask_bins)
         self.trainable_filterbank = trainable_filterbank
         self.sort_centres = sort_centres
+        self.clamp = clamp
+        self.param_rand_factor = float(param_rand_factor)
+        self.amin, self.top_db, self.db_scale = float(amin), float(top_db), float(db_scale)
+        self.top_db_over = top_db_over
         self.min_band_hz = float(min_band_hz)
         self.max_band_hz = float(sample_rate / 2 if max_band_hz is None else max_band_hz)
         self.fbank = Filterbank(
             n_mels=n_mels,
-            log_mel=True,
+            log_mel=False,
             filter_shape="triangular",
             f_min=f_min,
             f_max=sample_rate / 2 if f_max is None else f_max,
             n_fft=n_fft,
             sample_rate=sample_rate,
-            power_spectrogram=power,
-            amin=amin,
-            ref_value=1.0,
-            top_db=top_db,
             param_change_factor=param_change_factor,
             param_rand_factor=param_rand_factor,
             freeze=not trainable_filterbank,
@@ -162,6 +188,11 @@ class FastAudioFrontEnd(StftFrontEnd):
         return self
 
     @classmethod
+    def filterbank_parameters(cls, n_bins: int, n_freq: int) -> int:
+        # Centre frequency and bandwidth of each triangle.
+        return 2 * n_bins
+
+    @classmethod
     def config_problems(cls, **args: Any) -> List[str]:
         """One line per bad constructor argument (missing ones take their defaults)."""
         a = with_defaults(cls, args)
@@ -170,6 +201,9 @@ class FastAudioFrontEnd(StftFrontEnd):
         problems += filterbank_problems(a["n_mels"], a["n_fft"], a["mask_bins"])
         problems += bool_problems(**{k: a[k] for k in (
             "center", "trainable_stft", "trainable_filterbank", "sort_centres")})
+        for key, allowed in (("clamp", CLAMPS), ("top_db_over", TOP_DB_OVER), ("db_scale", DB_SCALES)):
+            if isinstance(a[key], bool) or a[key] not in allowed:
+                problems.append(f"{key}: must be one of {', '.join(map(str, allowed))}, got {a[key]!r}")
         nyquist = a["sample_rate"] / 2 if is_number(a["sample_rate"]) else float("inf")
         f_max = nyquist if a["f_max"] is None else a["f_max"]
         if not is_number(a["f_min"]) or a["f_min"] < 0:
@@ -194,37 +228,53 @@ class FastAudioFrontEnd(StftFrontEnd):
         return problems
 
     def project(self, spec: torch.Tensor) -> torch.Tensor:
-        """``(batch, n_freq, frames)`` power spectrogram to ``(batch, n_mels, frames)`` dB."""
-        if self.bin_mask is not None:
-            spec = spec * self.bin_mask[:, None]
-        out = self.fbank(spec.transpose(1, 2)).transpose(1, 2)
-        if self.sort_centres:
-            out = out[:, self._order()]
-        return out.contiguous()
+        """``(batch, n_freq, frames)`` spectrogram to ``(batch, n_mels, frames)`` dB."""
+        energies = torch.matmul(self._matrix(perturb=self.training), spec)
+        db = self.db_scale * torch.log10(energies.clamp(min=self.amin))
+        peak = db.amax() if self.top_db_over == "batch" else db.amax(dim=(1, 2), keepdim=True)
+        return torch.maximum(db, peak - self.top_db)
 
     def _order(self) -> torch.Tensor:
         return torch.argsort(self.centre_hz().detach(), stable=True)
 
     def centre_hz(self) -> torch.Tensor:
-        """Centre frequencies ``(n_mels,)`` in Hz, in parameter order."""
+        """Centre frequencies ``(n_mels,)`` in Hz, in parameter order, as stored."""
         return self.fbank.f_central * self._hz_per_unit
 
     def band_hz(self) -> torch.Tensor:
-        """Bandwidths (triangle half-widths) ``(n_mels,)`` in Hz, in parameter order."""
+        """Bandwidths (triangle half-widths) ``(n_mels,)`` in Hz, in parameter order, as stored."""
         return self.fbank.band * self._hz_per_unit
 
-    def filterbank(self) -> torch.Tensor:
-        """The triangles as applied, ``(n_mels, n_freq)``: output order, masked columns zero,
-        without the training-time random perturbation of ``param_rand_factor``."""
+    def applied_centre_hz(self) -> torch.Tensor:
+        """Centre frequencies ``(n_mels,)`` in Hz as the filters use them."""
+        centres = self.centre_hz()
+        return centres.clamp(0.0, self.sample_rate / 2) if self.clamp == "forward" else centres
+
+    def applied_band_hz(self) -> torch.Tensor:
+        """Bandwidths ``(n_mels,)`` in Hz as the filters use them."""
+        bands = self.band_hz()
+        return bands.clamp(self.min_band_hz, self.max_band_hz) if self.clamp == "forward" else bands
+
+    def _matrix(self, perturb: bool = False) -> torch.Tensor:
+        """The triangles ``(n_mels, n_freq)`` in output order, masked columns zero;
+        ``perturb`` applies SpeechBrain's random scaling of a frozen filterbank."""
+        centres, bands = self.applied_centre_hz(), self.applied_band_hz()
+        if perturb and self.param_rand_factor and not self.trainable_filterbank:
+            change = 1.0 + (torch.rand(2) * 2 - 1) * self.param_rand_factor
+            centres, bands = centres * change[0], bands * change[1]
         freqs = self.fbank.all_freqs_mat
-        centres = self.centre_hz()[:, None].expand_as(freqs)
-        bands = self.band_hz()[:, None].expand_as(freqs)
-        matrix = self.fbank._create_fbank_matrix(centres, bands).transpose(0, 1)
+        matrix = self.fbank._create_fbank_matrix(centres[:, None].expand_as(freqs),
+                                                 bands[:, None].expand_as(freqs)).transpose(0, 1)
         if self.bin_mask is not None:
             matrix = matrix * self.bin_mask
         if self.sort_centres:
             matrix = matrix[self._order()]
         return matrix
+
+    def filterbank(self) -> torch.Tensor:
+        """The triangles as applied, ``(n_mels, n_freq)``: output order, masked columns zero,
+        without the training-time random perturbation of ``param_rand_factor``."""
+        return self._matrix()
 
     def parameter_parts(self) -> Dict[str, List[nn.Parameter]]:
         return {
@@ -234,7 +284,7 @@ class FastAudioFrontEnd(StftFrontEnd):
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
-        if not self.trainable_filterbank:
+        if not self.trainable_filterbank or self.clamp != "step":
             return
         unit = self._hz_per_unit
         self.fbank.f_central.clamp_(0.0, self.sample_rate / 2 / unit)
@@ -243,4 +293,4 @@ class FastAudioFrontEnd(StftFrontEnd):
     def extra_repr(self) -> str:
         return (f"setting={self.setting}, n_mels={self.n_bins}, n_fft={self.n_fft}, "
                 f"stft={'conv' if self.trainable_stft else 'fft'}, band_hz=[{self.min_band_hz}, "
-                f"{self.max_band_hz}], sort_centres={self.sort_centres}, mask_bins={self.mask_bins}")
+                f"{self.max_band_hz}], clamp={self.clamp}, sort_centres={self.sort_centres}, mask_bins={self.mask_bins}")

@@ -13,6 +13,7 @@ from scipy.signal import get_window
 from torch import nn
 from torch.nn import functional as F
 
+from specsweep.contract import Footprint
 from specsweep.frontends.base import (
     FrontEnd,
     bin_mask,
@@ -256,6 +257,50 @@ class StftFrontEnd(FrontEnd):
     def stft_kernels(self) -> torch.Tensor | None:
         return self.spectrogram.kernels()
 
+    @classmethod
+    def input_problems(cls, num_samples: int, **args: Any) -> List[str]:
+        """Problems of the arguments with clips of ``num_samples`` samples: the STFT
+        window must fit in a clip."""
+        n_fft = with_defaults(cls, args)["n_fft"]
+        if is_int(n_fft) and n_fft > num_samples:
+            return [f"n_fft: must be at most the clip length, {num_samples} samples, got {n_fft}"]
+        return []
+
+    @classmethod
+    def footprint(cls, num_samples: int, **args: Any) -> Footprint:
+        """Sizes at clips of ``num_samples`` samples, from valid arguments, without
+        building: nnAudio's STFT kernels ``2 * (n_fft // 2 + 1) * n_fft`` (built in
+        float64 first) when ``trainable_stft``, the ``(n_bins, n_freq)`` filterbank, and
+        the spectrograms of one example.
+
+        Examples
+        --------
+        >>> fp = NnAudioFrontEnd.footprint(16000, n_fft=480, trainable_stft=True)
+        >>> fp.trainable == NnAudioFrontEnd(trainable_stft=True).trainable_parameter_counts()
+        True
+        """
+        a = with_defaults(cls, args)
+        n_fft, n_bins = a["n_fft"], a["n_mels"]
+        n_freq = n_fft // 2 + 1
+        frames = 1 + (num_samples + (2 * (n_fft // 2) if a["center"] else 0) - n_fft) // a["hop_length"]
+        kernels = 2 * n_freq * n_fft if a["trainable_stft"] else 0
+        filterbank = cls.filterbank_parameters(n_bins, n_freq)
+        trainable_bank = a[cls.filterbank_flag]
+        # Waveform and its padding, real and imaginary parts, power, projection and log.
+        activations = 2 * num_samples + n_fft + 3 * n_freq * frames + 2 * n_bins * frames
+        return Footprint(
+            {"stft": kernels, "filterbank": filterbank if trainable_bank else 0},
+            frozen=n_fft + n_bins * n_freq + (0 if trainable_bank else filterbank),
+            activations=activations,
+            build=3 * kernels,
+            shape=(n_bins, frames),
+        )
+
+    @classmethod
+    def filterbank_parameters(cls, n_bins: int, n_freq: int) -> int:
+        """Parameters of the filterbank of ``n_bins`` bands over ``n_freq`` STFT bins."""
+        raise NotImplementedError
+
     def num_frames(self, num_samples: int) -> int:
         return self.spectrogram.num_frames(num_samples)
 
@@ -369,6 +414,10 @@ class NnAudioFrontEnd(StftFrontEnd):
             self.mel_basis = nn.Parameter(basis)
         else:
             self.register_buffer("mel_basis", basis)
+
+    @classmethod
+    def filterbank_parameters(cls, n_bins: int, n_freq: int) -> int:
+        return n_bins * n_freq
 
     @classmethod
     def config_problems(cls, **args: Any) -> List[str]:

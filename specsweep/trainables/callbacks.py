@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from matplotlib.figure import Figure
 
+from specsweep.frontends.base import basis_drift
 from specsweep.frontends.plot import plot_frontend, snapshot_frontend
 
 
@@ -54,6 +55,35 @@ class FrontendFigures(pl.Callback):
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self.initial = state_dict["initial"]
+
+
+class FrontendDrift(pl.Callback):
+    """Log how far each trainable basis has moved from its value at the start of the trial,
+    ``frontend/filterbank_drift`` and ``frontend/stft_drift`` (``||W - W0||_F / ||W0||_F``,
+    0 for a fixed basis), after every validation epoch. The start values travel in the
+    checkpoint, so a resumed trial measures from the same reference."""
+
+    def __init__(self) -> None:
+        self.initial: Dict[str, torch.Tensor] = {}
+        self.started = False
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.started:
+            self.initial = pl_module.net.frontend.trainable_bases()
+            self.started = True
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        drift = basis_drift(pl_module.net.frontend.trainable_bases(), self.initial)
+        for part, value in drift.items():
+            pl_module.log(f"frontend/{part}_drift", value)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"initial": self.initial, "started": self.started}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.initial, self.started = state_dict["initial"], state_dict["started"]
 
 
 class TaskFigures(pl.Callback):
@@ -118,8 +148,8 @@ class BestWeights(pl.Callback):
     """Keep the weights of the best validation epoch in memory and in every checkpoint,
     so that testing "at the best checkpoint" survives restores on any node."""
 
-    def __init__(self, monitor: str, mode: str) -> None:
-        self.monitor, self.mode = monitor, mode
+    def __init__(self, monitor: str, mode: str, keep_weights: bool = True) -> None:
+        self.monitor, self.mode, self.keep_weights = monitor, mode, keep_weights
         self.best_score: Optional[float] = None
         self.best_epoch: Optional[int] = None
         self.weights: Optional[Dict[str, torch.Tensor]] = None
@@ -128,7 +158,7 @@ class BestWeights(pl.Callback):
 
     @property
     def state_key(self) -> str:
-        return "BestWeights"
+        return f"BestWeights[{self.monitor}, keep_weights={self.keep_weights}]"
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.last_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -139,7 +169,8 @@ class BestWeights(pl.Callback):
         score = float(trainer.callback_metrics[self.monitor])
         if self.best_score is None or (score > self.best_score if self.mode == "max" else score < self.best_score):
             self.best_score, self.best_epoch = score, trainer.current_epoch
-            self.weights = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+            if self.keep_weights:
+                self.weights = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
 
     def state_dict(self) -> Dict[str, Any]:
         return {"best_score": self.best_score, "best_epoch": self.best_epoch, "weights": self.weights,

@@ -180,9 +180,12 @@ class ASRTask(SpeechTask):
     """Phoneme recognition with CTC: blank is class 0, ``labels[i]`` is class ``i + 1``.
 
     Batches are ``(waveform (batch, samples), waveform_lengths, targets (batch, max_len),
-    target_lengths)``. Phone error rate is the summed edit distance
-    (``torchaudio.functional.edit_distance``) over the summed reference length, after
-    ``score_map`` folds symbols (TIMIT's 61 phones to 39) when given.
+    target_lengths)``. Symbols are scored after ``score_map`` folds them (TIMIT's 61 phones
+    to 39; "" drops a symbol) when given. The phone error rate of a stage uses the edit
+    distance (``torchaudio.functional.edit_distance``) of each utterance: with
+    ``per_average="corpus"`` the summed edits over the summed reference lengths, with
+    ``"utterance"`` the mean over utterances of edits over reference length (an empty
+    reference counts as length 1).
     """
 
     def __init__(
@@ -192,12 +195,17 @@ class ASRTask(SpeechTask):
         labels: Sequence[str],
         score_map: Optional[Dict[str, str]] = None,
         examples_to_log: int = 4,
+        per_average: str = "corpus",
     ) -> None:
         super().__init__(net, optim, labels)
+        if per_average not in ("corpus", "utterance"):
+            raise ValueError(f"per_average must be 'corpus' or 'utterance', got {per_average!r}")
         self.ctc = nn.CTCLoss(blank=0, zero_infinity=True)
         self.score_map = score_map or {}
         self.examples_to_log = examples_to_log
-        self._errors = {"val": [0, 0], "test": [0, 0]}
+        self.per_average = per_average
+        # Per stage: summed edits, summed reference lengths, summed per-utterance rates, utterances.
+        self._errors: Dict[str, List[float]] = {"val": [0, 0, 0.0, 0], "test": [0, 0, 0.0, 0]}
         self.examples: List[Dict[str, str]] = []
 
     def _frames(self, samples: torch.Tensor) -> torch.Tensor:
@@ -207,8 +215,13 @@ class ASRTask(SpeechTask):
         waveform, wave_lengths, targets, target_lengths = batch
         log_probs = self(waveform).log_softmax(-1)
         frames = self._frames(wave_lengths).clamp(max=log_probs.shape[1])
-        loss = self.ctc(log_probs.transpose(0, 1), targets, frames, target_lengths)
+        loss = self.ctc(log_probs.transpose(0, 1), self._classes(targets), frames, target_lengths)
         return loss, log_probs, frames
+
+    @staticmethod
+    def _classes(targets: torch.Tensor) -> torch.Tensor:
+        # Dataset targets index ``labels``; class 0 is the CTC blank, so label i is class i + 1.
+        return targets + 1
 
     def _symbols(self, ids: Sequence[int]) -> List[str]:
         folded = (self.score_map.get(self.labels[i - 1], self.labels[i - 1]) for i in ids)
@@ -224,20 +237,35 @@ class ASRTask(SpeechTask):
         loss, log_probs, frames = self._step(batch)
         _, _, targets, target_lengths = batch
         hyps = greedy_ctc_decode(log_probs, frames)
-        errors = self._errors[stage]
         for i, hyp in enumerate(hyps):
-            ref = self._symbols(targets[i, : target_lengths[i]].tolist())
+            ref = self._symbols(self._classes(targets[i, : target_lengths[i]]).tolist())
             hyp_symbols = self._symbols(hyp)
-            errors[0] += torchaudio.functional.edit_distance(ref, hyp_symbols)
-            errors[1] += len(ref)
+            self.count_errors(stage, ref, hyp_symbols)
             if stage == "test" and len(self.examples) < self.examples_to_log:
                 self.examples.append({"reference": " ".join(ref), "hypothesis": " ".join(hyp_symbols)})
         self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(hyps))
 
+    def count_errors(self, stage: str, reference: Sequence[str], hypothesis: Sequence[str]) -> None:
+        """Add one scored utterance to the phone error rate of ``stage``."""
+        edits = torchaudio.functional.edit_distance(reference, hypothesis)
+        errors = self._errors[stage]
+        errors[0] += edits
+        errors[1] += len(reference)
+        errors[2] += edits / max(1, len(reference))
+        errors[3] += 1
+
+    def phone_error_rate(self, stage: str) -> float:
+        """The phone error rate of the utterances counted for ``stage`` so far, averaged as
+        ``per_average`` says."""
+        edits, ref_total, rate_sum, utterances = self._errors[stage]
+        if self.per_average == "utterance":
+            return rate_sum / max(1, utterances)
+        return edits / max(1, ref_total)
+
     def _log_per(self, stage: str) -> None:
-        errors, total = self._errors[stage]
-        self._errors[stage] = [0, 0]
-        self.log(f"{stage}_per", errors / max(1, total), prog_bar=True)
+        per = self.phone_error_rate(stage)
+        self._errors[stage] = [0, 0, 0.0, 0]
+        self.log(f"{stage}_per", per, prog_bar=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._score(batch, "val")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Union
 
 import lightning.pytorch as pl
 import torch
@@ -18,9 +18,11 @@ from specsweep import tracking
 from specsweep.data.datasets import PreparedData, prepare_dataset
 from specsweep.data.loaders import make_loaders, resolve_data_path
 from specsweep.model import build_model
+from specsweep.spec import VAL_METRICS
 from specsweep.trainables.callbacks import (
     BestWeights,
     EpochEndTimer,
+    FrontendDrift,
     FrontendFigures,
     RNGState,
     StepWandbLogger,
@@ -43,7 +45,7 @@ def build_task(config: Dict[str, Any], data: PreparedData) -> SpeechTask:
     if config["task"] == "asr":
         nominal = data.clip_samples or _NOMINAL_SECONDS * data.sample_rate
         net = build_model(config["frontend"], config["backbone"], nominal, len(data.labels) + 1, "frames")
-        return ASRTask(net, optim, data.labels, score_map=data_score_map(config["data"]))
+        return ASRTask(net, optim, data.labels, score_map=data.score_map, per_average=data.per_average)
     raise ValueError(f"task must be 'kws' or 'asr', got {config['task']!r}")
 
 
@@ -53,7 +55,7 @@ def build_trial_task(config: Dict[str, Any], data: PreparedData) -> SpeechTask:
     GPU the compiled forward and backward replay as CUDA graphs (``reduce-overhead``): one
     launch instead of hundreds of small kernels per step."""
     task = build_task(config, data)
-    if config["train"].get("compile", False):
+    if config["train"]["compile"]:
         task.net.compile(mode="reduce-overhead" if trial_device().type == "cuda" else None)
     return task
 
@@ -64,25 +66,17 @@ def trial_device() -> torch.device:
     return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def data_score_map(data_config: Dict[str, Any]) -> Optional[Dict[str, str]]:
-    """The symbol folding used for scoring (TIMIT's 61 to 39 phones), if the dataset has one."""
-    if data_config["name"] == "timit":
-        from specsweep.data.timit import FOLD_61_TO_39
-
-        return FOLD_61_TO_39
-    return None
-
-
 def trial_data(config: Dict[str, Any]) -> tuple[PreparedData, Dict[str, Any], torch.Generator]:
     """The prepared dataset, its loaders and the seeded generator that orders training batches."""
     train = config["train"]
     data = prepare_dataset(config["data"])
     generator = torch.Generator().manual_seed(int(config["seed"]))
-    on_device = resolve_data_path(train.get("data_path", "auto"), data) == "device"
+    on_device = resolve_data_path(train["data_path"], data) == "device"
     loaders = make_loaders(
-        data, int(train["batch_size"]), generator, int(train.get("num_workers", 0)),
-        balance_classes=bool(train.get("balance_classes", False)) and config["task"] == "kws",
-        class_weights=train.get("class_weights"), device=trial_device() if on_device else None,
+        data, int(train["batch_size"]), generator, int(train["num_workers"]),
+        balance_classes=bool(train["balance_classes"]) and config["task"] == "kws",
+        class_weights=train["class_weights"] if config["task"] == "kws" else None,
+        eval_batch_size=train["eval_batch_size"], device=trial_device() if on_device else None,
     )
     return data, loaders, generator
 
@@ -170,13 +164,21 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     )
     loggers: List[Any] = [] if run_obj is None or run.wandb.mode == "disabled" else [StepWandbLogger(experiment=run_obj)]
     lap("timing/wandb_s")
-    best = BestWeights(run.metric, run.mode)
+    # The sweep's metric is tracked for its best value; the tested weights are the last
+    # epoch's or those of the best epoch by train.best_by (default: the sweep's metric).
+    monitor = train["best_by"] or run.metric
+    test_best = train["test_weights"] == "best"
+    best = BestWeights(run.metric, run.mode, keep_weights=test_best and monitor == run.metric)
+    tested = None
+    if test_best:
+        tested = best if monitor == run.metric else BestWeights(monitor, VAL_METRICS[config["task"]][monitor])
     report_timer = EpochEndTimer()
     figures = trial_dir / "figures"
     trainer = pl.Trainer(
         logger=loggers or False,
         callbacks=[
-            best,
+            *([best] if tested in (None, best) else [best, tested]),
+            FrontendDrift(),
             FrontendFigures(figures),
             RNGState(sampler_generator),
             TaskFigures(figures),
@@ -197,17 +199,19 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
         timings["timing/fit_s"] -= report_timer.total
         timings["timing/checkpoint_s"] = report_timer.total
         final = {**best.last_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
-        if best.weights is not None:
-            task.load_state_dict(best.weights)
+        if tested is not None and tested.weights is not None:
+            task.load_state_dict(tested.weights)
         final.update({k: float(v) for k, v in trainer.test(task, loaders["test"], verbose=False)[0].items()})
         final["best_" + run.metric] = best.best_score if best.best_score is not None else final.get(run.metric)
         final["best_epoch"] = best.best_epoch
+        # After fit, current_epoch counts the epochs run; the last one's index is one less.
+        final["tested_epoch"] = tested.best_epoch if tested is not None else trainer.current_epoch - 1
         if isinstance(task, ASRTask) and loggers:
             loggers[0].log_text("decoded_examples", columns=["reference", "hypothesis"],
                                 data=[[e["reference"], e["hypothesis"]] for e in task.examples])
         lap("timing/test_s")
         if run_obj is not None:
-            run_obj.summary.update({k: v for k, v in final.items() if k.startswith(("test_", "best_"))})
+            run_obj.summary.update({k: v for k, v in final.items() if k.startswith(("test_", "best_", "frontend/"))})
         tracking.finish_run(run_obj)
         run_obj = None
         lap("timing/wandb_s")

@@ -1,0 +1,148 @@
+"""Argument contracts of components: the types and ranges a builder declares.
+
+A component (dataset, backbone, front-end, ...) states what its arguments may be where
+it is defined: either in its signature, with ``typing.Annotated`` types carrying pydantic
+constraints, or, when arguments constrain each other, in a ``config_problems`` classmethod.
+:func:`argument_problems` reads either, so the spec validator needs no table of its own
+and a new argument is checked as soon as its builder declares it.
+
+Examples
+--------
+>>> from typing import Annotated
+>>> def build(width: Annotated[float, Field(gt=0)] = 1.0, seed: Seed = 0, name: str = "x"):
+...     return width
+>>> argument_problems(build, {"width": "wide", "seed": -1})  # doctest: +NORMALIZE_WHITESPACE
+["width: must be a valid number, got 'wide'",
+ 'seed: must be greater than or equal to 0, got -1']
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Dict, Iterable, List, Mapping, Tuple
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+# NumPy's (and so Lightning's seed_everything's) seed range.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+PositiveInt = Annotated[int, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Probability = Annotated[float, Field(ge=0, lt=1)]
+
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A component's size at given input sizes, counted in float32 values, computed
+    from its arguments without building it.
+
+    Attributes
+    ----------
+    trainable : dict
+        Trainable parameters by part (as ``trainable_parameter_counts`` reports them).
+    frozen : int
+        Parameters that are not trained, and buffers.
+    activations : int
+        Values one example keeps for the backward pass (a rough upper count).
+    build : int
+        Extra values held only while the component is built (e.g. float64 kernels).
+    shape : tuple of int
+        Output shape of one example (a front-end's ``(bins, frames)``).
+    """
+
+    trainable: Dict[str, int]
+    frozen: int = 0
+    activations: int = 0
+    build: int = 0
+    shape: Tuple[int, ...] = ()
+
+
+# Strict: YAML's "yes" is no boolean and "3" no number here; finite: inf and nan are no sizes.
+_ARGUMENT_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+
+
+_UNION_MEMBER = re.compile(r"^(int|float|str|bool|list|dict|none|[a-z]+(-[a-z]+)+)(\[.*\])?$|^[a-z]+\[.*\]$")
+
+
+def format_loc(loc: Iterable[Any]) -> str:
+    """A pydantic error location as a dotted key path (list indices included, the
+    names pydantic gives union members left out)."""
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and _UNION_MEMBER.match(p))) or "(top level)"
+
+
+def pydantic_problems(err: ValidationError, prefix: str = "") -> List[str]:
+    """One ``key.path: what is allowed, got value`` line per bad value of ``err`` (the
+    alternatives of a union joined by "or")."""
+    allowed: Dict[str, List[str]] = {}
+    values: Dict[str, Any] = {}
+    problems: Dict[str, str] = {}
+    for e in err.errors():
+        loc = prefix + format_loc(e["loc"])
+        if e["type"] == "extra_forbidden":
+            if loc.endswith("api_key"):
+                problems[loc] = f"{loc}: never put a W&B key in a spec; set WANDB_API_KEY or run `wandb login`"
+            else:
+                problems[loc] = f"{loc}: unknown key"
+        elif e["type"] == "missing":
+            problems[loc] = f"{loc}: missing (required)"
+        else:
+            msg = e["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+            allowed.setdefault(loc, []).append(msg)
+            values[loc] = e.get("input")
+            problems[loc] = loc
+    lines = []
+    for loc, line in problems.items():
+        if loc in allowed:
+            msg = " or ".join(dict.fromkeys(allowed[loc]))
+            if loc == "(top level)" and re.match(r"^[\w.]+: ", msg):
+                # A check across sections that names its own key path.
+                line = msg
+            else:
+                line = f"{loc}: {msg}" if "got" in msg else f"{loc}: {msg}, got {_short(values[loc])}"
+        lines.append(line)
+    return lines
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _signature_target(builder: Callable[..., Any]) -> Callable[..., Any]:
+    return builder.__init__ if inspect.isclass(builder) else builder
+
+
+@functools.lru_cache(maxsize=None)
+def arguments_model(builder: Callable[..., Any], skip: Tuple[str, ...] = ()) -> type[BaseModel]:
+    """A pydantic model of ``builder``'s keyword arguments (minus ``skip``), from its
+    annotations and defaults."""
+    target = _signature_target(builder)
+    hints = typing.get_type_hints(target, include_extras=True)
+    fields: Dict[str, Any] = {}
+    for name, param in inspect.signature(target).parameters.items():
+        if name == "self" or name in skip or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = ... if param.default is param.empty else param.default
+        fields[name] = (hints.get(name, Any), default)
+    return create_model(f"{getattr(builder, '__name__', 'builder')}Arguments", __config__=_ARGUMENT_CONFIG, **fields)
+
+
+def argument_problems(builder: Callable[..., Any], args: Mapping[str, Any], skip: Tuple[str, ...] = ()) -> List[str]:
+    """One line per argument of ``args`` that ``builder``'s contract refuses, each
+    starting with the argument's name and saying what is allowed.
+
+    Builders with a ``config_problems`` classmethod (arguments that constrain each
+    other) are checked by it; the others by their annotated signature.
+    """
+    own = getattr(builder, "config_problems", None)
+    if own is not None:
+        return own(**args)
+    try:
+        arguments_model(builder, tuple(skip))(**args)
+    except ValidationError as err:
+        return pydantic_problems(err)
+    return []

@@ -1,0 +1,190 @@
+"""What a valid spec would cost, checked before anything runs: the number of trials
+(counted, never expanded), the memory of one trial (computed from the components'
+footprints, never by building a model) and the CPUs and GPUs a trial asks for.
+
+Examples
+--------
+>>> from specsweep.spec import validate_spec
+>>> spec = validate_spec({"name": "x", "task": "kws", "data": {"name": "embedded_kws"},
+...                       "frontend": {"name": "nnaudio"}, "backbone": {"name": "bcresnet"}, "seeds": [1, 2],
+...                       "search": {"space": {"frontend.setting": {"grid": ["A", "B", "C", "D"]}}}})
+>>> trial_count(spec)
+(8, '4 frontend.setting × 2 seeds × 1 sample')
+>>> plan_problems(spec, max_trials=5)  # doctest: +ELLIPSIS
+['search: 8 trials (4 frontend.setting × 2 seeds × 1 sample) exceed the limit of 5; ...']
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import os
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from specsweep.spec import SpecError, SweepSpec, _set_dotted
+
+DEFAULT_MAX_TRIALS = 10_000
+# A limit on a trial's estimated memory in GiB; default: this machine's physical memory.
+MEMORY_ENV = "SPECSWEEP_TRIAL_MEMORY_GB"
+# Grid combinations of model-sizing values checked one by one; above, each value alone.
+_MAX_COMBINATIONS = 4096
+# Output symbols assumed for ASR sets whose inventory is only known once prepared.
+_ASR_OUTPUTS_BOUND = 128
+_GIB = 2.0**30
+
+
+def trial_count(spec: SweepSpec) -> Tuple[int, str]:
+    """``(number of trials, how it is made up)`` without expanding the grid."""
+    grid = {k: len(p.grid) for k, p in spec.search.space.items() if p.form == "grid"}
+    count = math.prod(grid.values()) * len(spec.seeds) * spec.search.num_samples
+    samples = spec.search.num_samples
+    parts = [f"{n} {k}" for k, n in grid.items()] + [
+        f"{len(spec.seeds)} seed{'s' if len(spec.seeds) > 1 else ''}", f"{samples} sample{'s' if samples > 1 else ''}"]
+    return count, " × ".join(parts)
+
+
+def _sized_values(spec: SweepSpec) -> Dict[str, List[Any]]:
+    """Search keys that change a trial's size, with the values to try (sampled ranges:
+    both ends)."""
+    values = {}
+    for key, p in spec.search.space.items():
+        if key.split(".")[0] not in ("data", "frontend", "backbone") and key != "train.batch_size":
+            continue
+        if p.form in ("grid", "choice"):
+            values[key] = list({json.dumps(v, sort_keys=True): v for v in p.values()}.values())
+        elif p.form == "randint":
+            values[key] = [p.randint[0], p.randint[1] - 1]
+        else:
+            values[key] = list(getattr(p, p.form))
+    return values
+
+
+def _variants(spec: SweepSpec) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """``(swept values, trial config)`` for every combination of sizing values, or for
+    each value alone when the combinations are too many."""
+    base = spec.base_config()
+    values = _sized_values(spec)
+    if math.prod(len(v) for v in values.values()) <= _MAX_COMBINATIONS:
+        combos = (dict(zip(values, combo)) for combo in itertools.product(*values.values()))
+    else:
+        combos = ({key: v} for key, vs in values.items() for v in vs)
+    for chosen in combos:
+        config = copy.deepcopy(base)
+        for key, value in chosen.items():
+            _set_dotted(config, key, value)
+        yield chosen, config
+
+
+def trial_memory(config: Dict[str, Any]) -> Tuple[float, str]:
+    """``(bytes, breakdown)``: estimated peak memory of one trial of ``config``: float32
+    weights with gradients and Adam's two moments, frozen tensors, one batch's
+    activations kept for the backward pass (and their gradients), or the transient
+    values while the model is built if that is more."""
+    from specsweep.data.datasets import DATASET_TASKS, clip_samples
+    from specsweep.model import model_footprint
+
+    data = config["data"]
+    kws = DATASET_TASKS[data["name"]] == "kws"
+    outputs = 12 if kws else (62 if data["name"] == "timit" else _ASR_OUTPUTS_BOUND)
+    fp = model_footprint(config["frontend"], config["backbone"], clip_samples(data), outputs,
+                         "utterance" if kws else "frames")
+    params = sum(fp.trainable.values())
+    batch = config["train"]["batch_size"]
+    weights = 4 * (4 * params + fp.frozen)
+    activations = 4 * 2 * batch * fp.activations
+    build = 4 * (params + fp.frozen + fp.build)
+    total = max(weights + activations, build)
+    breakdown = (f"{params:,} parameters with gradients and Adam state {weights / _GIB:.2f} GiB, "
+                 f"activations of a batch of {batch} {activations / _GIB:.2f} GiB")
+    if build > weights + activations:
+        breakdown += f", building the model {build / _GIB:.2f} GiB"
+    return total, breakdown
+
+
+def memory_limit() -> Tuple[float, str]:
+    """``(bytes, where the limit comes from)``."""
+    if os.environ.get(MEMORY_ENV):
+        return float(os.environ[MEMORY_ENV]) * _GIB, f"{MEMORY_ENV}={os.environ[MEMORY_ENV]}"
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return float(total), f"this machine's memory ({total / _GIB:.1f} GiB; set {MEMORY_ENV} to change the limit)"
+
+
+def memory_problems(spec: SweepSpec) -> List[str]:
+    """A line when the largest trial of ``spec`` would need more memory than the limit."""
+    limit, source = memory_limit()
+    worst: Optional[Tuple[float, str, Dict[str, Any]]] = None
+    problems = []
+    for chosen, config in _variants(spec):
+        try:
+            need, breakdown = trial_memory(config)
+        except ValueError as err:
+            # Each value passed alone; together they do not fit.
+            problems += [f"search.space: trials with {_at(chosen)} are invalid: frontend.{line}"
+                         for line in str(err).splitlines()]
+            continue
+        if worst is None or need > worst[0]:
+            worst = (need, breakdown, chosen)
+    if worst is None or worst[0] <= limit:
+        return problems
+    need, breakdown, chosen = worst
+    at = _at(chosen)
+    return problems + [f"memory: a trial{f' with {at}' if at else ''} needs about {need / _GIB:.1f} GiB ({breakdown}), "
+            f"more than the limit {limit / _GIB:.1f} GiB from {source}; lower train.batch_size, frontend.n_fft, "
+            f"frontend.n_mels or the backbone's size"]
+
+
+def _at(chosen: Dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in chosen.items())
+
+
+def plan_problems(spec: SweepSpec, max_trials: int = DEFAULT_MAX_TRIALS) -> List[str]:
+    """Problems of running ``spec`` at all: too many trials, too much memory per trial."""
+    count, makeup = trial_count(spec)
+    if count > max_trials:
+        return [f"search: {count:,} trials ({makeup}) exceed the limit of {max_trials:,}; "
+                f"shrink the grid or raise the limit with --max-trials {count}"]
+    return memory_problems(spec)
+
+
+def local_resource_problems(spec: SweepSpec, num_cpus: Optional[int] = None) -> List[str]:
+    """Lines for a trial that asks for more CPUs or GPUs than a local Ray on this
+    machine (with ``--num-cpus``: that many CPUs) would have: it would wait forever."""
+    import torch
+
+    problems = []
+    cpus = num_cpus if num_cpus is not None else os.cpu_count() or 1
+    where = f"--num-cpus {num_cpus}" if num_cpus is not None else "this machine"
+    if spec.resources.cpus > cpus:
+        problems.append(f"resources.cpus: a trial asks for {spec.resources.cpus:g} CPUs but {where} has {cpus}; "
+                        f"allowed: at most {cpus} (or join a larger cluster with --address)")
+    # Counts devices without creating a CUDA context.
+    gpus = torch.cuda.device_count()
+    if spec.resources.gpus > gpus:
+        problems.append(f"resources.gpus: a trial asks for {spec.resources.gpus:g} GPUs but this machine has {gpus}; "
+                        f"allowed: at most {gpus} (or join a cluster with GPUs with --address)")
+    return problems
+
+
+def check_plan(spec: SweepSpec, source: str, max_trials: int = DEFAULT_MAX_TRIALS, local: bool = False,
+               num_cpus: Optional[int] = None) -> None:
+    """Raise :class:`SpecError` with every plan problem (and, for a local Ray, every
+    resource problem) of ``spec``."""
+    problems = plan_problems(spec, max_trials)
+    if local:
+        problems += local_resource_problems(spec, num_cpus)
+    if problems:
+        raise SpecError(source, problems)
+
+
+def data_configs(spec: SweepSpec) -> List[Dict[str, Any]]:
+    """The distinct data configs of the sweep's trials, from the data keys of the grid alone."""
+    data_keys = {k: p.values() for k, p in spec.search.space.items() if k.startswith("data.") and p.values()}
+    configs = {}
+    for combo in itertools.product(*data_keys.values()):
+        config = {"data": copy.deepcopy(spec.data)}
+        for key, value in zip(data_keys, combo):
+            _set_dotted(config, key, value)
+        configs[json.dumps(config["data"], sort_keys=True)] = config["data"]
+    return list(configs.values())
