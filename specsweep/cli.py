@@ -91,33 +91,55 @@ def _param_counts(configs: List[Dict[str, Any]]) -> List[Dict[str, int]]:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    """Plan (and cost) of each spec given; several specs give a JSON list with ``--json``."""
+    plans = []
+    for i, path in enumerate(args.spec):
+        if i and not args.json:
+            print()
+        plans.append(_inspect_spec(Path(path), args))
+    if args.json:
+        print(json.dumps(plans[0] if len(plans) == 1 else plans, indent=1))
+    return 0
+
+
+def _inspect_spec(path: Path, args: argparse.Namespace) -> Dict[str, Any]:
     from specsweep.limits import local_resource_problems, plan_problems, trial_count
     from specsweep.spec import expand_trials, load_spec
     from specsweep.status import describe_config
 
-    spec = load_spec(Path(args.spec), smoke=args.smoke_test)
+    spec = load_spec(path, smoke=args.smoke_test)
     count, makeup = trial_count(spec)
     if not args.json:
         print(f"{spec.name}: {count} trials ({makeup})", flush=True)
     problems = plan_problems(spec, args.max_trials)
     if problems:
-        raise SpecError(args.spec, problems)
+        raise SpecError(str(path), problems)
     for note in local_resource_problems(spec):
         print(f"note (for a local Ray on this machine): {note}", file=sys.stderr)
     trials = expand_trials(spec)
     plan = [{"config": config, "trainable_params": params} for config, params in zip(trials, _param_counts(trials))]
+    cost = _sweep_cost(spec, trials, args.calibrate, args.smoke_test)
+    result = {"spec": str(path), "name": spec.name, "metric": spec.metric, "mode": spec.mode, "recipe": spec.recipe,
+              "trials": plan, "cost": cost}
     if args.json:
-        print(json.dumps({"name": spec.name, "metric": spec.metric, "mode": spec.mode, "trials": plan}, indent=1))
-        return 0
-    rows = [{"#": i, **describe_config(p["config"], spec), **p["trainable_params"]} for i, p in enumerate(plan)]
-    print(f"{spec.search.algorithm} search, {spec.scheduler.name} scheduler, "
+        return result
+    rows = [{"#": i, **describe_config(p["config"], spec), **p["trainable_params"],
+             "clip_steps": _count(c["clip_steps"]), "hours": _hours(c["hours"])}
+            for i, (p, c) in enumerate(zip(plan, cost["per_trial"]))]
+    recipe = f"recipe {spec.recipe}, " if spec.recipe else ""
+    print(f"{recipe}{spec.search.algorithm} search, {spec.scheduler.name} scheduler, "
           f"metric {spec.metric} ({spec.mode}), {spec.resources.cpus} CPU / {spec.resources.gpus} GPU per trial")
+    total = cost["total"]
+    sources = sorted({c["rate_source"] for c in cost["per_trial"]})
+    print(f"cost: {_count(total['clip_steps'])} training clip-steps (epochs x training clips), about "
+          f"{_hours(total['trial_hours'])} trial-hours = {_hours(total['cpu_hours'])} CPU-hours, "
+          f"{_hours(total['gpu_hours'])} GPU-hours; clips/s {'; '.join(sources)}")
     columns = list(rows[0]) if rows else []
     widths = [max(len(str(c)), *(len(str(r[c])) for r in rows)) for c in columns]
     print("  ".join(str(c).rjust(w) for c, w in zip(columns, widths)))
     for r in rows:
         print("  ".join(str(r[c]).rjust(w) for c, w in zip(columns, widths)))
-    return 0
+    return result
 
 
 def _data_settings(name: str, settings: Sequence[str]) -> Dict[str, Any]:
@@ -136,6 +158,29 @@ def _data_settings(name: str, settings: Sequence[str]) -> Dict[str, Any]:
             raise DatasetConfigError(f"--set {setting}: expected KEY=VALUE with KEY one of {', '.join(sorted(allowed))}")
         config[key] = yaml.safe_load(value)
     return config
+
+
+def _sweep_cost(spec: Any, trials: List[Dict[str, Any]], calibrate: bool, smoke: bool) -> Dict[str, Any]:
+    from specsweep.cost import calibrate as time_model
+    from specsweep.cost import model_key, sweep_cost
+
+    rates = None
+    if calibrate:
+        rates = {}
+        for config in trials:
+            key = model_key(config)
+            if key not in rates:
+                rates[key] = time_model(config, spec.resources.cpus)
+    limit = spec.smoke.limit_train_batches if smoke else None
+    return sweep_cost(trials, spec.resources.cpus, spec.resources.gpus, limit, rates)
+
+
+def _count(value: Optional[float]) -> str:
+    return "unknown" if value is None else f"{value:,.0f}"
+
+
+def _hours(value: Optional[float]) -> str:
+    return "unknown" if value is None else f"{value:,.2f}" if value < 10 else f"{value:,.0f}"
 
 
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
@@ -205,11 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=_cmd_status)
 
     inspect = add("inspect", help="validate a spec and print its trial plan")
-    inspect.add_argument("spec")
+    inspect.add_argument("spec", nargs="+", help="sweep spec YAML file(s); several give a JSON list with --json")
     inspect.add_argument("--json", action="store_true")
     inspect.add_argument("--smoke-test", action="store_true")
     inspect.add_argument("--max-trials", type=_positive_int, default=DEFAULT_MAX_TRIALS,
                          help=f"refuse specs with more trials than this (default {DEFAULT_MAX_TRIALS})")
+    inspect.add_argument("--calibrate", action="store_true",
+                         help="time a few training steps of each distinct model on this machine's device for the hours")
     inspect.set_defaults(func=_cmd_inspect)
 
     data = add("data", help="dataset preparation")

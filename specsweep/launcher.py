@@ -507,13 +507,14 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
     run_dir = RunLocation(run_dir)
     spec = load_run(run_dir)
     smoke = _run_info(run_dir).get("smoke", False)
-    if not tune.Tuner.can_restore(run_dir.uri):
-        raise RunDirError(f"{run_dir} has no Tune experiment state to resume (was the sweep started?)")
     try:
         trials = read_trials(run_dir)
     except DamagedRunError as err:
         raise RunDirError(f"{err}\nresume refuses to write over a damaged run: `specsweep status {shlex.quote(str(run_dir))}` shows "
                           f"what can still be read; move the damaged files aside to resume the rest") from None
+    # Without its experiment state Tune would start the sweep anew inside the old run.
+    if not tune.Tuner.can_restore(run_dir.uri) or not run_dir.glob("experiment_state-*.json"):
+        raise RunDirError(f"{run_dir} has no Tune experiment state to resume (was the sweep started?)")
     if trials and all(t["status"] == "TERMINATED" for t in trials):
         print(f"[specsweep] {run_dir}: all {len(trials)} trials already finished; nothing to resume")
         return SweepOutcome(run_dir.display, summary_rows(trials, spec), 0, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import pickle
 import shlex
 import statistics
 import tempfile
@@ -170,7 +171,12 @@ def tested_state(run_dir: RunLocation, trial_dir: str) -> Optional[Dict[str, Any
     checkpoints = run_dir.glob(f"{trial_dir}/checkpoint_*/checkpoint.ckpt")
     if not checkpoints:
         return None
-    state = torch.load(io.BytesIO(run_dir.read_bytes(checkpoints[-1])), map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(io.BytesIO(run_dir.read_bytes(checkpoints[-1])), map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise ReportError(f"{run_dir.child(checkpoints[-1]).display} is damaged ({str(err).splitlines()[0]}); the tables "
+                          f"are written, the filterbank figure needs it: move that checkpoint folder aside to draw "
+                          f"the others") from None
     callbacks = state.get("callbacks", {})
     kept = [c["weights"] for k, c in callbacks.items() if k.startswith("BestWeights") and c.get("weights")]
     initial = callbacks.get("FrontendFigures", {}).get("initial", {}).get("filterbank")

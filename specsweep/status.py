@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+from specsweep.launcher import RunDirError
 from specsweep.rundir import RunLocation
 from specsweep.spec import SweepSpec
 
 STATUSES = ("PENDING", "RUNNING", "TERMINATED", "ERROR")
+# A running sweep rewrites its experiment state in place: a file read mid-write is read
+# again after this many seconds before it counts as damaged.
+_REWRITE_WAIT_S = 0.5
 
 
-class DamagedRunError(RuntimeError):
+class DamagedRunError(RunDirError):
     """Files of a run directory cannot be read; ``damaged`` names them, ``trials`` holds
     what could still be read from the trials' own result files."""
 
@@ -52,12 +57,22 @@ def _experiment_state_damage(run_dir: RunLocation) -> List[str]:
     """Tune's experiment state files that are not JSON (e.g. truncated)."""
     damaged = []
     for relative in run_dir.glob("experiment_state-*.json"):
-        try:
-            json.loads(run_dir.read_bytes(relative))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            damaged.append(f"{run_dir.child(relative)}: Tune's experiment state is truncated or not JSON; trial states below "
-                           f"come from each trial's result.json and error.txt")
+        if _is_json(run_dir, relative):
+            continue
+        # A running sweep rewrites its state file; read mid-write, it is read again once.
+        time.sleep(_REWRITE_WAIT_S)
+        if not _is_json(run_dir, relative):
+            damaged.append(f"{run_dir.child(relative)}: Tune's experiment state is truncated or not JSON; trial "
+                           f"states are read from each trial's result.json and error.txt instead")
     return damaged
+
+
+def _is_json(run_dir: RunLocation, relative: str) -> bool:
+    try:
+        json.loads(run_dir.read_bytes(relative))
+    except (json.JSONDecodeError, UnicodeDecodeError, FileNotFoundError):
+        return False
+    return True
 
 
 def _trials_from_results(run_dir: RunLocation, metric: str, mode: str, damaged: List[str]) -> List[Dict[str, Any]]:
@@ -124,8 +139,12 @@ def read_trials(run_dir: Union[Path, str, RunLocation], metric: Optional[str] = 
     spec = load_run(run_dir)
     metric, mode = metric or spec.metric, mode or spec.mode
     if not run_dir.glob("experiment_state-*.json"):
-        return []
-    damaged = _experiment_state_damage(run_dir)
+        if not run_dir.glob("trial_*"):
+            return []
+        damaged = [f"{run_dir}: Tune's experiment state (experiment_state-*.json) is missing; trial states are read "
+                   f"from each trial's result.json and error.txt instead"]
+    else:
+        damaged = _experiment_state_damage(run_dir)
     if damaged:
         trials = _trials_from_results(run_dir, metric, mode, damaged)
     else:
@@ -145,12 +164,15 @@ def _tune_trials(run_dir: RunLocation, metric: str, mode: str, damaged: List[str
         analysis = ExperimentAnalysis(run_dir.path, storage_filesystem=run_dir.fs)
     except (ValueError, KeyError, TypeError, OSError) as err:
         damaged.append(f"{run_dir}: Tune cannot read its experiment state ({type(err).__name__}: {err}); "
-                       f"trial states below come from each trial's result.json and error.txt")
+                       f"trial states are read from each trial's result.json and error.txt instead")
         return _trials_from_results(run_dir, metric, mode, damaged)
     trials = []
     for trial in analysis.trials:
         # The trial's folder by name: the run directory may have moved since Tune wrote its path.
         trial_dir = Path(trial.path).name
+        if not run_dir.is_dir(trial_dir) and trial.status != "PENDING":
+            damaged.append(f"{run_dir.child(trial_dir)}: the folder of trial {trial.trial_id} ({trial.status}) is "
+                           f"missing; its results and checkpoints are lost")
         rows = _results(run_dir, trial_dir, damaged)
         status = _live_status(trial.status, rows, metric)
         trials.append({

@@ -12,14 +12,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Union
 
 import lightning.pytorch as pl
-import ray
 import torch
-from ray import tune
-from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
 from specsweep import tracking
 from specsweep.data.datasets import PreparedData, prepare_dataset
-from specsweep.data.loaders import make_loaders
+from specsweep.data.loaders import make_loaders, resolve_data_path
 from specsweep.model import build_model
 from specsweep.spec import VAL_METRICS
 from specsweep.trainables.callbacks import (
@@ -52,16 +49,34 @@ def build_task(config: Dict[str, Any], data: PreparedData) -> SpeechTask:
     raise ValueError(f"task must be 'kws' or 'asr', got {config['task']!r}")
 
 
+def build_trial_task(config: Dict[str, Any], data: PreparedData) -> SpeechTask:
+    """:func:`build_task`, its model compiled when ``train.compile`` is set: in place, so
+    parameter names, checkpoints and the front-end's figures stay as in eager mode. On a
+    GPU the compiled forward and backward replay as CUDA graphs (``reduce-overhead``): one
+    launch instead of hundreds of small kernels per step."""
+    task = build_task(config, data)
+    if config["train"]["compile"]:
+        task.net.compile(mode="reduce-overhead" if trial_device().type == "cuda" else None)
+    return task
+
+
+def trial_device() -> torch.device:
+    """The device a trial trains on: Ray sets ``CUDA_VISIBLE_DEVICES`` to the GPU (or GPU
+    share) it assigned, which the trial sees as its first GPU."""
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def trial_data(config: Dict[str, Any]) -> tuple[PreparedData, Dict[str, Any], torch.Generator]:
     """The prepared dataset, its loaders and the seeded generator that orders training batches."""
     train = config["train"]
     data = prepare_dataset(config["data"])
     generator = torch.Generator().manual_seed(int(config["seed"]))
+    on_device = resolve_data_path(train["data_path"], data) == "device"
     loaders = make_loaders(
         data, int(train["batch_size"]), generator, int(train["num_workers"]),
         balance_classes=bool(train["balance_classes"]) and config["task"] == "kws",
         class_weights=train["class_weights"] if config["task"] == "kws" else None,
-        eval_batch_size=train["eval_batch_size"],
+        eval_batch_size=train["eval_batch_size"], device=trial_device() if on_device else None,
     )
     return data, loaders, generator
 
@@ -82,7 +97,14 @@ class Laps:
 
 def trainer_options(train: Dict[str, Any], limit_train_batches: Union[int, float],
                     limit_eval_batches: Union[int, float], root: Path) -> Dict[str, Any]:
-    """The Lightning ``Trainer`` options of a trial, apart from loggers and callbacks."""
+    """The Lightning ``Trainer`` options of a trial, apart from loggers and callbacks.
+
+    Trials run with deterministic algorithms, but without that mode's filling of every new
+    tensor with NaN (``torch.utils.deterministic.fill_uninitialized_memory``), a debugging
+    aid that changes no result of ops that write their outputs and costs a kernel per
+    allocation: about 1,100 per BC-ResNet-1 training step.
+    """
+    torch.utils.deterministic.fill_uninitialized_memory = False
     return dict(
         max_epochs=int(train["epochs"]),
         enable_progress_bar=False,
@@ -100,10 +122,7 @@ def trainer_options(train: Dict[str, Any], limit_train_batches: Union[int, float
 
 
 def _accelerator() -> Dict[str, Any]:
-    # Ray sets CUDA_VISIBLE_DEVICES to the GPU (or GPU share) it assigned to this trial.
-    if torch.cuda.is_available():
-        return {"accelerator": "gpu", "devices": 1}
-    return {"accelerator": "cpu", "devices": 1}
+    return {"accelerator": "gpu" if trial_device().type == "cuda" else "cpu", "devices": 1}
 
 
 def train_trial(config: Dict[str, Any], run: RunContext) -> None:
@@ -116,6 +135,12 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     ``timing/worker_unix`` are the Unix times the trial started and its worker loaded the
     trainable), which ``bench/bench_sweep.py`` reads.
     """
+    # Ray is imported here, not above, so that a trial's set-up (build_trial_task, trial_data)
+    # loads without it: benchmarks on a bare GPU machine and ``specsweep inspect --calibrate``.
+    import ray
+    from ray import tune
+    from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
+
     entry = time.time()
     lap = Laps()
     timings = lap.seconds
@@ -128,7 +153,7 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     data, loaders, sampler_generator = trial_data(config)
     train = config["train"]
     lap("timing/data_s")
-    task = build_task(config, data)
+    task = build_trial_task(config, data)
     lap("timing/model_s")
 
     trial_id = context.get_trial_id()
