@@ -219,7 +219,8 @@ def test_s3_run_directory_killed_status_resume_report(s3_storage, tmp_path):
                      env=env, timeout=120)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
 
-    path = _spec(tmp_path, "s3", search={"space": {"frontend.setting": {"grid": ["A", "B", "C", "D"]}}})
+    path = _spec(tmp_path, "s3", search={"space": {"frontend.setting": {"grid": ["A", "B", "C", "D"]}}},
+                 train__epochs=2)
     log = open(tmp_path / "driver.log", "w")
     driver = subprocess.Popen([sys.executable, "-m", "specsweep", "run", str(path), "--storage", storage, "--name",
                                "k", "--num-cpus", "2"], env=env, stdout=log, stderr=subprocess.STDOUT,
