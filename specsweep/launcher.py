@@ -231,9 +231,11 @@ def run_sweep(
     smoke: bool = False,
     num_cpus: Optional[int] = None,
     max_trials: int = DEFAULT_MAX_TRIALS,
+    verbose: bool = False,
 ) -> SweepOutcome:
     """Validate ``spec_path`` and what it would cost, claim a fresh run directory, run
-    the sweep, summarise it. Every refusal comes before the run directory exists."""
+    the sweep, summarise it. Every refusal comes before the run directory exists.
+    ``verbose`` streams what trials print to the console as well as to their logs."""
     spec = load_spec(spec_path, smoke=smoke)
     name = check_run_name(f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}" if name is None else name)
     check_plan(spec, str(spec_path), max_trials, local=address is None, num_cpus=num_cpus)
@@ -249,7 +251,7 @@ def run_sweep(
         _join_ray(address, num_cpus)
         if address:
             _check_cluster(spec, address)
-        tuner = _build_tuner(spec, run_dir, smoke)
+        tuner = _build_tuner(spec, run_dir, smoke, verbose=verbose)
     return _finish(tuner, spec, run_dir)
 
 
@@ -298,7 +300,7 @@ def _run_info(run_dir: Path) -> Dict[str, Any]:
 
 
 def resume_sweep(run_dir: Path, address: Optional[str] = None, restart_errored: bool = False,
-                 num_cpus: Optional[int] = None) -> SweepOutcome:
+                 num_cpus: Optional[int] = None, verbose: bool = False) -> SweepOutcome:
     """Continue a killed or failed sweep in place: finished trials are kept, unfinished
     ones continue from their latest checkpoints, errored ones are retried.
 
@@ -327,7 +329,7 @@ def resume_sweep(run_dir: Path, address: Optional[str] = None, restart_errored: 
                num_cpus=num_cpus)
     _prepare_data(spec)
     _join_ray(address, num_cpus)
-    tuner = _build_tuner(spec, run_dir, smoke, restore=True, restart_errored=restart_errored)
+    tuner = _build_tuner(spec, run_dir, smoke, restore=True, restart_errored=restart_errored, verbose=verbose)
     return _finish(tuner, spec, run_dir)
 
 

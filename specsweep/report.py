@@ -12,7 +12,7 @@ import csv
 import statistics
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import matplotlib
 
@@ -263,19 +263,3 @@ def _to_wandb(spec: SweepSpec, run_dir: Path, files: Dict[str, Path]) -> None:
     run.log({"results": wandb.Table(columns=rows[0], data=rows[1:]),
              **{k: wandb.Image(str(p)) for k, p in files.items() if p.suffix == ".png"}})
     run.finish()
-
-
-def add_parser(sub: Any, parents: Sequence[Any] = ()) -> None:
-    report = sub.add_parser("report", help="tables (Markdown, CSV) and figures of a run directory",
-                            parents=list(parents))
-    report.add_argument("run_dir")
-    report.add_argument("--out", type=Path, help="output folder (default RUN_DIR/report)")
-    report.set_defaults(func=_cmd_report)
-
-
-def _cmd_report(args: Any) -> int:
-    files = build_report(Path(args.run_dir), args.out)
-    print(files["markdown"].read_text())
-    for kind, path in files.items():
-        print(f"{kind}: {path}")
-    return 0
