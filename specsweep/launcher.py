@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import yaml
+
 from specsweep.limits import DEFAULT_MAX_TRIALS, check_plan, data_configs, trial_count
 from specsweep.spec import SpecError, SweepSpec, load_spec, param_space, validate_spec
 

@@ -83,6 +83,8 @@ class SweepProgress(Callback):
 
     def _reset(self) -> None:
         self.best: Optional[float] = None
+        # Each trial's latest result: callbacks hear of a result before Tune stores it.
+        self.latest: Dict[str, Dict] = {}
         self.report_seconds: List[float] = []
         self.concurrency = 1
         self.started = time.monotonic()
@@ -132,7 +134,7 @@ class SweepProgress(Callback):
         left = (self.total_trials - len(trials)) * (self.epochs + 1)
         for t in trials:
             if (changed or {}).get(t.trial_id, t.status) in ("RUNNING", "PENDING", "PAUSED"):
-                left += max(self._epochs_of(t) + 1 - _iteration(t.last_result), 0)
+                left += max(self._epochs_of(t) + 1 - _iteration(self._result(t)), 0)
         return left * mean / max(self.concurrency, 1)
 
     def headline(self, trials: List[Any], changed: Optional[Dict[str, str]] = None) -> str:
@@ -148,9 +150,12 @@ class SweepProgress(Callback):
                 f"{counts['PENDING']} pending, {counts['ERROR']} errored | best {self.metric} {best} | "
                 f"{format_seconds(time.monotonic() - self.started)} elapsed, eta {eta_text}")
 
-    def trial_line(self, trial: Any, result: Optional[Dict] = None) -> str:
-        """``<label>: epoch k/N <metric> <value>`` after ``result`` (default: the trial's last)."""
-        result = trial.last_result if result is None else result
+    def _result(self, trial: Any) -> Dict:
+        return self.latest.get(trial.trial_id) or trial.last_result or {}
+
+    def trial_line(self, trial: Any) -> str:
+        """``<label>: epoch k/N <metric> <value>`` after the trial's latest result."""
+        result = self._result(trial)
         done = _iteration(result)
         epochs = self._epochs_of(trial)
         value = result.get(self.metric)
@@ -190,6 +195,7 @@ class SweepProgress(Callback):
             self._draw(trials)
 
     def on_trial_result(self, iteration: int, trials: List[Any], trial: Any, result: Dict, **info: Any) -> None:
+        self.latest[trial.trial_id] = result
         seconds = result.get("time_this_iter_s")
         if isinstance(seconds, (int, float)):
             self.report_seconds.append(float(seconds))
@@ -198,10 +204,10 @@ class SweepProgress(Callback):
             self.best = float(value)
         # The report after the last epoch carries the test metrics: the trial's "done" line says it.
         if _iteration(result) <= self._epochs_of(trial):
-            self._event(trials, self.trial_line(trial, result))
+            self._event(trials, self.trial_line(trial))
 
     def on_trial_complete(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
-        result = trial.last_result or {}
+        result = self._result(trial)
         stopped = _iteration(result) <= self._epochs_of(trial)
         best = result.get(f"best_{self.metric}")
         shown = f" best {self.metric} {best:.4f}" if isinstance(best, (int, float)) else ""

@@ -137,3 +137,52 @@ def test_piped_sweep_console_is_short_and_ends_with_the_summary(tmp_path):
         assert "GPU available" in (run_folder / "files" / "trial.log").read_text()
         (artifact,) = read_run(run_folder)["artifacts"]
         assert artifact["type"] == "model" and "best" in artifact["aliases"] and artifact["files"] == ["best.ckpt"]
+
+
+def _trials():
+    from ray.tune.experiment import Trial
+
+    trials = [Trial("train_trial", config={"train": {"epochs": 3}, "seed": 1, "frontend": {"setting": s}},
+                    stub=True, trial_id=f"t{i}") for i, s in enumerate("AB")]
+    trials[0].set_status(Trial.RUNNING)
+    return trials
+
+
+def test_progress_view_lines_counts_and_eta(capsys):
+    from specsweep.progress import SweepProgress, set_console
+
+    set_console(live=False)
+    view = SweepProgress("val_acc", "max", epochs=3, total_trials=3, labels=["frontend.setting", "seed"])
+    view.setup()
+    trials = _trials()
+    view.on_trial_result(0, trials, trials[0], {"training_iteration": 1, "val_acc": 0.5, "time_this_iter_s": 2.0})
+    view.on_trial_error(0, trials, trials[0])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[specsweep] t0 setting=A seed=1: epoch 1/3 val_acc 0.5000 | 0/3 done, 1 running, "
+                               "2 pending, 0 errored | best val_acc 0.5000 | ")
+    # Left: 3 reports of t0 (epochs 2, 3 and its test report), 4 of t1 and 4 of the trial
+    # Tune has not created yet, at the measured 2 s each, one at a time.
+    assert lines[0].endswith("elapsed, eta ~22s"), lines[0]
+    assert "t0 setting=A seed=1: errored" in lines[1] and "0 running, 2 pending, 1 errored" in lines[1]
+    assert len(lines) == 2
+
+
+def test_progress_view_redraws_in_place_on_a_terminal(capsys):
+    from specsweep.progress import SweepProgress, set_console
+
+    set_console(live=True)
+    try:
+        view = SweepProgress("val_acc", "max", epochs=3, total_trials=2, labels=["frontend.setting"])
+        view.setup()
+        trials = _trials()
+        view.on_trial_result(0, trials, trials[0], {"training_iteration": 1, "val_acc": 0.5, "time_this_iter_s": 2.0})
+        view.on_trial_complete(0, trials, trials[0])
+    finally:
+        set_console()
+    out = capsys.readouterr().out
+    first, second = out.split("\x1b[2F")
+    # The first view: headline and the running trial; the second rewrites both lines, the
+    # trial is done, and the line it held is cleared.
+    assert first.count("\n") == 2 and "  t0 setting=A: epoch 1/3 val_acc 0.5000" in first
+    assert "1/2 done, 0 running, 1 pending" in second and "t0 setting=A" not in second
+    assert second.endswith("\x1b[2K\n\x1b[1F")

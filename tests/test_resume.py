@@ -203,11 +203,13 @@ def test_asha_stops_the_same_trials_after_a_killed_driver(ray_session, tmp_path)
     against the results from before the kill, as the uninterrupted sweep does."""
     path = _spec(tmp_path, "asha", train={"epochs": 4, "batch_size": 16, "lr": 0.01},
                  search={"metric": "val_loss", "mode": "min",
-                         "space": {"train.lr": {"grid": [0.01, 1.0e-9, 2.0e-9, 3.0e-9]}}},
+                         "space": {"train.lr": {"grid": [0.01, 1.0e-9, 2.0e-9]}}},
                  scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2},
                  resources={"cpus": 1, "max_concurrent": 1})
     baseline = _iterations(run_sweep(path, storage=tmp_path / "runs", name="baseline").run_dir)
-    assert min(baseline.values()) < 4, baseline
+    # Trials run 4 epochs and a test report unless ASHA stops them (here the learning-rate
+    # starved ones, at the last rung).
+    assert min(baseline.values()) < 5, baseline
 
     env = {**os.environ, "WANDB_MODE": "offline"}
     run_dir = tmp_path / "runs" / "killed"
