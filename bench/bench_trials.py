@@ -3,7 +3,8 @@ model behind the nnAudio front-end, per setting A-D, keyword spotting.
 
 A step is what a trial's training loop does per batch: take the next batch of 32
 one-second clips of the embedded keyword set's train split from the ``DataLoader``
-(shuffled, ``num_workers=0``), forward through front-end and backbone, cross-entropy,
+(shuffled, ``num_workers=0``), or with ``--data-path device`` gathered on the device from
+the split's audio copied there once (``train.data_path``), forward through front-end and backbone, cross-entropy,
 backward, optimizer step, and the front-end's post-step clamping. The task comes from
 ``specsweep.trainables.trial.build_task`` with a quickstart-like config; the optimizer is
 the task's own (Adam, its parameter groups) without the learning-rate schedule, which
@@ -28,10 +29,9 @@ import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-from torch.utils.data import DataLoader
-
 from bench.common import document, fmt, machine_line, out_path, parser, publish, table, versions_line
 from specsweep.data.datasets import PreparedData, prepare_dataset
+from specsweep.data.loaders import DATA_PATHS, make_loaders, resolve_data_path
 from specsweep.frontends import SETTINGS
 
 NAME = "trials"
@@ -58,16 +58,17 @@ def trial_config(backbone: Dict[str, Any], setting: str, data_config: Dict[str, 
     return config
 
 
-def batches(data: PreparedData, device: torch.device) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-    """Training batches forever, reshuffled each pass, as the trial's loader yields them."""
-    loader = DataLoader(data.dataset("train"), BATCH, shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(0))
+def batches(data: PreparedData, device: torch.device, data_path: str) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """Training batches forever, reshuffled each pass, as the trial's batches come:
+    ``data_path`` ``loader`` (a ``DataLoader``) or ``device`` (gathered on ``device``)."""
+    on_device = resolve_data_path(data_path, data) == "device"
+    loader = make_loaders(data, BATCH, torch.Generator().manual_seed(0), device=device if on_device else None)["train"]
     for waveform, targets in itertools.chain.from_iterable(itertools.repeat(loader)):
         yield waveform.to(device, non_blocking=True), targets[:, 0].to(device, non_blocking=True)
 
 
 def steps_per_second(config: Dict[str, Any], data: PreparedData, device: torch.device, seconds: float,
-                     warmup: int, min_steps: int) -> Tuple[float, int]:
+                     warmup: int, min_steps: int, data_path: str = "loader") -> Tuple[float, int]:
     """Training steps per second of ``config``'s task, and the number of timed steps."""
     from specsweep.trainables.trial import build_task
 
@@ -75,7 +76,7 @@ def steps_per_second(config: Dict[str, Any], data: PreparedData, device: torch.d
     task = build_task(config, data).to(device)
     task.train()
     optimizer = task.configure_optimizers()
-    stream = batches(data, device)
+    stream = batches(data, device, data_path)
 
     def step() -> None:
         waveform, targets = next(stream)
@@ -106,14 +107,15 @@ def steps_per_second(config: Dict[str, Any], data: PreparedData, device: torch.d
 
 
 def measure(data_config: Dict[str, Any], settings: Sequence[str], device: torch.device, seconds: float,
-            warmup: int, min_steps: int) -> Tuple[Dict[Tuple[str, str], Tuple[float, int]], PreparedData]:
+            warmup: int, min_steps: int, data_path: str = "loader"
+            ) -> Tuple[Dict[Tuple[str, str], Tuple[float, int]], PreparedData]:
     """``{(setting, backbone label): (clips/s, timed steps)}`` for every cell."""
     data = prepare_dataset(data_config)
     results = {}
     for setting in settings:
         for label, backbone in BACKBONES.items():
             rate, n = steps_per_second(trial_config(backbone, setting, data_config), data, device, seconds,
-                                       warmup, min_steps)
+                                       warmup, min_steps, data_path)
             results[setting, label] = (rate * BATCH, n)
     return results, data
 
@@ -141,6 +143,8 @@ def build_parser(name: str, description: str, default_device: str) -> argparse.A
     p.add_argument("--settings", default="ABCD")
     p.add_argument("--device", default=default_device)
     p.add_argument("--threads", type=int, default=1, help="torch threads (sweeps give each trial 1 per CPU)")
+    p.add_argument("--data-path", choices=DATA_PATHS, default="auto",
+                   help="train.data_path: DataLoader, or batches gathered on the device (auto: device for KWS)")
     return p
 
 
@@ -159,12 +163,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     start = time.perf_counter()
-    results, data = measure(args.data, args.settings, device, args.seconds, args.warmup, args.min_steps)
+    results, data = measure(args.data, args.settings, device, args.seconds, args.warmup, args.min_steps, args.data_path)
     train_clips = len(data.dataset("train"))
     header = [
         machine_line(),
         versions_line("torch", "nnAudio"),
-        f"- device {device}; data `{args.data}` ({train_clips:,} train clips); batch {BATCH} one-second clips; "
+        f"- device {device}; data `{args.data}` ({train_clips:,} train clips), data path "
+        f"{resolve_data_path(args.data_path, data)}; batch {BATCH} one-second clips; "
         f"nnAudio front-end (n_fft 480, hop 160, 40 Mel bins); Adam",
         f"- {args.warmup} warm-up steps, then steps for {args.seconds:g} s (at least {args.min_steps}) per cell; "
         "s/epoch = train clips / clips/s",

@@ -66,6 +66,8 @@ class GpuSampler:
     def __init__(self, every: float = SAMPLE_EVERY) -> None:
         self.every = every
         self.samples: List[List[tuple[float, float]]] = []
+        # Unix time of each sample, to summarise a window (e.g. only the timed epochs).
+        self.times: List[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -76,6 +78,7 @@ class GpuSampler:
             try:
                 self.samples.append([(float(u), float(m)) for u, m in
                                      (line.split(",") for line in out.strip().splitlines() if line.strip())])
+                self.times.append(time.time())
             except ValueError:
                 # "[N/A]" or an error line: skip the sample rather than end the sampling.
                 pass
@@ -89,12 +92,14 @@ class GpuSampler:
         self._stop.set()
         self._thread.join()
 
-    def summary(self) -> List[Dict[str, float]]:
-        """Per GPU: mean, median and max utilisation, max memory, number of samples."""
+    def summary(self, start: float = 0.0, end: float = float("inf")) -> List[Dict[str, float]]:
+        """Per GPU: mean, median and max utilisation, max memory, number of samples, over
+        the samples taken between the Unix times ``start`` and ``end`` (default: all)."""
         out = []
-        for gpu in range(len(self.samples[0]) if self.samples else 0):
-            util = [s[gpu][0] for s in self.samples if len(s) > gpu]
-            mem = [s[gpu][1] for s in self.samples if len(s) > gpu]
+        samples = [s for s, t in zip(self.samples, self.times) if start <= t <= end]
+        for gpu in range(len(samples[0]) if samples else 0):
+            util = [s[gpu][0] for s in samples if len(s) > gpu]
+            mem = [s[gpu][1] for s in samples if len(s) > gpu]
             out.append({"gpu": gpu, "mean": statistics.fmean(util), "median": statistics.median(util),
                         "max": max(util), "mem_max": max(mem), "samples": len(util)})
         return out
@@ -175,7 +180,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     start = time.perf_counter()
-    results, data = measure(args.data, args.settings, device, args.seconds, args.warmup, args.min_steps)
+    results, data = measure(args.data, args.settings, device, args.seconds, args.warmup, args.min_steps, args.data_path)
     train_clips = len(data.dataset("train"))
     sections = ["## Training clips/s per cell (data + forward + backward + optimizer step)\n\n"
                 + result_table(results, args.settings, train_clips)]

@@ -36,23 +36,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     from specsweep.launcher import resume_sweep
 
-    outcome = resume_sweep(Path(args.run_dir), address=args.address, restart_errored=args.restart_errored,
+    outcome = resume_sweep(args.run_dir, address=args.address, restart_errored=args.restart_errored,
                            num_cpus=args.num_cpus, verbose=args.verbose)
     return outcome.exit_code
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from specsweep.launcher import format_table, load_run, summary_rows
+    from specsweep.rundir import RunLocation
     from specsweep.status import DamagedRunError, read_trials
 
-    spec = load_run(Path(args.run_dir))
+    run_dir = RunLocation(args.run_dir)
+    spec = load_run(run_dir)
     damage = None
     try:
-        trials = read_trials(Path(args.run_dir))
+        trials = read_trials(run_dir)
     except DamagedRunError as err:
         damage, trials = err, err.trials
     if args.json:
-        print(json.dumps({"run_dir": str(Path(args.run_dir).resolve()),
+        print(json.dumps({"run_dir": run_dir.uri,
                           "trials": [{k: t[k] for k in ("id", "status", "config", "metrics", "error")} for t in trials],
                           **({"damaged": damage.damaged} if damage else {})},
                          indent=1, default=str))
@@ -92,33 +94,55 @@ def _param_counts(configs: List[Dict[str, Any]]) -> List[Dict[str, int]]:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    """Plan (and cost) of each spec given; several specs give a JSON list with ``--json``."""
+    plans = []
+    for i, path in enumerate(args.spec):
+        if i and not args.json:
+            print()
+        plans.append(_inspect_spec(Path(path), args))
+    if args.json:
+        print(json.dumps(plans[0] if len(plans) == 1 else plans, indent=1))
+    return 0
+
+
+def _inspect_spec(path: Path, args: argparse.Namespace) -> Dict[str, Any]:
     from specsweep.limits import local_resource_problems, plan_problems, trial_count
     from specsweep.spec import SpecError, expand_trials, load_spec
     from specsweep.status import describe_config
 
-    spec = load_spec(Path(args.spec), smoke=args.smoke_test)
+    spec = load_spec(path, smoke=args.smoke_test)
     count, makeup = trial_count(spec)
     if not args.json:
         print(f"{spec.name}: {count} trials ({makeup})", flush=True)
     problems = plan_problems(spec, args.max_trials)
     if problems:
-        raise SpecError(args.spec, problems)
+        raise SpecError(str(path), problems)
     for note in local_resource_problems(spec):
         print(f"note (for a local Ray on this machine): {note}", file=sys.stderr)
     trials = expand_trials(spec)
     plan = [{"config": config, "trainable_params": params} for config, params in zip(trials, _param_counts(trials))]
+    cost = _sweep_cost(spec, trials, args.calibrate, args.smoke_test)
+    result = {"spec": str(path), "name": spec.name, "metric": spec.metric, "mode": spec.mode, "recipe": spec.recipe,
+              "trials": plan, "cost": cost}
     if args.json:
-        print(json.dumps({"name": spec.name, "metric": spec.metric, "mode": spec.mode, "trials": plan}, indent=1))
-        return 0
-    rows = [{"#": i, **describe_config(p["config"], spec), **p["trainable_params"]} for i, p in enumerate(plan)]
-    print(f"{spec.search.algorithm} search, {spec.scheduler.name} scheduler, "
+        return result
+    rows = [{"#": i, **describe_config(p["config"], spec), **p["trainable_params"],
+             "clip_steps": _count(c["clip_steps"]), "hours": _hours(c["hours"])}
+            for i, (p, c) in enumerate(zip(plan, cost["per_trial"]))]
+    recipe = f"recipe {spec.recipe}, " if spec.recipe else ""
+    print(f"{recipe}{spec.search.algorithm} search, {spec.scheduler.name} scheduler, "
           f"metric {spec.metric} ({spec.mode}), {spec.resources.cpus} CPU / {spec.resources.gpus} GPU per trial")
+    total = cost["total"]
+    sources = sorted({c["rate_source"] for c in cost["per_trial"]})
+    print(f"cost: {_count(total['clip_steps'])} training clip-steps (epochs x training clips), about "
+          f"{_hours(total['trial_hours'])} trial-hours = {_hours(total['cpu_hours'])} CPU-hours, "
+          f"{_hours(total['gpu_hours'])} GPU-hours; clips/s {'; '.join(sources)}")
     columns = list(rows[0]) if rows else []
     widths = [max(len(str(c)), *(len(str(r[c])) for r in rows)) for c in columns]
     print("  ".join(str(c).rjust(w) for c, w in zip(columns, widths)))
     for r in rows:
         print("  ".join(str(r[c]).rjust(w) for c, w in zip(columns, widths)))
-    return 0
+    return result
 
 
 def _data_settings(name: str, settings: Sequence[str]) -> Dict[str, Any]:
@@ -137,6 +161,29 @@ def _data_settings(name: str, settings: Sequence[str]) -> Dict[str, Any]:
             raise DatasetConfigError(f"--set {setting}: expected KEY=VALUE with KEY one of {', '.join(sorted(allowed))}")
         config[key] = yaml.safe_load(value)
     return config
+
+
+def _sweep_cost(spec: Any, trials: List[Dict[str, Any]], calibrate: bool, smoke: bool) -> Dict[str, Any]:
+    from specsweep.cost import calibrate as time_model
+    from specsweep.cost import model_key, sweep_cost
+
+    rates = None
+    if calibrate:
+        rates = {}
+        for config in trials:
+            key = model_key(config)
+            if key not in rates:
+                rates[key] = time_model(config, spec.resources.cpus)
+    limit = spec.smoke.limit_train_batches if smoke else None
+    return sweep_cost(trials, spec.resources.cpus, spec.resources.gpus, limit, rates)
+
+
+def _count(value: Optional[float]) -> str:
+    return "unknown" if value is None else f"{value:,.0f}"
+
+
+def _hours(value: Optional[float]) -> str:
+    return "unknown" if value is None else f"{value:,.2f}" if value < 10 else f"{value:,.0f}"
 
 
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
@@ -170,13 +217,9 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from specsweep.report import build_report
+    from specsweep.report import report_command
 
-    files = build_report(Path(args.run_dir), args.out)
-    print(files["markdown"].read_text())
-    for kind, path in files.items():
-        print(f"{kind}: {path}")
-    return 0
+    return report_command(args)
 
 
 def _version() -> str:
@@ -208,8 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = add("run", help="launch a sweep spec with Ray Tune")
     run.add_argument("spec", help="sweep spec YAML (see sweeps/)")
-    run.add_argument("--address", help="join this Ray cluster (default: start a local Ray on loopback)")
-    run.add_argument("--storage", type=Path, help="parent folder or URI of run directories (default ./runs)")
+    run.add_argument("--address", help="join the Ray cluster whose head is at HOST:PORT (default: $RAY_ADDRESS, "
+                     "else a new local Ray on loopback)")
+    run.add_argument("--storage", help="parent folder or URI (s3://BUCKET/PATH, gs://..., any pyarrow filesystem URI) "
+                     "of run directories (default ./runs or $SPECSWEEP_STORAGE)")
     run.add_argument("--name", help="run directory name (default: spec name + time); never reused")
     run.add_argument("--smoke-test", action="store_true", help="tiny data, one epoch, truncated grid")
     run.add_argument("--num-cpus", type=_positive_int, help="CPUs for a local Ray (default: all)")
@@ -219,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     resume = add("resume", help="continue a killed or failed sweep")
-    resume.add_argument("run_dir", help="the run directory of the sweep (RUNS/NAME)")
-    resume.add_argument("--address", help="join this Ray cluster (default: start a local Ray on loopback)")
+    resume.add_argument("run_dir", help="run directory: local folder or URI")
+    resume.add_argument("--address", help="as for run")
     resume.add_argument("--restart-errored", action="store_true",
                         help="restart errored trials from scratch (default: from their last checkpoint)")
     resume.add_argument("--num-cpus", type=_positive_int, help="CPUs for a local Ray (default: all)")
@@ -228,16 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
     resume.set_defaults(func=_cmd_resume)
 
     status = add("status", help="trial states and metrics of a run directory")
-    status.add_argument("run_dir", help="the run directory of the sweep (RUNS/NAME)")
+    status.add_argument("run_dir", help="run directory: local folder or URI")
     status.add_argument("--json", action="store_true", help="print JSON (trials, configs, metrics) instead of a table")
     status.set_defaults(func=_cmd_status)
 
     inspect = add("inspect", help="validate a spec and print its trial plan")
-    inspect.add_argument("spec", help="sweep spec YAML (see sweeps/)")
+    inspect.add_argument("spec", nargs="+", help="sweep spec YAML file(s); several give a JSON list with --json")
     inspect.add_argument("--json", action="store_true", help="print the plan as JSON (trial configs, parameter counts)")
     inspect.add_argument("--smoke-test", action="store_true", help="the plan of `run --smoke-test`")
     inspect.add_argument("--max-trials", type=_positive_int, default=DEFAULT_MAX_TRIALS,
                          help=f"refuse specs with more trials than this (default {DEFAULT_MAX_TRIALS})")
+    inspect.add_argument("--calibrate", action="store_true",
+                         help="time a few training steps of each distinct model on this machine's device for the hours")
     inspect.set_defaults(func=_cmd_inspect)
 
     data = add("data", help="dataset preparation")
@@ -251,8 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(func=_cmd_data_prepare)
 
     report = add("report", help="tables (Markdown, CSV) and figures of a run directory")
-    report.add_argument("run_dir", help="the run directory of the sweep (RUNS/NAME)")
-    report.add_argument("--out", type=Path, help="output folder (default RUN_DIR/report)")
+    report.add_argument("run_dir", help="run directory: local folder or URI")
+    report.add_argument("--out", type=Path, help="local output folder (default RUN_DIR/report, also for a run "
+                        "directory in cloud storage)")
     report.set_defaults(func=_cmd_report)
     return parser
 
@@ -264,12 +312,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from specsweep.data.speechcommands import DatasetMissingError
     from specsweep.launcher import LaunchError, RunDirError
     from specsweep.report import ReportError
+    from specsweep.rundir import StorageError
     from specsweep.spec import SpecError
 
     try:
         return args.func(args)
-    except (SpecError, UsageError, RunDirError, LaunchError, ReportError, DatasetMissingError, DatasetConfigError,
-            FileNotFoundError) as err:
+    except (SpecError, UsageError, RunDirError, LaunchError, StorageError, ReportError, DatasetMissingError,
+            DatasetConfigError, FileNotFoundError) as err:
         if getattr(args, "debug", False):
             raise
         print(f"specsweep: {err}", file=sys.stderr)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shlex
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import yaml
 
 from specsweep.limits import DEFAULT_MAX_TRIALS, check_plan, data_configs, trial_count
+from specsweep.rundir import RunLocation, first_line
 from specsweep.spec import SpecError, SweepSpec, load_spec, param_space, validate_spec
 
 SPEC_FILE = "specsweep.yaml"
@@ -26,34 +28,186 @@ class RunDirError(RuntimeError):
 
 
 class LaunchError(RuntimeError):
-    """Ray could not be started or joined."""
+    """Ray could not be started or joined; the message says what failed and how to fix it."""
 
 
-def default_storage() -> Path:
-    return Path(os.environ.get("SPECSWEEP_STORAGE", "runs")).expanduser().resolve()
+def default_storage() -> RunLocation:
+    return RunLocation(os.environ.get("SPECSWEEP_STORAGE", "runs"))
+
+
+def cluster_address(address: Optional[str]) -> Optional[str]:
+    """The cluster a command joins: ``address``, else ``RAY_ADDRESS`` (which Ray sets for a
+    job's entrypoint); None for a new local Ray."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    return None if address == "local" else address
 
 
 _CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Ray's own retries on an address that is not a Ray head run for minutes; a user is told sooner.
+_CONNECT_TIMEOUT_S = 25
 
 
 def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None) -> None:
-    """Join ``address`` or start a local Ray that listens on loopback only."""
+    """Join the Ray cluster at ``address``, else at ``RAY_ADDRESS`` (set for a job's
+    entrypoint), else start a local Ray that listens on loopback only.
+
+    Raises
+    ------
+    LaunchError
+        The cluster cannot be joined (bad or unreachable address, refused token, other
+        Ray or Python version), or ``num_cpus``/``num_gpus`` were given for a cluster.
+    """
     import ray
-    from ray._private import ray_constants
 
     if ray.is_initialized():
         return
+    origin = "--address" if address else "RAY_ADDRESS"
+    address = cluster_address(address)
     if address:
-        ray.init(address=address, log_to_driver=True)
+        if num_cpus is not None or num_gpus is not None:
+            raise LaunchError(f"--num-cpus sizes a local Ray only; the size of the cluster at {address} is "
+                              f"set by `ray start --num-cpus/--num-gpus` on its nodes")
+        _join_cluster(address, origin)
         return
-    # Ray's services stay on loopback unless the user gives a cluster address. Ray binds to
-    # loopback when clusters are disabled (its setting for single machines); the variable
-    # reaches the processes Ray starts, and this process read it when it imported Ray.
-    os.environ[_CLUSTER_ENV] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    _keep_on_loopback()
     # address="local": a new instance, never one that `ray start` left running.
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
              log_to_driver=True, configure_logging=False)
+
+
+def _keep_on_loopback() -> None:
+    """Keep Ray's addresses on 127.0.0.1: Ray binds to loopback when clusters are disabled
+    (its setting for single machines), and otherwise rewrites 127.0.0.1 to the machine's
+    network address. The variable reaches the processes Ray starts; this process read it
+    when it imported Ray."""
+    from ray._private import ray_constants
+
+    os.environ[_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _join_cluster(address: str, origin: str) -> None:
+    """Connect to a running cluster the way the ``ray`` CLI does, checking first (within
+    about half a minute) that a Ray head of this Ray and Python version answers there."""
+    import ray
+    from ray._common.network_utils import parse_address
+    from ray._private import services
+
+    scheme = address.split("://", 1)[0] if "://" in address else None
+    if scheme is not None:
+        hint = {"http": "; http://HOST:8265 is the dashboard, which `ray job submit` takes",
+                "https": "; https://HOST:8265 is the dashboard, which `ray job submit` takes",
+                "ray": "; ray:// (Ray Client) is not supported: run specsweep on a cluster node or as a job"}
+        raise LaunchError(f"{origin} {address!r}: give the head's HOST:PORT as `ray start --head` prints it "
+                          f"(port 6379 by default){hint.get(scheme, '')}")
+    parsed = parse_address(address)
+    if parsed is not None and _is_loopback(parsed[0]):
+        # A head on loopback has its nodes on this machine; Ray would otherwise rewrite
+        # 127.0.0.1 to the machine's network address, where that head does not listen.
+        _keep_on_loopback()
+    try:
+        gcs_address = services.canonicalize_bootstrap_address_or_die(address)
+    except (ValueError, ConnectionError) as err:
+        raise LaunchError(f"{origin} {address!r}: {err} (expected HOST:PORT of the head, or `auto`)") from None
+    _check_reachable(f"{origin} {address!r}", gcs_address)
+    _use_token_like_ray_cli()
+    _probe_head(gcs_address)
+    try:
+        ray.init(address=gcs_address, log_to_driver=True)
+    except Exception as err:  # noqa: BLE001 - Ray raises many kinds; the user gets one line
+        raise LaunchError(f"joining the Ray cluster at {gcs_address} failed: {first_line(err)}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_reachable(given: str, gcs_address: str) -> None:
+    import socket
+
+    from ray._common.network_utils import parse_address
+
+    host, port = parse_address(gcs_address)
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except socket.gaierror:
+        raise LaunchError(f"{given}: cannot resolve host {host!r}") from None
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise LaunchError(f"no Ray cluster answers at {gcs_address} ({reason}): start its head with "
+                          f"`ray start --head`, or give the address that command printed") from None
+
+
+def _use_token_like_ray_cli() -> None:
+    """Like ``ray start`` and the ``ray`` CLI: a token in ``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` turns token authentication on unless
+    ``RAY_AUTH_MODE`` says otherwise (``ray.init`` with an address does not do this)."""
+    import logging
+
+    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+
+    # Its warning speaks of starting a cluster, which joining does not.
+    setup_logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = setup_logger.level
+    setup_logger.setLevel(logging.ERROR)
+    try:
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        setup_logger.setLevel(level)
+
+
+def _probe_head(gcs_address: str) -> None:
+    """Ask the head for its Ray and Python versions, on a thread with a deadline because
+    a port that is not a Ray head keeps Ray's client waiting for minutes."""
+    import threading
+
+    import ray
+    from ray._common.usage.usage_lib import get_cluster_metadata
+    from ray._private.utils import check_version_info
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    answer: Dict[str, Any] = {}
+
+    def ask() -> None:
+        try:
+            answer["metadata"] = get_cluster_metadata(GcsClient(address=gcs_address))
+        except Exception as err:  # noqa: BLE001 - reported below
+            answer["error"] = err
+
+    thread = threading.Thread(target=ask, name="specsweep-ray-probe", daemon=True)
+    thread.start()
+    thread.join(_CONNECT_TIMEOUT_S)
+    if thread.is_alive():
+        raise LaunchError(f"{gcs_address} accepts connections but did not answer as a Ray head within "
+                          f"{_CONNECT_TIMEOUT_S} s: give the head's GCS port (`ray start --head --port`, "
+                          f"6379 by default), not its dashboard or client port")
+    error = answer.get("error")
+    if isinstance(error, AuthenticationError):
+        token_mode = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+        problem = "refused this machine's authentication token" if token_mode else (
+            "requires token authentication and this machine has no token")
+        raise LaunchError(f"the Ray cluster at {gcs_address} {problem}: copy the head's token (`ray get-auth-token` "
+                          f"there) to ~/.ray/auth_token here, or set RAY_AUTH_TOKEN")
+    if error is not None:
+        raise LaunchError(f"the Ray head at {gcs_address} did not answer: {first_line(error)}")
+    metadata = answer.get("metadata")
+    if metadata:
+        try:
+            check_version_info(metadata, "this machine")
+        except RuntimeError:
+            raise LaunchError(
+                f"the Ray cluster at {gcs_address} runs Ray {metadata['ray_version']} on Python "
+                f"{metadata['python_version']}, this machine Ray {ray.__version__} on Python "
+                f"{platform.python_version()}: install the same versions here "
+                f"as on the cluster") from None
 
 
 def check_run_name(name: str) -> str:
@@ -67,24 +221,32 @@ def check_run_name(name: str) -> str:
     return name
 
 
-def _storage_dir(storage: Optional[Path]) -> Path:
-    path = Path(storage).expanduser().resolve() if storage else default_storage()
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"--storage {path} is a file; give the folder that holds run directories")
-    return path
+def _storage_dir(storage: Union[Path, str, None]) -> RunLocation:
+    location = RunLocation(storage) if storage else default_storage()
+    location.check_can_hold_runs()
+    return location
 
 
-def _check_free(run_dir: Path) -> None:
-    if os.path.lexists(run_dir):
+def _check_free(run_dir: RunLocation) -> None:
+    # lexists: a dangling symlink is taken too.
+    if os.path.lexists(run_dir.path) if run_dir.is_local else run_dir.exists():
         raise RunDirError(
             f"run directory {run_dir} already exists; pick another --name, or continue it with "
-            f"`specsweep resume {run_dir}`"
+            f"`specsweep resume {shlex.quote(str(run_dir))}`"
         )
 
 
-def claim_run_dir(storage: Path, name: str) -> Path:
-    """Create ``storage/name`` for a new run, atomically: of two runs claiming the same
-    name, exactly one gets it and the other a RunDirError."""
+def claim_run_dir(storage: Union[Path, RunLocation], name: str) -> Union[Path, RunLocation]:
+    """Create ``storage/name`` for a new run, atomically on local disks: of two runs
+    claiming the same name, exactly one gets it and the other a RunDirError. Object stores
+    have no atomic create; there the name is only checked to be free."""
+    location = RunLocation(storage)
+    if not location.is_local:
+        run_dir = location.child(name)
+        _check_free(run_dir)
+        run_dir.mkdir()
+        return run_dir
+    storage = Path(location.path)
     run_dir = storage / name
     try:
         storage.mkdir(parents=True, exist_ok=True)
@@ -93,7 +255,7 @@ def claim_run_dir(storage: Path, name: str) -> Path:
     try:
         os.mkdir(run_dir)
     except FileExistsError:
-        _check_free(run_dir)
+        _check_free(RunLocation(run_dir))
         raise
     except OSError as err:
         raise RunDirError(f"cannot create run directory {run_dir} ({err.strerror})") from None
@@ -101,12 +263,15 @@ def claim_run_dir(storage: Path, name: str) -> Path:
 
 
 @contextmanager
-def released_on_failure(run_dir: Path, storage_existed: bool) -> Iterator[None]:
+def released_on_failure(run_dir: Union[Path, RunLocation], storage_existed: bool) -> Iterator[None]:
     """Remove the freshly claimed ``run_dir`` (and a storage folder made for it) if the
     sweep fails before Tune runs a trial: a failed start leaves nothing behind."""
     try:
         yield
     except BaseException:
+        if isinstance(run_dir, RunLocation):
+            run_dir.remove()
+            raise
         shutil.rmtree(run_dir, ignore_errors=True)
         if not storage_existed:
             try:
@@ -120,8 +285,11 @@ def _join_ray(address: Optional[str], num_cpus: Optional[int]) -> None:
     """:func:`start_ray`, with its failures as a LaunchError."""
     try:
         start_ray(address, num_cpus)
+    except LaunchError:
+        raise
     except (ConnectionError, RuntimeError, ValueError, TimeoutError, OSError) as err:
-        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        target = cluster_address(address)
+        where = f"the Ray cluster at {target}" if target else "a local Ray"
         raise LaunchError(f"could not start or join {where}: {err}") from err
 
 
@@ -136,7 +304,7 @@ def _prepare_data(spec: SweepSpec) -> None:
 
 @dataclass
 class SweepOutcome:
-    run_dir: Path
+    run_dir: Union[Path, str]
     rows: List[Dict[str, Any]]
     errored: int
     unfinished: int
@@ -146,8 +314,8 @@ class SweepOutcome:
         return 1 if self.errored or self.unfinished else 0
 
 
-def _build_tuner(spec: SweepSpec, run_dir: Path, smoke: bool, restore: bool = False, restart_errored: bool = False,
-                 verbose: bool = False):
+def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bool = False,
+                 restart_errored: bool = False, verbose: bool = False):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -170,15 +338,16 @@ def _build_tuner(spec: SweepSpec, run_dir: Path, smoke: bool, restore: bool = Fa
     # Tune's legacy console engine at verbosity 0 prints nothing; the newer one still
     # prints its start banner. SweepProgress is the sweep's console.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    # Tune snapshots the experiment after every `checkpoint.num_to_keep` checkpoints of a
-    # trial so that a resume finds the checkpoints it names, and warns when that happens
-    # within seconds; short epochs do that by design, and the run directory's snapshot is
-    # a local file write.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if run_dir.is_local:
+        # Tune snapshots the experiment after every `checkpoint.num_to_keep` checkpoints of
+        # a trial so that a resume finds the checkpoints it names, and warns when that
+        # happens within seconds; short epochs do that by design, and a local run
+        # directory's snapshot is a file write.
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
     trainable = tune.with_resources(tune.with_parameters(train_trial, run=context), resources)
     if restore:
-        return tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True, resume_errored=not restart_errored,
+        return tune.Tuner.restore(run_dir.uri, trainable, resume_unfinished=True, resume_errored=not restart_errored,
                                   restart_errored=restart_errored)
     search_alg = None
     if spec.search.algorithm == "optuna":
@@ -203,7 +372,7 @@ def _build_tuner(spec: SweepSpec, run_dir: Path, smoke: bool, restore: bool = Fa
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=run_dir.name, storage_path=str(run_dir.parent),
+            name=run_dir.name, storage_path=run_dir.parent.uri,
             failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.num_to_keep,
                                                     checkpoint_score_attribute=spec.metric,
@@ -226,7 +395,7 @@ def _trial_dirname(trial: Any) -> str:
 
 def run_sweep(
     spec_path: Path,
-    storage: Optional[Path] = None,
+    storage: Union[Path, str, None] = None,
     name: Optional[str] = None,
     address: Optional[str] = None,
     smoke: bool = False,
@@ -234,24 +403,29 @@ def run_sweep(
     max_trials: int = DEFAULT_MAX_TRIALS,
     verbose: bool = False,
 ) -> SweepOutcome:
-    """Validate ``spec_path`` and what it would cost, claim a fresh run directory, run
-    the sweep, summarise it. Every refusal comes before the run directory exists.
+    """Validate ``spec_path`` and what it would cost, claim a fresh run directory under
+    ``storage`` (a local folder or a pyarrow URI such as ``s3://bucket/runs``), run the
+    sweep, summarise it. Every refusal comes before the run directory exists.
     ``verbose`` streams what trials print to the console as well as to their logs."""
     spec = load_spec(spec_path, smoke=smoke)
     name = check_run_name(f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}" if name is None else name)
-    check_plan(spec, str(spec_path), max_trials, local=address is None, num_cpus=num_cpus)
+    cluster = cluster_address(address)
+    check_plan(spec, str(spec_path), max_trials, local=cluster is None, num_cpus=num_cpus)
     storage = _storage_dir(storage)
-    _check_free(storage / name)
+    _check_free(storage.child(name))
     _prepare_data(spec)
+    # Ray is started or joined before the run directory exists: a cluster that cannot be
+    # joined or is too small leaves nothing to clean up.
+    _join_ray(address, num_cpus)
+    if cluster:
+        _check_cluster(spec, cluster)
     storage_existed = storage.is_dir()
-    run_dir = claim_run_dir(storage, name)
-    with released_on_failure(run_dir, storage_existed):
-        (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
-        (run_dir / RUN_FILE).write_text(json.dumps({"spec": str(spec_path), "smoke": smoke,
-                                                    "created": datetime.now().isoformat()}))
-        _join_ray(address, num_cpus)
-        if address:
-            _check_cluster(spec, address)
+    claimed = claim_run_dir(storage, name)
+    run_dir = RunLocation(claimed)
+    with released_on_failure(claimed, storage_existed):
+        run_dir.write_text(SPEC_FILE, yaml.safe_dump(spec.model_dump(), sort_keys=False))
+        run_dir.write_text(RUN_FILE, json.dumps({"spec": str(spec_path), "smoke": smoke,
+                                                 "created": datetime.now().isoformat()}))
         tuner = _build_tuner(spec, run_dir, smoke, verbose=verbose)
     return _finish(tuner, spec, run_dir)
 
@@ -268,27 +442,29 @@ def _check_cluster(spec: SweepSpec, address: str) -> None:
         raise SpecError("resources", problems)
 
 
-def load_run(run_dir: Path) -> SweepSpec:
-    """The validated spec of a run directory; RunDirError naming the file when it is
-    missing or damaged."""
-    run_dir = Path(run_dir).expanduser().resolve()
+def load_run(run_dir: Union[Path, str, RunLocation]) -> SweepSpec:
+    """The validated spec of a run directory (local folder or URI); RunDirError naming
+    the file when it is missing or damaged."""
+    run_dir = RunLocation(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is not a run directory ({'a file' if run_dir.exists() else 'no such folder'})")
-    path = run_dir / SPEC_FILE
-    if not path.exists():
+    path = run_dir.child(SPEC_FILE)
+    if not run_dir.exists(SPEC_FILE):
         raise RunDirError(f"{run_dir} is not a specsweep run directory (no {SPEC_FILE})")
     try:
-        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        raw = yaml.safe_load(run_dir.read_bytes(SPEC_FILE).decode("utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise RunDirError(f"{path} is damaged ({str(err).splitlines()[0]}); the trials' results are untouched: "
-                          f"copy the sweep's spec back to {path} (its path is in {run_dir / RUN_FILE})") from None
+                          f"copy the sweep's spec back to {path} (its path is in {run_dir.child(RUN_FILE)})") from None
     return validate_spec(raw, str(path))
 
 
-def _run_info(run_dir: Path) -> Dict[str, Any]:
-    path = run_dir / RUN_FILE
+def _run_info(run_dir: RunLocation) -> Dict[str, Any]:
+    path = run_dir.child(RUN_FILE)
     try:
-        info = json.loads(path.read_bytes())
+        if not run_dir.is_file(RUN_FILE):
+            raise FileNotFoundError(str(path))
+        info = json.loads(run_dir.read_bytes(RUN_FILE))
     except FileNotFoundError:
         raise RunDirError(f"{path} is missing; write {{\"smoke\": false}} (true if the run was a --smoke-test) "
                           f"into it to resume") from None
@@ -300,7 +476,7 @@ def _run_info(run_dir: Path) -> Dict[str, Any]:
     return info
 
 
-def resume_sweep(run_dir: Path, address: Optional[str] = None, restart_errored: bool = False,
+def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, restart_errored: bool = False,
                  num_cpus: Optional[int] = None, verbose: bool = False) -> SweepOutcome:
     """Continue a killed or failed sweep in place: finished trials are kept, unfinished
     ones continue from their latest checkpoints, errored ones are retried.
@@ -312,29 +488,30 @@ def resume_sweep(run_dir: Path, address: Optional[str] = None, restart_errored: 
 
     from specsweep.status import DamagedRunError, read_trials
 
-    run_dir = Path(run_dir).expanduser().resolve()
+    run_dir = RunLocation(run_dir)
     spec = load_run(run_dir)
     smoke = _run_info(run_dir).get("smoke", False)
-    if not tune.Tuner.can_restore(str(run_dir)):
-        raise RunDirError(f"{run_dir} has no Tune experiment state to resume (was the sweep started?)")
     try:
         trials = read_trials(run_dir)
     except DamagedRunError as err:
-        raise RunDirError(f"{err}\nresume refuses to write over a damaged run: `specsweep status {run_dir}` shows "
+        raise RunDirError(f"{err}\nresume refuses to write over a damaged run: `specsweep status {shlex.quote(str(run_dir))}` shows "
                           f"what can still be read; move the damaged files aside to resume the rest") from None
+    # Without its experiment state Tune would start the sweep anew inside the old run.
+    if not tune.Tuner.can_restore(run_dir.uri) or not run_dir.glob("experiment_state-*.json"):
+        raise RunDirError(f"{run_dir} has no Tune experiment state to resume (was the sweep started?)")
     if trials and all(t["status"] == "TERMINATED" for t in trials):
         print(f"[specsweep] {run_dir}: all {len(trials)} trials already finished; nothing to resume")
-        return SweepOutcome(run_dir, summary_rows(trials, spec), 0, 0)
+        return SweepOutcome(run_dir.display, summary_rows(trials, spec), 0, 0)
     # The trial count was accepted when the sweep started (perhaps with --max-trials).
-    check_plan(spec, str(run_dir / SPEC_FILE), max_trials=trial_count(spec)[0], local=address is None,
-               num_cpus=num_cpus)
+    check_plan(spec, str(run_dir.child(SPEC_FILE)), max_trials=trial_count(spec)[0],
+               local=cluster_address(address) is None, num_cpus=num_cpus)
     _prepare_data(spec)
     _join_ray(address, num_cpus)
     tuner = _build_tuner(spec, run_dir, smoke, restore=True, restart_errored=restart_errored, verbose=verbose)
     return _finish(tuner, spec, run_dir)
 
 
-def _finish(tuner: Any, spec: SweepSpec, run_dir: Path) -> SweepOutcome:
+def _finish(tuner: Any, spec: SweepSpec, run_dir: RunLocation) -> SweepOutcome:
     from specsweep.status import read_trials
 
     interrupted = False
@@ -358,28 +535,32 @@ def _finish(tuner: Any, spec: SweepSpec, run_dir: Path) -> SweepOutcome:
     print(f"[specsweep] tables and figures: specsweep report {shlex.quote(str(run_dir))}")
     if interrupted or unfinished or errored:
         print(f"[specsweep] resume with: specsweep resume {shlex.quote(str(run_dir))}")
-    return SweepOutcome(run_dir, rows, errored, unfinished)
+    return SweepOutcome(run_dir.display, rows, errored, unfinished)
 
 
-def _wandb_lines(run_dir: Path, group: str) -> List[str]:
+def _wandb_lines(run_dir: RunLocation, group: str) -> List[str]:
     """Where the trials' W&B runs are: the group's page for online runs (from the run
     URLs the trials report), the ``wandb sync`` command for offline ones."""
     from specsweep.tracking import group_url, sync_command
 
     lines = []
-    urls = sorted({row["wandb_url"] for row in map(_last_result, run_dir.glob("trial_*")) if row.get("wandb_url")})
+    urls = sorted({row["wandb_url"] for row in map(lambda d: _last_result(run_dir, d), run_dir.glob("trial_*"))
+                   if row.get("wandb_url")})
     if urls:
         lines.append(f"W&B: {group_url(urls[0], group)}")
-    offline = sorted(run_dir.glob("trial_*/wandb/offline-run-*"))
-    if offline:
+    offline = run_dir.glob("trial_*/wandb/offline-run-*")
+    if offline and run_dir.is_local:
         lines.append(f"W&B runs of {len(offline)} trial session(s) are offline; upload them with:\n  "
-                     + sync_command(offline))
+                     + sync_command([Path(run_dir.path, folder) for folder in offline]))
+    elif offline:
+        lines.append(f"W&B runs of {len(offline)} trial session(s) are offline in {run_dir}/trial_*/wandb/; "
+                     f"copy them to this machine and upload them with `wandb sync FOLDER...`")
     return lines
 
 
-def _last_result(trial_dir: Path) -> Dict[str, Any]:
+def _last_result(run_dir: RunLocation, trial_dir: str) -> Dict[str, Any]:
     try:
-        lines = (trial_dir / "result.json").read_text().splitlines()
+        lines = run_dir.read_text(f"{trial_dir}/result.json").splitlines()
         return json.loads(lines[-1]) if lines else {}
     except (OSError, ValueError):
         return {}

@@ -9,10 +9,14 @@ metric, and of how far the trainable filterbank and STFT moved from their initia
 from __future__ import annotations
 
 import csv
+import io
+import pickle
+import shlex
 import statistics
+import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import matplotlib
 
@@ -21,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from specsweep.rundir import RunLocation  # noqa: E402
 from specsweep.spec import SweepSpec  # noqa: E402
 from specsweep.status import describe_config  # noqa: E402
 
@@ -159,26 +164,31 @@ def _best_trial_per_setting(trials: List[Dict[str, Any]], spec: SweepSpec) -> Di
     return best
 
 
-def tested_state(trial_dir: Path) -> Optional[Dict[str, Any]]:
-    """From the trial's latest Tune checkpoint: ``{"weights": ..., "initial_filterbank": ...}``,
-    the weights the trial tests (its best epoch's when it keeps them, else the latest) and
-    the filterbank it started from."""
-    checkpoints = sorted(trial_dir.glob("checkpoint_*/checkpoint.ckpt"))
+def tested_state(run_dir: RunLocation, trial_dir: str) -> Optional[Dict[str, Any]]:
+    """From the latest Tune checkpoint in ``run_dir``'s folder ``trial_dir``:
+    ``{"weights": ..., "initial_filterbank": ...}``, the weights the trial tests (its best
+    epoch's when it keeps them, else the latest) and the filterbank it started from."""
+    checkpoints = run_dir.glob(f"{trial_dir}/checkpoint_*/checkpoint.ckpt")
     if not checkpoints:
         return None
-    state = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(io.BytesIO(run_dir.read_bytes(checkpoints[-1])), map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise ReportError(f"{run_dir.child(checkpoints[-1]).display} is damaged ({str(err).splitlines()[0]}); the tables "
+                          f"are written, the filterbank figure needs it: move that checkpoint folder aside to draw "
+                          f"the others") from None
     callbacks = state.get("callbacks", {})
     kept = [c["weights"] for k, c in callbacks.items() if k.startswith("BestWeights") and c.get("weights")]
     initial = callbacks.get("FrontendFigures", {}).get("initial", {}).get("filterbank")
     return {"weights": kept[0] if kept else state["state_dict"], "initial_filterbank": initial}
 
 
-def _learned_filterbank(run_dir: Path, trial: Dict[str, Any]) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
+def _learned_filterbank(run_dir: RunLocation, trial: Dict[str, Any]) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
     """``(learned, initial)`` filterbanks ``(n_bins, n_freq)`` of a finished trial."""
     from specsweep.data.datasets import dataset_output_info
     from specsweep.model import build_model
 
-    state = tested_state(run_dir / f"trial_{trial['id']}")
+    state = tested_state(run_dir, f"trial_{trial['id']}")
     if state is None:
         return None
     config = trial["config"]
@@ -191,7 +201,7 @@ def _learned_filterbank(run_dir: Path, trial: Dict[str, Any]) -> Optional[Tuple[
     return model.frontend.filterbank().detach(), state["initial_filterbank"]
 
 
-def plot_best_filterbanks(run_dir: Path, trials: List[Dict[str, Any]], spec: SweepSpec, path: Path) -> Optional[Path]:
+def plot_best_filterbanks(run_dir: RunLocation, trials: List[Dict[str, Any]], spec: SweepSpec, path: Path) -> Optional[Path]:
     best = _best_trial_per_setting(trials, spec)
     banks = {s: _learned_filterbank(run_dir, t) for s, t in sorted(best.items())}
     banks = {s: b for s, b in banks.items() if b is not None}
@@ -215,21 +225,24 @@ def plot_best_filterbanks(run_dir: Path, trials: List[Dict[str, Any]], spec: Swe
     return path
 
 
-def build_report(run_dir: Path, out: Optional[Path] = None) -> Dict[str, Path]:
-    """Write ``report.md``, ``report.csv`` and the PNGs; return their paths."""
+def build_report(run_dir: Union[Path, str, RunLocation], out: Optional[Path] = None) -> Dict[str, Path]:
+    """Write ``report.md``, ``report.csv`` and the PNGs to the local folder ``out``
+    (default: ``RUN_DIR/report`` of a local run directory); return their paths."""
     from specsweep import tracking
     from specsweep.launcher import load_run
     from specsweep.status import DamagedRunError, read_trials
 
-    run_dir = Path(run_dir).expanduser().resolve()
+    run_dir = RunLocation(run_dir)
     spec = load_run(run_dir)
-    out = Path(out) if out else run_dir / "report"
+    if out is None and not run_dir.is_local:
+        raise ReportError(f"{run_dir} is in cloud storage: give a local folder (--out) for the report")
+    out = Path(out) if out else Path(run_dir.path) / "report"
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out} is a file; give a folder for the report's files")
     try:
         trials = read_trials(run_dir)
     except DamagedRunError as err:
-        raise ReportError(f"{err}\nno report from a damaged run: `specsweep status {run_dir}` shows what can "
+        raise ReportError(f"{err}\nno report from a damaged run: `specsweep status {shlex.quote(str(run_dir))}` shows what can "
                           f"still be read") from None
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -253,13 +266,34 @@ def build_report(run_dir: Path, out: Optional[Path] = None) -> Dict[str, Path]:
     return files
 
 
-def _to_wandb(spec: SweepSpec, run_dir: Path, files: Dict[str, Path]) -> None:
+def _to_wandb(spec: SweepSpec, run_dir: RunLocation, files: Dict[str, Path]) -> None:
     import wandb
 
     with open(files["csv"]) as f:
         rows = list(csv.reader(f))
     run = wandb.init(project=spec.wandb.project, entity=spec.wandb.entity, group=spec.wandb.group or run_dir.name,
-                     name=f"{run_dir.name}-report", job_type="report", dir=str(run_dir / "report"))
+                     name=f"{run_dir.name}-report", job_type="report", dir=str(files["csv"].parent))
     run.log({"results": wandb.Table(columns=rows[0], data=rows[1:]),
              **{k: wandb.Image(str(p)) for k, p in files.items() if p.suffix == ".png"}})
     run.finish()
+
+
+def report_command(args: Any) -> int:
+    """``specsweep report``: build the report of ``args.run_dir`` into ``args.out`` and print it."""
+    run_dir = RunLocation(args.run_dir)
+    if run_dir.is_local or args.out:
+        files = build_report(run_dir, args.out)
+        _print_report(files, {kind: str(path) for kind, path in files.items()})
+        return 0
+    # The report of a run directory in cloud storage is written there, like its other artifacts.
+    with tempfile.TemporaryDirectory() as tmp:
+        files = build_report(run_dir, Path(tmp))
+        run_dir.upload(Path(tmp), "report")
+        _print_report(files, {kind: str(run_dir.child(f"report/{path.name}")) for kind, path in files.items()})
+    return 0
+
+
+def _print_report(files: Dict[str, Path], shown: Dict[str, str]) -> None:
+    print(files["markdown"].read_text())
+    for kind, where in shown.items():
+        print(f"{kind}: {where}")

@@ -142,6 +142,10 @@ class TrainConfig(_Strict):
     num_workers: int = Field(0, ge=0)
     balance_classes: bool = True
     class_weights: Dict[str, float] = Field(default_factory=dict)
+    # auto: batches gathered on the trial's device for fixed-length clips, the DataLoader otherwise.
+    data_path: Literal["auto", "loader", "device"] = "auto"
+    # torch.compile the model (CUDA graphs on a GPU) to cut the per-step launch overhead.
+    compile: bool = False
 
 
 class SmokeConfig(_Strict):
@@ -184,11 +188,10 @@ class SweepSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _best_by_is_reported(self) -> "SweepSpec":
-        known = VAL_METRICS[self.task]
-        if self.train.best_by is not None and self.train.best_by not in known:
-            raise ValueError(f"train.best_by: {self.train.best_by!r} is not a validation metric of task "
-                             f"{self.task}; allowed: {', '.join(sorted(known))} (or null: the sweep's metric)")
+    def _train_fits_task(self) -> "SweepSpec":
+        problems = train_task_problems(self.train.model_dump(), self.task)
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @property
@@ -244,6 +247,21 @@ def _section_problems(section: str, config: Dict[str, Any], task: Optional[str],
     return problems
 
 
+def train_task_problems(train: Dict[str, Any], task: Optional[str]) -> List[str]:
+    """Training values that do not fit the task: a ``best_by`` the task does not report, the
+    device data path for variable-length utterances."""
+    problems = []
+    known = VAL_METRICS.get(task or "", {})
+    best_by = train.get("best_by")
+    if known and best_by is not None and best_by not in known:
+        problems.append(f"train.best_by: {best_by!r} is not a validation metric of task {task}; allowed: "
+                        f"{', '.join(sorted(known))} (or null: the sweep's metric)")
+    if task == "asr" and train.get("data_path") == "device":
+        problems.append("train.data_path: device needs clips of one length (task kws); ASR utterances are "
+                        "padded per batch by the loader: use auto or loader")
+    return problems
+
+
 def _config_problems(raw: Dict[str, Any], task: Optional[str]) -> List[str]:
     """Problems of the data, frontend, backbone and train sections of a raw spec."""
     problems = []
@@ -266,6 +284,7 @@ def _config_problems(raw: Dict[str, Any], task: Optional[str]) -> List[str]:
             "_unknown_", "_silence_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"}
         if task == "kws" and unknown_classes:
             problems.append(f"train.class_weights: unknown classes {sorted(unknown_classes)}")
+        problems += train_task_problems(train, task)
     return problems
 
 
@@ -307,8 +326,13 @@ def _check_space(raw: Dict[str, Any], task: Optional[str], base_problems: List[s
         if search.algorithm == "optuna" and param.form == "grid":
             problems.append(f"{where}: grid values cannot be used with search.algorithm optuna; use choice")
             continue
+        values = param.values()
+        if values is None:
+            # A sampled range: both ends are values trials can get (randint excludes its high).
+            low, high = getattr(param, param.form)
+            values = [low, high - 1 if param.form == "randint" else high]
         checked = set()
-        for value in param.values() or []:
+        for value in values:
             if repr(value) in checked:
                 continue
             checked.add(repr(value))

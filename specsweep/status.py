@@ -5,30 +5,37 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
+from specsweep.launcher import RunDirError
+from specsweep.rundir import RunLocation
 from specsweep.spec import SweepSpec
 
 STATUSES = ("PENDING", "RUNNING", "TERMINATED", "ERROR")
+# A running sweep rewrites its experiment state in place: a file read mid-write is read
+# again after this many seconds before it counts as damaged.
+_REWRITE_WAIT_S = 0.5
 
 
-class DamagedRunError(RuntimeError):
+class DamagedRunError(RunDirError):
     """Files of a run directory cannot be read; ``damaged`` names them, ``trials`` holds
     what could still be read from the trials' own result files."""
 
-    def __init__(self, run_dir: Path, damaged: List[str], trials: List[Dict[str, Any]]) -> None:
+    def __init__(self, run_dir: RunLocation, damaged: List[str], trials: List[Dict[str, Any]]) -> None:
         self.run_dir, self.damaged, self.trials = run_dir, damaged, trials
         super().__init__("damaged run directory " + str(run_dir) + ":\n" + "\n".join(f"  - {d}" for d in damaged))
 
 
-def _results(trial_dir: Path, damaged: Optional[List[str]] = None) -> List[Dict[str, Any]]:
-    """The rows of a trial's ``result.json``; unreadable lines other than the last are
-    named in ``damaged``."""
-    path = trial_dir / "result.json"
-    if not path.exists():
+def _results(run_dir: RunLocation, trial_dir: str, damaged: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+    """The rows of the ``result.json`` in ``run_dir``'s folder ``trial_dir``; unreadable
+    lines other than the last are named in ``damaged``."""
+    relative = f"{trial_dir}/result.json"
+    if not run_dir.is_file(relative):
         return []
-    lines = path.read_bytes().splitlines()
+    path = run_dir.child(relative)
+    lines = run_dir.read_bytes(relative).splitlines()
     rows, bad = [], []
     for i, line in enumerate(lines):
         try:
@@ -46,39 +53,43 @@ def _results(trial_dir: Path, damaged: Optional[List[str]] = None) -> List[Dict[
     return rows
 
 
-def _experiment_state_damage(run_dir: Path) -> List[str]:
+def _experiment_state_damage(run_dir: RunLocation) -> List[str]:
     """Tune's experiment state files that are not JSON (e.g. truncated)."""
     damaged = []
-    for path in sorted(run_dir.glob("experiment_state-*.json")):
-        try:
-            json.loads(path.read_bytes())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            damaged.append(f"{path}: Tune's experiment state is truncated or not JSON; trial states below "
-                           f"come from each trial's result.json and error.txt")
+    for relative in run_dir.glob("experiment_state-*.json"):
+        if _is_json(run_dir, relative):
+            continue
+        # A running sweep rewrites its state file; read mid-write, it is read again once.
+        time.sleep(_REWRITE_WAIT_S)
+        if not _is_json(run_dir, relative):
+            damaged.append(f"{run_dir.child(relative)}: Tune's experiment state is truncated or not JSON; trial "
+                           f"states are read from each trial's result.json and error.txt instead")
     return damaged
 
 
-def _trials_from_results(run_dir: Path, metric: str, mode: str, damaged: List[str]) -> List[Dict[str, Any]]:
+def _is_json(run_dir: RunLocation, relative: str) -> bool:
+    try:
+        json.loads(run_dir.read_bytes(relative))
+    except (json.JSONDecodeError, UnicodeDecodeError, FileNotFoundError):
+        return False
+    return True
+
+
+def _trials_from_results(run_dir: RunLocation, metric: str, mode: str, damaged: List[str]) -> List[Dict[str, Any]]:
     """Trials read from their own folders, when Tune's experiment state is damaged."""
     trials = []
-    for trial_dir in sorted(run_dir.glob("trial_*")):
-        rows = _results(trial_dir, damaged)
-        error = trial_dir / "error.txt"
-        status = "ERROR" if error.is_file() else _live_status("PENDING", rows, metric)
+    for trial_dir in run_dir.glob("trial_*"):
+        rows = _results(run_dir, trial_dir, damaged)
+        status = "ERROR" if run_dir.is_file(f"{trial_dir}/error.txt") else _live_status("PENDING", rows, metric)
         config = rows[-1].get("config", {}) if rows else {}
         trials.append({
-            "id": trial_dir.name.removeprefix("trial_"),
+            "id": trial_dir.removeprefix("trial_"),
             "status": status,
             "config": config if isinstance(config, dict) else {},
             "metrics": trial_metrics(rows, metric, mode),
-            "error": _last_line(error) if status == "ERROR" else None,
+            "error": _error(run_dir, trial_dir) if status == "ERROR" else None,
         })
     return trials
-
-
-def _last_line(path: Path) -> Optional[str]:
-    lines = [line for line in path.read_text(errors="replace").strip().splitlines() if line.strip()]
-    return lines[-1] if lines else None
 
 
 def trial_metrics(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[str, Any]:
@@ -95,12 +106,14 @@ def trial_metrics(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[st
     return metrics
 
 
-def _error(trial: Any) -> Optional[str]:
-    path = getattr(trial, "error_file", None) or ""
-    for candidate in (Path(path), Path(trial.path) / "error.txt"):
-        if candidate.is_file():
-            return _last_line(candidate)
-    return None
+def _error(run_dir: RunLocation, trial_dir: str) -> Optional[str]:
+    """The last line of the trial's ``error.txt``."""
+    relative = f"{trial_dir}/error.txt"
+    if not run_dir.is_file(relative):
+        return None
+    lines = [line for line in run_dir.read_bytes(relative).decode(errors="replace").strip().splitlines()
+             if line.strip()]
+    return lines[-1] if lines else None
 
 
 def _live_status(saved: str, rows: List[Dict[str, Any]], metric: str) -> str:
@@ -114,7 +127,7 @@ def _live_status(saved: str, rows: List[Dict[str, Any]], metric: str) -> str:
     return "TERMINATED" if f"best_{metric}" in rows[-1] else "RUNNING"
 
 
-def read_trials(run_dir: Path, metric: Optional[str] = None, mode: Optional[str] = None) -> List[Dict[str, Any]]:
+def read_trials(run_dir: Union[Path, str, RunLocation], metric: Optional[str] = None, mode: Optional[str] = None) -> List[Dict[str, Any]]:
     """``[{"id", "status", "config", "metrics", "error"}]`` for every trial Tune knows of.
 
     Raises :class:`DamagedRunError` naming every damaged file, with the trials that
@@ -122,12 +135,16 @@ def read_trials(run_dir: Path, metric: Optional[str] = None, mode: Optional[str]
     """
     from specsweep.launcher import load_run
 
-    run_dir = Path(run_dir).expanduser().resolve()
+    run_dir = RunLocation(run_dir)
     spec = load_run(run_dir)
     metric, mode = metric or spec.metric, mode or spec.mode
-    if not any(run_dir.glob("experiment_state-*.json")):
-        return []
-    damaged = _experiment_state_damage(run_dir)
+    if not run_dir.glob("experiment_state-*.json"):
+        if not run_dir.glob("trial_*"):
+            return []
+        damaged = [f"{run_dir}: Tune's experiment state (experiment_state-*.json) is missing; trial states are read "
+                   f"from each trial's result.json and error.txt instead"]
+    else:
+        damaged = _experiment_state_damage(run_dir)
     if damaged:
         trials = _trials_from_results(run_dir, metric, mode, damaged)
     else:
@@ -138,27 +155,32 @@ def read_trials(run_dir: Path, metric: Optional[str] = None, mode: Optional[str]
     return trials
 
 
-def _tune_trials(run_dir: Path, metric: str, mode: str, damaged: List[str]) -> List[Dict[str, Any]]:
+def _tune_trials(run_dir: RunLocation, metric: str, mode: str, damaged: List[str]) -> List[Dict[str, Any]]:
     from ray.tune import ExperimentAnalysis
 
     # Trials that have not reported yet have no result files; that is not worth a warning here.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     try:
-        analysis = ExperimentAnalysis(str(run_dir))
+        analysis = ExperimentAnalysis(run_dir.path, storage_filesystem=run_dir.fs)
     except (ValueError, KeyError, TypeError, OSError) as err:
         damaged.append(f"{run_dir}: Tune cannot read its experiment state ({type(err).__name__}: {err}); "
-                       f"trial states below come from each trial's result.json and error.txt")
+                       f"trial states are read from each trial's result.json and error.txt instead")
         return _trials_from_results(run_dir, metric, mode, damaged)
     trials = []
     for trial in analysis.trials:
-        rows = _results(Path(trial.path), damaged)
+        # The trial's folder by name: the run directory may have moved since Tune wrote its path.
+        trial_dir = Path(trial.path).name
+        if not run_dir.is_dir(trial_dir) and trial.status != "PENDING":
+            damaged.append(f"{run_dir.child(trial_dir)}: the folder of trial {trial.trial_id} ({trial.status}) is "
+                           f"missing; its results and checkpoints are lost")
+        rows = _results(run_dir, trial_dir, damaged)
         status = _live_status(trial.status, rows, metric)
         trials.append({
             "id": trial.trial_id,
             "status": status,
             "config": trial.config,
             "metrics": trial_metrics(rows, metric, mode),
-            "error": _error(trial) if status == "ERROR" else None,
+            "error": _error(run_dir, trial_dir) if status == "ERROR" else None,
         })
     return trials
 

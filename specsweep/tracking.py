@@ -75,8 +75,10 @@ def resolve_mode(mode: str) -> str:
 
 def run_id(sweep_dir: str, trial_id: str) -> str:
     """A W&B run id that is stable across restores of the same trial, so a resumed
-    trial continues its run instead of starting a second one."""
-    digest = hashlib.sha1(f"{Path(sweep_dir).resolve()}/{trial_id}".encode()).hexdigest()[:8]
+    trial continues its run instead of starting a second one. ``sweep_dir`` is the run
+    directory's absolute path or URI, as the launcher gives it (a URI is not a local path
+    to resolve)."""
+    digest = hashlib.sha1(f"{sweep_dir}/{trial_id}".encode()).hexdigest()[:8]
     return f"{trial_id}-{digest}"
 
 

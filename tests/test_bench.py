@@ -144,6 +144,30 @@ def test_gpu_trials_without_gpu_says_so(tmp_path):
     assert not (tmp_path / "gpu.md").exists()
 
 
+def test_gpu_packing_tiny_runs_trial_processes_on_cpu(tmp_path):
+    out = tmp_path / "packing.md"
+    proc = run_bench("bench.gpu_packing", out, "--only", "q1-loader,q8-device", timeout=600)
+    text = written(proc, out)
+    (result,) = tables(text)
+    rows = {r[0]: dict(zip(result["headers"], r)) for r in result["rows"]}
+    assert list(rows) == ["q1-loader", "q8-device"]
+    # --tiny caps a run at two trials; both trained and reported their timed epochs.
+    assert [rows[r]["trials"] for r in rows] == ["1", "2"] and {rows[r]["failed"] for r in rows} == {"0"}
+    assert rows["q1-loader"]["data path"] == "loader" and rows["q8-device"]["data path"] == "device"
+    assert all(float(rows[r]["clips/s per trial (mean)"].replace(",", "")) > 0 for r in rows)
+
+
+def test_gpu_packing_without_gpu_says_so(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present; this checks the message on machines without one")
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu_packing", "--out", str(tmp_path / "p.md")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr and "--tiny" in proc.stderr
+    assert not (tmp_path / "p.md").exists()
+
+
 def test_run_all_rejects_unknown_names():
     proc = subprocess.run([sys.executable, "-m", "bench.run_all", "--only", "nope"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)

@@ -1,60 +1,259 @@
-"""A real two-node Ray cluster on loopback (two raylets with one CPU each): a sweep joins
-it with ``--address`` and spreads its trials over both nodes."""
+"""Sweeps on a Ray cluster started and used through the user's own commands, all on
+loopback: ``ray start --head``, ``specsweep run --address``, ``ray job submit``; and a run
+directory in S3 storage (moto's S3 server) that is killed, inspected, resumed and reported
+through its ``s3://`` URI.
+
+One node only: a second ``ray start --address`` on the same machine cannot stay on
+loopback. With ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (which keeps the head on 127.0.0.1)
+Ray refuses to start worker nodes ("Multi-node Ray clusters are not supported"), and
+without it Ray rewrites 127.0.0.1 in both ``--address`` and ``--node-ip-address`` to the
+machine's network address, where the tests may not listen or connect.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Dict, List, Set
 
+import pyarrow.fs as pafs
 import pytest
-import yaml
 
-HERE = Path(__file__).resolve().parent
-# Keeps Ray's address resolution on 127.0.0.1 for the cluster and for the driver joining it.
-LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+from specsweep.status import read_trials
+from test_resume import _spec, _wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = "sweeps/quickstart.yaml"
+RAY = str(Path(sys.executable).with_name("ray"))
+# What Ray prints when ray.init starts a new instance instead of joining one.
+LOCAL_RAY_STARTED = "Started a local Ray instance"
+
+
+def _free_ports(count: int) -> List[int]:
+    sockets = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@dataclass
+class Head:
+    address: str
+    dashboard: str
+    env: Dict[str, str]
+
+    def node_ids(self) -> Set[str]:
+        """Node ids of the live nodes, asked from the head by a plain Ray driver (told to
+        keep 127.0.0.1 and to send the token, which specsweep works out by itself)."""
+        script = ("import json, ray; ray.init(address=%r, log_to_driver=False); "
+                  "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))" % self.address)
+        env = {**self.env, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        done = subprocess.run([sys.executable, "-c", script], env=env,
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """``ray start --head --block`` on 127.0.0.1 with 2 CPUs and its own ports and temp dir.
+
+    HOME is a fresh folder holding a token in ``~/.ray/auth_token``, which makes
+    ``ray start`` turn token authentication on, as on a machine where Ray ran before.
+    ``--block`` keeps the head in the foreground so that stopping it stops exactly this
+    head (``ray stop`` would stop every Ray on the machine)."""
+    home = tmp_path_factory.mktemp("home")
+    # Ray's socket paths must stay under 107 characters.
+    temp_dir = tempfile.mkdtemp(prefix="sshead-", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    env.update({
+        "HOME": str(home),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "SPECSWEEP_CACHE": os.environ.get("SPECSWEEP_CACHE", str(Path.home() / ".cache" / "specsweep")),
+        "RAY_USAGE_STATS_ENABLED": "0", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1",
+    })
+    subprocess.run([RAY, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60)
+    gcs, dashboard, client, agent, agent_grpc, metrics, runtime_env = _free_ports(7)
+    log = open(home / "head.log", "w")
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
+         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+         f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}", "--num-cpus=2",
+         f"--temp-dir={temp_dir}"],
+        env={**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, stdout=log, stderr=subprocess.STDOUT, cwd=home)
+    try:
+        _wait_for(lambda: "Ray runtime started" in (home / "head.log").read_text() or head.poll() is not None,
+                  120, "ray start --head")
+        assert head.poll() is None, (home / "head.log").read_text()[-3000:]
+        assert "Token authentication is enabled" in (home / "head.log").read_text()
+        yield Head(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}", env)
+    finally:
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _trial_nodes(run_dir: Path) -> Set[str]:
+    nodes = set()
+    for result in run_dir.glob("trial_*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        assert "test_acc" in rows[-1], result
+        nodes.add(rows[-1]["node_id"])
+    return nodes
+
+
+def _specsweep(*args: str, env: Dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "specsweep", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def test_run_joins_the_cluster_with_its_token(ray_head, tmp_path):
+    # No RAY_AUTH_MODE: specsweep finds the token under ~/.ray as the ray CLI does.
+    done = _specsweep("run", QUICKSTART, "--smoke-test", "--address", ray_head.address,
+                      "--storage", str(tmp_path / "runs"), "--name", "cli", env=ray_head.env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert LOCAL_RAY_STARTED not in done.stdout + done.stderr
+    nodes = _trial_nodes(tmp_path / "runs" / "cli")
+    assert nodes and nodes <= ray_head.node_ids()
+
+
+def test_job_submission_runs_on_the_cluster(ray_head, tmp_path):
+    # The README's job command; the Jobs CLI needs RAY_AUTH_MODE=token to send the token.
+    done = subprocess.run(
+        [RAY, "job", "submit", "--address", ray_head.dashboard, "--working-dir", ".", "--", "python", "-m",
+         "specsweep", "run", QUICKSTART, "--smoke-test", "--storage", str(tmp_path / "runs"), "--name", "job"],
+        env={**ray_head.env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "succeeded" in done.stdout + done.stderr
+    assert LOCAL_RAY_STARTED not in done.stdout + done.stderr
+    nodes = _trial_nodes(tmp_path / "runs" / "job")
+    assert nodes and nodes <= ray_head.node_ids()
+
+
+def test_a_wrong_token_fails_in_one_line(ray_head, tmp_path):
+    done = _specsweep("run", QUICKSTART, "--smoke-test", "--address", ray_head.address, "--storage",
+                      str(tmp_path / "runs"), "--name", "x", env={**ray_head.env, "RAY_AUTH_TOKEN": "0" * 32},
+                      timeout=120)
+    assert done.returncode == 2
+    assert "refused this machine's authentication token" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"--address": "127.0.0.1:1"}, "no Ray cluster answers at 127.0.0.1:1"),
+    ({"RAY_ADDRESS": "garbage"}, "RAY_ADDRESS 'garbage': Invalid address format"),
+    ({"--address": "http://127.0.0.1:8265"}, "is the dashboard, which `ray job submit` takes"),
+])
+def test_bad_cluster_addresses_fail_fast_in_one_line(setting, message, tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    args = ["run", QUICKSTART, "--smoke-test", "--storage", str(tmp_path / "runs"), "--name", "x"]
+    if "--address" in setting:
+        args += ["--address", setting["--address"]]
+    else:
+        env.update(setting)
+    start = time.monotonic()
+    done = _specsweep(*args, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert time.monotonic() - start < 60
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and message in done.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.fixture
-def loopback_cluster():
-    proc = subprocess.Popen([sys.executable, str(HERE / "loopback_cluster.py")], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, **LOOPBACK})
+def s3_storage(monkeypatch):
+    """A bucket on moto's S3 server on 127.0.0.1, with fake credentials; yields the
+    storage URI. AWS configuration files and the EC2 metadata service are kept out."""
+    from moto.server import ThreadedMotoServer
+
+    (port,) = _free_ports(1)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+                       "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
+                       "AWS_SHARED_CREDENTIALS_FILE": os.devnull}.items():
+        monkeypatch.setenv(key, value)
+    endpoint = f"endpoint_override=127.0.0.1:{port}&scheme=http"
+    pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http",
+                      allow_bucket_creation=True).create_dir("sweeps")
     try:
-        address = proc.stdout.readline().strip()
-        assert address.startswith("127.0.0.1:"), address
-        yield address
+        yield f"s3://sweeps/runs?{endpoint}", endpoint
     finally:
-        proc.stdin.close()
+        server.stop()
+
+
+def _s3_text(uri: str) -> str:
+    fs, path = pafs.FileSystem.from_uri(uri)
+    with fs.open_input_stream(path) as stream:
+        return stream.readall().decode()
+
+
+def test_s3_run_directory_killed_status_resume_report(s3_storage, tmp_path):
+    storage, endpoint = s3_storage
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    run_dir = f"s3://sweeps/runs/k?{endpoint}"
+
+    bad = _specsweep("run", QUICKSTART, "--smoke-test", "--storage", f"s3://nonexistent-bucket/x?{endpoint}",
+                     env=env, timeout=120)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+    path = _spec(tmp_path, "s3", search={"space": {"frontend.setting": {"grid": ["A", "B", "C", "D"]}}})
+    log = open(tmp_path / "driver.log", "w")
+    driver = subprocess.Popen([sys.executable, "-m", "specsweep", "run", str(path), "--storage", storage, "--name",
+                               "k", "--num-cpus", "2"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True, cwd=ROOT)
+
+    def statuses() -> List[str]:
         try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            return [t["status"] for t in read_trials(run_dir)]
+        except (OSError, ValueError, RuntimeError):
+            return []
 
+    try:
+        # Tune uploads its experiment state every ~10 s; the statuses come from the bucket.
+        _wait_for(lambda: "TERMINATED" in statuses() and set(statuses()) != {"TERMINATED"}, 420,
+                  "one finished trial in the bucket while others are unfinished")
+    finally:
+        # The driver and the local Ray it started die at once, as on a lost machine.
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+        log.close()
+    finished_before = {t["id"]: _s3_text(f"s3://sweeps/runs/k/trial_{t['id']}/result.json?{endpoint}")
+                       for t in read_trials(run_dir) if t["status"] == "TERMINATED"}
+    assert finished_before
 
-def test_sweep_spreads_over_two_loopback_nodes(loopback_cluster, tmp_path):
-    spec = {
-        "name": "cluster",
-        "task": "kws",
-        "data": {"name": "embedded_kws", "clips_per_word": 6},
-        "frontend": {"name": "nnaudio", "n_mels": 20},
-        "backbone": {"name": "bcresnet"},
-        "train": {"epochs": 2, "batch_size": 8},
-        "seeds": [1],
-        "search": {"space": {"frontend.setting": {"grid": ["A", "B", "C", "D"]}}},
-        "resources": {"cpus": 1},
-    }
-    path = tmp_path / "cluster.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    env = {**os.environ, **LOOPBACK, "WANDB_MODE": "offline"}
-    done = subprocess.run([sys.executable, "-m", "specsweep.cli", "run", str(path), "--address", loopback_cluster,
-                           "--storage", str(tmp_path / "runs"), "--name", "c"], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    nodes = set()
-    for result in (tmp_path / "runs" / "c").glob("trial_*/result.json"):
-        rows = [json.loads(line) for line in result.read_text().splitlines()]
-        assert "test_acc" in rows[-1]
-        nodes.add(rows[-1]["node_id"])
-    assert len(nodes) == 2, f"trials ran on {len(nodes)} node(s)"
+    status = _specsweep("status", run_dir, env=env, timeout=120)
+    assert status.returncode == 0 and "terminated" in status.stdout, status.stderr[-2000:]
+
+    resumed = _specsweep("resume", run_dir, "--num-cpus", "2", env=env)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    trials = read_trials(run_dir)
+    assert len(trials) == 4 and all(t["status"] == "TERMINATED" for t in trials)
+    for trial_id, text in finished_before.items():
+        assert _s3_text(f"s3://sweeps/runs/k/trial_{trial_id}/result.json?{endpoint}") == text, \
+            f"{trial_id} was trained again"
+
+    report = _specsweep("report", run_dir, env=env, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "| A |" in _s3_text(f"s3://sweeps/runs/k/report/report.md?{endpoint}")

@@ -264,3 +264,16 @@ def test_ensure_phoneme_corpus(phoneme_root: Path, tmp_path: Path) -> None:
     assert root.name.startswith("embedded_phonemes-")
     assert _tree_bytes(root) == _tree_bytes(phoneme_root)
     assert ensure_phoneme_corpus(tmp_path, seed=0, progress=False, **params) == root
+
+
+def test_declared_train_sizes_equal_the_prepared_splits(kws_root: Path, phoneme_root: Path) -> None:
+    from specsweep.data import speechcommands
+    from specsweep.data.datasets import phoneme_corpus_sources
+
+    params = {k: v for k, v in SMALL_KWS.items() if k != "progress"}
+    real = len(speechcommands.speech_commands_sources(kws_root)["train"])
+    assert embedded.speech_commands_train_clips(seed=0, **params) == real
+    # The count follows the parameters: one more clip per word adds training clips.
+    assert embedded.speech_commands_train_clips(seed=0, **{**params, "clips_per_word": 7}) > real
+    phonemes = {k: v for k, v in SMALL_PHONEMES.items() if k != "progress"}
+    assert embedded.phoneme_corpus_train_utterances(seed=0, **phonemes) == len(phoneme_corpus_sources(phoneme_root)[1]["train"])

@@ -11,7 +11,7 @@ from conftest import write_tone
 
 from specsweep.cli import main
 from specsweep.data.cache import CachedAudio, build_cache
-from specsweep.data.datasets import DatasetConfigError, dataset_config_problems, prepare_dataset
+from specsweep.data.datasets import DatasetConfigError, dataset_config_problems, declared_train_clips, prepare_dataset
 from specsweep.data.speechcommands import (
     ARCHIVE_CHECKSUMS,
     CLASSES,
@@ -81,6 +81,10 @@ def test_missing_archive_names_folder_and_download_command(speech_commands_tree,
     elsewhere = root.parent / "sc_test"
     with pytest.raises(DatasetMissingError, match=f"--set test_root={elsewhere} --download"):
         prepare_dataset({"name": "speechcommands", "root": str(root), "test_set": "archive", "test_root": str(elsewhere)})
+    # Without the main archive either, one command fetches both.
+    with pytest.raises(DatasetMissingError, match=f"Speech Commands v2 not found at {root.parent}.*--root {root.parent} "
+                       "--set test_set=archive --download"):
+        prepare_dataset({"name": "speechcommands", "root": str(root.parent), "test_set": "archive"})
 
 
 def test_archive_folders_must_be_the_twelve_classes(speech_commands_tree):
@@ -160,6 +164,8 @@ def test_embedded_set_tests_on_its_archive_layout(cache_dir):
     assert archived.splits["train"] == listed.splits["train"] and archived.splits["test"] != listed.splits["test"]
     tests = [CachedAudio(Path(d.splits["test"])) for d in (archived, listed)]
     assert np.array_equal(*(np.bincount(t.first_targets(), minlength=len(CLASSES)) for t in tests))
+    declared = declared_train_clips({"name": "embedded_kws", "clips_per_word": 6, "test_set": "archive"})
+    assert declared == len(CachedAudio(Path(archived.splits["train"])))
 
 
 def test_paper_silence_slices_every_half_second(speech_commands_tree):
@@ -184,3 +190,19 @@ def test_paper_silence_slices_every_half_second(speech_commands_tree):
     assert {Path(c.path).name for c in by_split["val"]} == {"running_tap.wav"}
     assert by_split["test"] == []
     assert all(c.frames == 16000 for c in by_split["train"] + by_split["val"])
+
+
+def test_download_is_verified_before_it_is_kept(tmp_path, monkeypatch):
+    """The download branch of fetch_archive on a file:// URL (no network): a copy that
+    matches the table is kept under the archive's name, one that does not is removed."""
+    published = tmp_path / "published" / "speech_commands_test_set_v0.02.tar.gz"
+    published.parent.mkdir()
+    published.write_bytes(b"archive bytes" * 100)
+    url = published.as_uri()
+    monkeypatch.setitem(ARCHIVE_CHECKSUMS, url, (1300, hashlib.sha256(published.read_bytes()).hexdigest()))
+    kept = fetch_archive(url, tmp_path / "good")
+    assert kept.read_bytes() == published.read_bytes() and sorted(p.name for p in kept.parent.iterdir()) == [kept.name]
+    monkeypatch.setitem(ARCHIVE_CHECKSUMS, url, (1300, "f" * 64))
+    with pytest.raises(ChecksumError, match="the download was removed"):
+        fetch_archive(url, tmp_path / "bad")
+    assert list((tmp_path / "bad").iterdir()) == []

@@ -49,3 +49,5 @@ def test_sweep_runs_in_smoke_mode(path, ray_session, tmp_path):
     for t in trials:
         assert t["status"] == "TERMINATED"
         assert 0.0 <= t["metrics"][metric] <= (1.0 if spec.task == "kws" else 10.0)
+        # One smoke epoch: the last (recipe paper, KWS) and the best (ASR) epoch are both epoch 0.
+        assert t["metrics"]["tested_epoch"] == 0

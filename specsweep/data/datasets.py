@@ -250,3 +250,36 @@ def phoneme_inventory(config: Dict[str, Any]) -> List[str]:
 
         return list(PHONES_61)
     return prepare_dataset(config).labels
+
+
+# Training clips per epoch of the datasets that cannot be counted without the data, as
+# their loaders build the train split.
+# Speech Commands v0.02: 84,843 word clips outside validation_list.txt and testing_list.txt
+# (the split of arXiv:1804.03209: 84,843 / 9,981 / 11,005), plus _silence_ clips as many as
+# the average keyword: 30,769 train clips of the 10 keywords // 10 = 3,076.
+# With silence: paper the training silence is the noise files cut every half second instead
+# (about 5.6 minutes of noise: some 670 clips), within 3 % of this figure.
+SPEECH_COMMANDS_TRAIN_CLIPS = 84_843 + 3_076
+# TIMIT: 462 training speakers x 8 SI and SX sentences (SA left out); the paper protocol's
+# training set is 4,000 utterances.
+TIMIT_TRAIN_UTTERANCES = {"standard": 3_696, "paper": 4_000}
+
+
+def declared_train_clips(config: Dict[str, Any]) -> Optional[int]:
+    """Training clips per epoch of a data config, from the dataset's declared sizes (real
+    corpora) or its parameters (embedded sets), with no download and no preparation;
+    None when the size cannot be known in advance (an unknown protocol)."""
+    name = config["name"]
+    params = {k: v for k, v in config.items() if k not in ("name", "root", "cache_dir", "download")}
+    if name == "speechcommands":
+        return SPEECH_COMMANDS_TRAIN_CLIPS
+    if name == "timit":
+        return TIMIT_TRAIN_UTTERANCES.get(str(params.get("protocol", "standard")))
+    from specsweep.data import embedded
+
+    if name == "embedded_kws":
+        # The test set's layout leaves the training split as it is.
+        return embedded.speech_commands_train_clips(**{k: v for k, v in params.items() if k != "test_set"})
+    if name == "embedded_phonemes":
+        return embedded.phoneme_corpus_train_utterances(**params)
+    return None

@@ -618,6 +618,22 @@ def ensure_speech_commands(
     return generate_speech_commands(root, seed=seed, workers=workers, progress=progress, **params)
 
 
+def speech_commands_train_clips(seed: int = 0, **params: Any) -> int:
+    """Training clips of the embedded keyword set for ``seed`` and ``params``, as the
+    Speech Commands loader builds the split (train-speaker clips plus ``_silence_``, as
+    many as the average keyword), from the clip plan alone: nothing is synthesized."""
+    from specsweep.data.speechcommands import KEYWORDS as LOADER_KEYWORDS
+
+    train = [p for p in _plan_kws(_kws_params(seed=seed, **params)) if p.speaker.split == "train"]
+    keyword_clips = sum(p.word in LOADER_KEYWORDS for p in train)
+    return len(train) + max(1, keyword_clips // len(LOADER_KEYWORDS))
+
+
+def phoneme_corpus_train_utterances(seed: int = 0, **params: Any) -> int:
+    """Training utterances of the embedded phoneme corpus for ``seed`` and ``params``."""
+    return int(_phoneme_params(seed=seed, **params)["n_utterances"][0])
+
+
 # ---------------------------------------------------------------------------------------
 # Phoneme recognition
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler, WeightedRandomSampler
 
+from specsweep.data.cache import CachedAudio
 from specsweep.data.datasets import PreparedData
+
+DATA_PATHS = ("auto", "loader", "device")
 
 
 def class_sampling_weights(
@@ -55,6 +58,70 @@ def pad_collate(batch: List[Tuple[torch.Tensor, torch.Tensor]]) -> Tuple[torch.T
     )
 
 
+class DeviceBatches:
+    """Batches of a fixed-length split gathered on ``device`` from the split's int16 audio,
+    copied there once: no loader process and no per-clip work on the CPU.
+
+    Iterating yields the batches a ``DataLoader(dataset, batch_size, sampler=sampler,
+    generator=generator, drop_last=drop_last, num_workers=0)`` yields, in the same order,
+    as ``(waveform float32 (batch, samples), targets int64 (batch, targets per clip))`` on
+    ``device``: the indices come from the same sampler, and each pass first draws the
+    seed that such a loader draws for its workers (from ``generator``, or the global RNG
+    when None), so the random streams advance exactly as with the loader.
+
+    On the CPU the audio stays the copy-on-write memory map of the cache, whose pages
+    concurrent trials share.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, soundfile
+    >>> from pathlib import Path
+    >>> from specsweep.data.cache import ClipSource, build_cache
+    >>> d = Path(tempfile.mkdtemp())
+    >>> for i in range(3): soundfile.write(d / f"{i}.wav", np.full(4, i, "int16"), 16000)
+    >>> ds = CachedAudio(build_cache([ClipSource(str(d / f"{i}.wav"), (i,)) for i in range(3)], 16000, d / "c"))
+    >>> [t[:, 0].tolist() for _, t in DeviceBatches(ds, 2, SequentialSampler(ds), None, False, torch.device("cpu"))]
+    [[0, 1], [2]]
+    """
+
+    def __init__(self, dataset: CachedAudio, batch_size: int, sampler: Sampler, generator: Optional[torch.Generator],
+                 drop_last: bool, device: torch.device) -> None:
+        lengths, target_lengths = np.unique(dataset.lengths), np.unique(dataset.target_lengths)
+        if len(lengths) != 1 or len(target_lengths) != 1:
+            raise ValueError(f"{dataset.folder}: the device data path needs clips of one length and one target "
+                             f"count; this split has {len(lengths)} clip lengths (use train.data_path: loader)")
+        audio = np.memmap(dataset.folder / "audio.int16", dtype="<i2", mode="c")
+        self.audio = torch.from_numpy(audio).view(len(dataset), int(lengths[0])).to(device)
+        self.targets = torch.from_numpy(dataset.targets.astype(np.int64)).view(len(dataset), -1).to(device)
+        self.batches = BatchSampler(sampler, batch_size, drop_last)
+        self.generator = generator
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        for indices in self.batches:
+            index = torch.as_tensor(indices, device=self.device)
+            # int16 / 2**15 in float32 is exact, as the loader's NumPy conversion.
+            yield self.audio[index].float() / 32768.0, self.targets[index]
+
+
+Batches = Union[DataLoader, DeviceBatches]
+
+
+def resolve_data_path(data_path: str, data: PreparedData) -> str:
+    """``loader`` or ``device`` for ``train.data_path``: ``auto`` is ``device`` for
+    fixed-length clips (keyword spotting) and ``loader`` for variable-length utterances,
+    whose padding stays with the loader's collate function."""
+    if data_path not in DATA_PATHS:
+        raise ValueError(f"train.data_path must be one of {', '.join(DATA_PATHS)}, got {data_path!r}")
+    if data_path == "auto":
+        return "loader" if data.clip_samples is None else "device"
+    return data_path
+
+
 def make_loaders(
     data: PreparedData,
     batch_size: int,
@@ -63,23 +130,36 @@ def make_loaders(
     balance_classes: bool = False,
     class_weights: Optional[Mapping[str, float]] = None,
     eval_batch_size: Optional[int] = None,
-) -> Dict[str, DataLoader]:
-    """Train/val/test loaders. Training order is drawn from ``generator`` (seeded by the
+    device: Optional[torch.device] = None,
+) -> Dict[str, Batches]:
+    """Train/val/test batches. Training order is drawn from ``generator`` (seeded by the
     trial) rather than the global RNG, so its state can be checkpointed and restored.
     Training draws with replacement by class weights (:func:`class_sampling_weights`)
-    when ``balance_classes`` or ``class_weights`` is given, else shuffles."""
+    when ``balance_classes`` or ``class_weights`` is given, else shuffles; validation and
+    test batches hold ``eval_batch_size`` (default ``batch_size``) examples.
+
+    With ``device`` the batches are :class:`DeviceBatches` on that device, the same batches
+    in the same order as the loaders (``num_workers`` is then unused); otherwise
+    ``DataLoader``s."""
     collate = pad_collate if data.clip_samples is None else None
     train = data.dataset("train")
+    drop_last = len(train) > batch_size
+    sampler: Sampler
+    # The loader's own generator only seeds its workers; the weighted loader never had one
+    # (its workers' seed comes from the global RNG), and keeping that keeps seeded results.
+    loader_generator: Optional[torch.Generator] = None
     if balance_classes or class_weights:
         weights = class_sampling_weights(train.first_targets(), data.labels, class_weights, balance_classes)
         sampler = WeightedRandomSampler(weights, num_samples=len(train), replacement=True, generator=generator)
-        train_loader = DataLoader(train, batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
-                                  drop_last=len(train) > batch_size)
     else:
-        train_loader = DataLoader(train, batch_size, shuffle=True, generator=generator, num_workers=num_workers,
-                                  collate_fn=collate, drop_last=len(train) > batch_size)
-    loaders = {"train": train_loader}
-    for split in ("val", "test"):
-        loaders[split] = DataLoader(data.dataset(split), eval_batch_size or batch_size, num_workers=num_workers,
-                                    collate_fn=collate)
-    return loaders
+        sampler, loader_generator = RandomSampler(train, generator=generator), generator
+    eval_batch = eval_batch_size or batch_size
+    splits: Iterable[Tuple[str, CachedAudio, int, Sampler, Optional[torch.Generator], bool]] = [
+        ("train", train, batch_size, sampler, loader_generator, drop_last),
+        *((split, ds, eval_batch, SequentialSampler(ds), None, False)
+          for split, ds in ((s, data.dataset(s)) for s in ("val", "test"))),
+    ]
+    if device is not None:
+        return {name: DeviceBatches(ds, size, smp, gen, drop, device) for name, ds, size, smp, gen, drop in splits}
+    return {name: DataLoader(ds, size, sampler=smp, generator=gen, num_workers=num_workers, collate_fn=collate,
+                             drop_last=drop) for name, ds, size, smp, gen, drop in splits}

@@ -60,13 +60,15 @@ class ChecksumError(DatasetMissingError):
     """A downloaded archive differs from the published one (size or SHA-256)."""
 
 
-def check_root(root: Path) -> Path:
+def check_root(root: Path, test_root: Optional[Path] = None) -> Path:
+    """``root`` if it holds the extracted main archive; the error's command also fetches
+    the test archive when ``test_root`` (where it belongs) is given."""
     root = Path(root).expanduser()
     missing = [name for name in ("validation_list.txt", "testing_list.txt", "_background_noise_") if not (root / name).exists()]
     if missing:
         raise DatasetMissingError(
             f"Speech Commands v2 not found at {root} (missing {', '.join(missing)}). "
-            f"Fetch it with `specsweep data prepare speechcommands --root {root} --download` "
+            f"Fetch it with `{_prepare_command(root, test_root)}` "
             "or point data.root at an extracted speech_commands_v0.02 folder."
         )
     return root
@@ -164,7 +166,7 @@ def speech_commands_sources(
         second every half second, of ``running_tap.wav`` for validation and of the other
         noise files for training; no sliced silence in the test split.
     """
-    root = check_root(root)
+    root = check_root(root, test_root)
     if test_root is not None:
         test_root = check_test_root(test_root, root)
     val_files = _read_list(root / "validation_list.txt")

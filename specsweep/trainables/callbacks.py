@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from matplotlib.figure import Figure
-from ray import tune
 
 from specsweep.frontends.base import basis_drift
 from specsweep.frontends.plot import plot_frontend, snapshot_frontend
@@ -219,6 +218,9 @@ class ReportCheckpoint(pl.Callback):
         self.filename = filename
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Ray loads with the first report: a trial's set-up runs without it (benchmarks).
+        from ray import tune
+
         metrics = {k: v.item() for k, v in trainer.callback_metrics.items()}
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(os.path.join(folder, self.filename), weights_only=False)

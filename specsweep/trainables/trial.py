@@ -9,16 +9,14 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import lightning.pytorch as pl
-import ray
 import torch
-from ray import tune
 
 from specsweep import tracking
 from specsweep.data.datasets import PreparedData, prepare_dataset
-from specsweep.data.loaders import make_loaders
+from specsweep.data.loaders import make_loaders, resolve_data_path
 from specsweep.model import build_model
 from specsweep.spec import VAL_METRICS
 from specsweep.trainables.callbacks import (
@@ -55,16 +53,34 @@ def build_task(config: Dict[str, Any], data: PreparedData) -> SpeechTask:
     raise ValueError(f"task must be 'kws' or 'asr', got {config['task']!r}")
 
 
+def build_trial_task(config: Dict[str, Any], data: PreparedData) -> SpeechTask:
+    """:func:`build_task`, its model compiled when ``train.compile`` is set: in place, so
+    parameter names, checkpoints and the front-end's figures stay as in eager mode. On a
+    GPU the compiled forward and backward replay as CUDA graphs (``reduce-overhead``): one
+    launch instead of hundreds of small kernels per step."""
+    task = build_task(config, data)
+    if config["train"]["compile"]:
+        task.net.compile(mode="reduce-overhead" if trial_device().type == "cuda" else None)
+    return task
+
+
+def trial_device() -> torch.device:
+    """The device a trial trains on: Ray sets ``CUDA_VISIBLE_DEVICES`` to the GPU (or GPU
+    share) it assigned, which the trial sees as its first GPU."""
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def trial_data(config: Dict[str, Any]) -> tuple[PreparedData, Dict[str, Any], torch.Generator]:
     """The prepared dataset, its loaders and the seeded generator that orders training batches."""
     train = config["train"]
     data = prepare_dataset(config["data"])
     generator = torch.Generator().manual_seed(int(config["seed"]))
+    on_device = resolve_data_path(train["data_path"], data) == "device"
     loaders = make_loaders(
         data, int(train["batch_size"]), generator, int(train["num_workers"]),
         balance_classes=bool(train["balance_classes"]) and config["task"] == "kws",
         class_weights=train["class_weights"] if config["task"] == "kws" else None,
-        eval_batch_size=train["eval_batch_size"],
+        eval_batch_size=train["eval_batch_size"], device=trial_device() if on_device else None,
     )
     return data, loaders, generator
 
@@ -83,14 +99,22 @@ class Laps:
         self._clock = now
 
 
-def trainer_options(train: Dict[str, Any], limit_train_batches: Optional[int],
-                    limit_eval_batches: Optional[int], root: Path, train_batches: Optional[int] = None) -> Dict[str, Any]:
+def trainer_options(train: Dict[str, Any], limit_train_batches: Optional[Union[int, float]],
+                    limit_eval_batches: Optional[Union[int, float]], root: Path,
+                    train_batches: Optional[int] = None) -> Dict[str, Any]:
     """The Lightning ``Trainer`` options of a trial, apart from loggers and callbacks.
 
-    ``None`` limits mean every batch; ``train_batches`` (batches in one training epoch)
-    caps the logging interval so that every epoch logs its training metrics.
+    Limits are batch counts or fractions as Lightning takes them; ``None`` means every
+    batch without Lightning's notice about it. ``train_batches`` (batches in one training
+    epoch) caps the logging interval so that every epoch logs its training metrics.
+
+    Trials run with deterministic algorithms, but without that mode's filling of every new
+    tensor with NaN (``torch.utils.deterministic.fill_uninitialized_memory``), a debugging
+    aid that changes no result of ops that write their outputs and costs a kernel per
+    allocation: about 1,100 per BC-ResNet-1 training step.
     """
-    per_epoch = min(n for n in (train_batches, limit_train_batches, _LOG_EVERY_N_STEPS) if n is not None)
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    per_epoch = min(n for n in (train_batches, limit_train_batches, _LOG_EVERY_N_STEPS) if isinstance(n, int))
     return dict(
         max_epochs=int(train["epochs"]),
         enable_progress_bar=False,
@@ -108,10 +132,7 @@ def trainer_options(train: Dict[str, Any], limit_train_batches: Optional[int],
 
 
 def _accelerator() -> Dict[str, Any]:
-    # Ray sets CUDA_VISIBLE_DEVICES to the GPU (or GPU share) it assigned to this trial.
-    if torch.cuda.is_available():
-        return {"accelerator": "gpu", "devices": 1}
-    return {"accelerator": "cpu", "devices": 1}
+    return {"accelerator": "gpu" if trial_device().type == "cuda" else "cpu", "devices": 1}
 
 
 def _best_weights_file(best: BestWeights, trial_dir: Path, run: RunContext) -> Optional[Path]:
@@ -134,6 +155,11 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     ``timing/worker_unix`` are the Unix times the trial started and its worker loaded the
     trainable), which ``bench/bench_sweep.py`` reads.
     """
+    # Ray is imported here, not above, so that a trial's set-up (build_trial_task, trial_data)
+    # loads without it: benchmarks on a bare GPU machine and ``specsweep inspect --calibrate``.
+    import ray
+    from ray import tune
+
     entry = time.time()
     lap = Laps()
     timings = lap.seconds
@@ -147,7 +173,7 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     data, loaders, sampler_generator = trial_data(config)
     train = config["train"]
     lap("timing/data_s")
-    task = build_task(config, data)
+    task = build_trial_task(config, data)
     lap("timing/model_s")
 
     trial_id = context.get_trial_id()
@@ -200,7 +226,8 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
         final.update({k: float(v) for k, v in trainer.test(task, loaders["test"], verbose=False)[0].items()})
         final["best_" + run.metric] = best.best_score if best.best_score is not None else final.get(run.metric)
         final["best_epoch"] = best.best_epoch
-        final["tested_epoch"] = tested.best_epoch if tested is not None else trainer.current_epoch
+        # After fit, current_epoch counts the epochs run; the last one's index is one less.
+        final["tested_epoch"] = tested.best_epoch if tested is not None else trainer.current_epoch - 1
         if isinstance(task, ASRTask) and loggers:
             loggers[0].log_text("decoded_examples", columns=["reference", "hypothesis"],
                                 data=[[e["reference"], e["hypothesis"]] for e in task.examples])

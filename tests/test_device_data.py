@@ -1,0 +1,91 @@
+"""The device-resident data path gives the DataLoader's batches, in its order, and the same trial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.utils.data import SequentialSampler
+
+from specsweep.data.cache import CachedAudio, ClipSource, build_cache
+from specsweep.data.datasets import prepare_dataset
+from specsweep.data.loaders import DeviceBatches, make_loaders, resolve_data_path
+from specsweep.spec import SpecError, TrainConfig, validate_spec
+from specsweep.trainables.trial import build_trial_task, trainer_options, trial_data
+
+CPU = torch.device("cpu")
+
+
+def _config(root: Path, data_path: str, **train: Any) -> Dict[str, Any]:
+    return {
+        "task": "kws", "seed": 3,
+        "data": {"name": "speechcommands", "root": str(root)},
+        "frontend": {"name": "nnaudio", "n_fft": 480, "hop_length": 160, "n_mels": 40, "setting": "D"},
+        "backbone": {"name": "bcresnet", "width": 1.0},
+        "train": TrainConfig(epochs=2, batch_size=8, optimizer="adam", lr=0.01, schedule="cosine", warmup_epochs=1,
+                             balance_classes=True, data_path=data_path, **train).model_dump(),
+    }
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_device_batches_equal_the_loaders_and_advance_the_same_generators(speech_commands_tree, cache_dir, balance):
+    data = prepare_dataset({"name": "speechcommands", "root": str(speech_commands_tree)})
+    runs = {}
+    for path in ("loader", "device"):
+        torch.manual_seed(11)
+        generator = torch.Generator().manual_seed(5)
+        loaders = make_loaders(data, 7, generator, balance_classes=balance,
+                               device=CPU if path == "device" else None)
+        assert isinstance(loaders["train"], DeviceBatches) == (path == "device")
+        # Two epochs of training batches, then the validation and test passes, as a trial draws them.
+        batches = [b for _ in range(2) for b in loaders["train"]] + list(loaders["val"]) + list(loaders["test"])
+        runs[path] = (batches, len(loaders["train"]), generator.get_state(), torch.get_rng_state())
+    (loader_batches, loader_len, loader_gen, loader_rng), (device_batches, device_len, device_gen, device_rng) = \
+        runs["loader"], runs["device"]
+    assert loader_len == device_len == len(data.dataset("train")) // 7
+    assert len(loader_batches) == len(device_batches) > 2 * loader_len
+    for (wave_a, target_a), (wave_b, target_b) in zip(loader_batches, device_batches):
+        assert wave_a.dtype == wave_b.dtype == torch.float32 and target_a.dtype == target_b.dtype == torch.int64
+        assert torch.equal(wave_a, wave_b) and torch.equal(target_a, target_b)
+    # The order differs between epochs: the comparison above is not of one fixed order.
+    assert not torch.equal(loader_batches[0][1], loader_batches[loader_len][1])
+    assert torch.equal(loader_gen, device_gen) and torch.equal(loader_rng, device_rng)
+
+
+def _fit(config: Dict[str, Any], root: Path) -> tuple[Dict[str, float], Dict[str, torch.Tensor]]:
+    pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
+    data, loaders, _ = trial_data(config)
+    task = build_trial_task(config, data)
+    trainer = pl.Trainer(logger=False, **trainer_options(config["train"], 1.0, 1.0, root))
+    trainer.fit(task, loaders["train"], loaders["val"])
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics.update(trainer.test(task, loaders["test"], verbose=False)[0])
+    return metrics, task.state_dict()
+
+
+def test_a_trial_fits_the_same_on_either_data_path(speech_commands_tree, cache_dir, tmp_path):
+    loader_metrics, loader_state = _fit(_config(speech_commands_tree, "loader"), tmp_path / "a")
+    device_metrics, device_state = _fit(_config(speech_commands_tree, "device"), tmp_path / "b")
+    assert set(loader_metrics) >= {"train_loss", "val_acc", "val_loss", "test_acc", "test_loss"}
+    assert loader_metrics == device_metrics
+    assert loader_state.keys() == device_state.keys()
+    for name, value in loader_state.items():
+        assert torch.equal(value, device_state[name]), name
+
+
+def test_auto_data_path_and_what_the_device_path_refuses(speech_commands_tree, cache_dir, tmp_path):
+    data = prepare_dataset({"name": "speechcommands", "root": str(speech_commands_tree)})
+    assert resolve_data_path("auto", data) == "device"
+    assert resolve_data_path("loader", data) == "loader"
+    assert resolve_data_path("auto", type(data)("asr", data.labels, data.splits, data.sample_rate, None)) == "loader"
+    clips = [speech_commands_tree / "yes" / "aa11_nohash_0.wav", speech_commands_tree / "yes" / "bb22_nohash_0.wav"]
+    uneven = CachedAudio(build_cache([ClipSource(str(c), (0,)) for c in clips], 16000, tmp_path / "c"))
+    with pytest.raises(ValueError, match="clips of one length.*2 clip lengths.*data_path: loader"):
+        DeviceBatches(uneven, 2, SequentialSampler(uneven), None, False, CPU)
+    spec = {"name": "x", "task": "asr", "data": {"name": "embedded_phonemes"}, "frontend": {"name": "nnaudio"},
+            "backbone": {"name": "simple"}, "train": {"data_path": "device"}}
+    with pytest.raises(SpecError, match="train.data_path: device needs clips of one length"):
+        validate_spec(spec)
