@@ -40,9 +40,10 @@ def test_help_loads_no_torch():
 
 
 def test_version_from_package_metadata():
-    done = _cli("-m", "specsweep.cli", "--version", timeout=120)
-    assert done.returncode == 0
-    assert done.stdout.strip() == f"specsweep {version('specsweep')}"
+    for module in ("specsweep", "specsweep.cli"):
+        done = _cli("-m", module, "--version", timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"specsweep {version('specsweep')}"
 
 
 def _actions(parser: argparse.ArgumentParser) -> Iterator[tuple]:
