@@ -1,7 +1,8 @@
 """Data path: reading the decoded-audio cache versus decoding WAV files, and memory per reader.
 
 (a) Clips/s for one epoch of the embedded keyword set's train split through a
-``DataLoader`` (batch 100, ``num_workers=0``, as trials read it):
+``DataLoader`` (batch 100, ``num_workers=0``, as trials with ``train.data_path: loader``
+read it), and through the batches that ``train.data_path: device`` gathers, here on the CPU:
 
 * cache: ``prepare_dataset({"name": "embedded_kws"}).dataset("train")``, the
   memory-mapped int16 array,
@@ -32,17 +33,18 @@ import multiprocessing
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from bench.common import document, fmt, machine_line, median_seconds, out_path, parser, publish, table, versions_line
 from specsweep.data.cache import CachedAudio, ClipSource
 from specsweep.data.datasets import prepare_dataset
 from specsweep.data.embedded import ensure_speech_commands
+from specsweep.data.loaders import DeviceBatches
 from specsweep.data.speechcommands import speech_commands_sources
 
 NAME = "data"
@@ -71,9 +73,10 @@ class WavClips(Dataset):
         return torch.from_numpy(clip), torch.tensor(src.targets, dtype=torch.int64)
 
 
-def epoch_seconds(dataset: Dataset, epochs: int) -> float:
-    """Median seconds of one pass over ``dataset`` in batches of 100, after an untimed pass."""
-    loader = DataLoader(dataset, batch_size=BATCH, num_workers=0)
+def epoch_seconds(dataset: Dataset, epochs: int, batches: Optional[Iterable[Any]] = None) -> float:
+    """Median seconds of one pass over ``dataset`` in batches of 100 (or over ``batches``),
+    after an untimed pass."""
+    loader = DataLoader(dataset, batch_size=BATCH, num_workers=0) if batches is None else batches
 
     def one_epoch() -> None:
         for _ in loader:
@@ -155,8 +158,12 @@ def read_speed_section(config: Dict[str, Any], epochs: int) -> Tuple[str, Path]:
         raise RuntimeError(f"the WAV sources have {len(wav)} train clips but the cache has {len(cached)}")
     cache_s = epoch_seconds(cached, epochs)
     wav_s = epoch_seconds(wav, epochs)
+    on_cpu = DeviceBatches(cached, BATCH, SequentialSampler(cached), None, False, torch.device("cpu"))
+    device_s = epoch_seconds(cached, epochs, on_cpu)
     rows = [
         ["cache (memory-mapped int16)", f"{len(cached):,}", fmt(cache_s, 3), fmt(len(cached) / cache_s, 0), "1.0"],
+        ["cache, batches gathered by `train.data_path: device` on the CPU", f"{len(cached):,}", fmt(device_s, 3),
+         fmt(len(cached) / device_s, 0), fmt(device_s / cache_s, 2)],
         ["WAV decode (soundfile)", f"{len(wav):,}", fmt(wav_s, 3), fmt(len(wav) / wav_s, 0), fmt(wav_s / cache_s, 1)],
     ]
     text = "\n\n".join([

@@ -62,7 +62,7 @@ def write_spec(folder: Path, trials: int, epochs: int, tiny: bool) -> Path:
     raw = yaml.safe_load(QUICKSTART.read_text())
     raw["name"] = "bench-sweep"
     raw["search"]["space"] = {"frontend.setting": {"grid": ["A"]}}
-    raw["train"]["epochs"] = epochs
+    raw.setdefault("train", {})["epochs"] = epochs
     raw["resources"] = {"cpus": 1, "gpus": 0}
     # Offline: a benchmark never uploads, whatever credentials the machine has.
     raw["wandb"]["mode"] = "offline"

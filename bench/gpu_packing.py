@@ -121,6 +121,8 @@ def write_tree(root: Path, clips_per_word: int, seed: int = 0) -> Path:
 
 
 def trial_config(run: Run, index: int, root: Path, epochs: int) -> Dict[str, Any]:
+    from specsweep.spec import TrainConfig
+
     models = QUICKSTART if run.models == "quickstart" else KWS_MODELS
     frontend, backbone, setting = models[index % len(models)]
     lr = {"lr": 0.02, "frontend_lr": 0.0005} if run.models == "quickstart" else {"lr": 0.001}
@@ -129,8 +131,9 @@ def trial_config(run: Run, index: int, root: Path, epochs: int) -> Dict[str, Any
         "data": {"name": "speechcommands", "root": str(root)},
         "frontend": {"name": frontend, "n_fft": 480, "hop_length": 160, "n_mels": 40, "setting": setting},
         "backbone": {"name": backbone, **({"width": 1.0} if backbone == "bcresnet" else {})},
-        "train": {"epochs": epochs, "batch_size": run.batch_size, "optimizer": "adam", **lr, "schedule": "cosine",
-                  "warmup_epochs": 1, "balance_classes": True, "data_path": run.data_path, "compile": run.compile},
+        "train": TrainConfig(epochs=epochs, batch_size=run.batch_size, optimizer="adam", **lr, schedule="cosine",
+                             warmup_epochs=1, balance_classes=True, data_path=run.data_path,
+                             compile=run.compile).model_dump(),
     }
 
 

@@ -109,7 +109,7 @@ def write_sweep_spec(folder: Path, tiny: bool, seeds: int, epochs: int, per_gpu:
     raw = yaml.safe_load(QUICKSTART.read_text())
     raw["name"] = "bench-gpu-sweep"
     raw["seeds"] = list(range(1, seeds + 1))
-    raw["train"]["epochs"] = epochs
+    raw.setdefault("train", {})["epochs"] = epochs
     raw["resources"] = {"cpus": 1, "gpus": 1 / per_gpu}
     raw["wandb"]["mode"] = os.environ.get("WANDB_MODE", "offline")
     if tiny:

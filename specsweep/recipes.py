@@ -69,7 +69,7 @@ RECIPES.register("paper")(Recipe(
 ))
 
 RECIPES.register("quick")(Recipe(
-    description="specsweep's short recipe for CPU machines (not the paper's protocol)",
+    description="specsweep's short CPU recipe, not the paper's protocol",
     paper_protocol=False,
     train={
         # Adam at a high rate with a cosine schedule trains BC-ResNet-1 in a dozen epochs; the

@@ -170,7 +170,10 @@ def _tune_trials(run_dir: RunLocation, metric: str, mode: str, damaged: List[str
     for trial in analysis.trials:
         # The trial's folder by name: the run directory may have moved since Tune wrote its path.
         trial_dir = Path(trial.path).name
-        if not run_dir.is_dir(trial_dir) and trial.status != "PENDING":
+        # A trial's folder in cloud storage appears with its first upload (checkpoint or
+        # synced results), so a running trial without a checkpoint may have none yet.
+        recorded = trial.status in ("TERMINATED", "ERROR") or trial.checkpoint is not None
+        if recorded and not run_dir.is_dir(trial_dir):
             damaged.append(f"{run_dir.child(trial_dir)}: the folder of trial {trial.trial_id} ({trial.status}) is "
                            f"missing; its results and checkpoints are lost")
         rows = _results(run_dir, trial_dir, damaged)

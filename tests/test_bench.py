@@ -68,7 +68,9 @@ def test_data(tmp_path):
     text = written(run_bench("bench.bench_data", out), out)
     speed, memory = tables(text)
     assert speed["headers"] == ["source", "clips", "s / epoch", "clips/s", "time vs cache"]
-    assert [r[0] for r in speed["rows"]] == ["cache (memory-mapped int16)", "WAV decode (soundfile)"]
+    assert [r[0] for r in speed["rows"]] == ["cache (memory-mapped int16)",
+                                             "cache, batches gathered by `train.data_path: device` on the CPU",
+                                             "WAV decode (soundfile)"]
     assert memory["headers"][:2] == ["N", "reader"] and "audio map PSS MiB" in memory["headers"]
     assert [r[:2] for r in memory["rows"]] == [["2", "1"], ["2", "2"]], "--tiny: 2 concurrent readers"
     assert "Cache file `audio.int16`" in text

@@ -27,6 +27,7 @@ from typing import Dict, List, Set
 
 import pyarrow.fs as pafs
 import pytest
+from ray.tune import ExperimentAnalysis
 
 from specsweep.status import read_trials
 from test_resume import _spec, _wait_for
@@ -218,29 +219,36 @@ def test_s3_run_directory_killed_status_resume_report(s3_storage, tmp_path):
                      env=env, timeout=120)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
 
-    path = _spec(tmp_path, "s3", search={"space": {"frontend.setting": {"grid": ["A", "B", "C", "D"]}}})
+    path = _spec(tmp_path, "s3", search={"space": {"frontend.setting": {"grid": ["A", "B", "C", "D"]}}},
+                 train__epochs=2)
     log = open(tmp_path / "driver.log", "w")
     driver = subprocess.Popen([sys.executable, "-m", "specsweep", "run", str(path), "--storage", storage, "--name",
                                "k", "--num-cpus", "2"], env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True, cwd=ROOT)
 
-    def statuses() -> List[str]:
+    def tune_statuses() -> Dict[str, str]:
+        """Trial states in the experiment state Tune uploaded to the bucket (every ~10 s):
+        what resume starts from. (status also reads each trial's newer result.json.)"""
         try:
-            return [t["status"] for t in read_trials(run_dir)]
+            fs, fs_path = pafs.FileSystem.from_uri(run_dir)
+            return {t.trial_id: t.status for t in ExperimentAnalysis(fs_path, storage_filesystem=fs).trials}
         except (OSError, ValueError, RuntimeError):
-            return []
+            return {}
+
+    def one_finished_others_not() -> bool:
+        states = list(tune_statuses().values())
+        return "TERMINATED" in states and any(state != "TERMINATED" for state in states)
 
     try:
-        # Tune uploads its experiment state every ~10 s; the statuses come from the bucket.
-        _wait_for(lambda: "TERMINATED" in statuses() and set(statuses()) != {"TERMINATED"}, 420,
-                  "one finished trial in the bucket while others are unfinished")
+        _wait_for(one_finished_others_not, 420,
+                  "one trial finished in the bucket's experiment state while others are unfinished")
     finally:
         # The driver and the local Ray it started die at once, as on a lost machine.
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
         log.close()
-    finished_before = {t["id"]: _s3_text(f"s3://sweeps/runs/k/trial_{t['id']}/result.json?{endpoint}")
-                       for t in read_trials(run_dir) if t["status"] == "TERMINATED"}
+    finished_before = {trial_id: _s3_text(f"s3://sweeps/runs/k/trial_{trial_id}/result.json?{endpoint}")
+                       for trial_id, state in tune_statuses().items() if state == "TERMINATED"}
     assert finished_before
 
     status = _specsweep("status", run_dir, env=env, timeout=120)
