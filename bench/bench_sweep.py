@@ -189,7 +189,7 @@ def sequential_trial(config: Dict[str, Any], limits: Dict[str, int], folder: Pat
     best = BestWeights("val_acc", "max")
     checkpoint = epoch_checkpoint(folder / "checkpoint.ckpt")
     figures = folder / "figures"
-    options = trainer_options(train, limits.get("limit_train_batches", 1.0), limits.get("limit_eval_batches", 1.0),
+    options = trainer_options(train, limits.get("limit_train_batches"), limits.get("limit_eval_batches"),
                               folder)
     # The Ray trials of this benchmark get no GPU; neither does the sequential run.
     options.update(accelerator="cpu", devices=1)

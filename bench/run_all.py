@@ -1,4 +1,4 @@
-"""Run every CPU benchmark in sequence: front-ends, data, trials, sweep.
+"""Run every CPU benchmark in sequence: front-ends, data, trials, sweep, command line.
 
 Each runs in its own process (``python -m bench.<name>``), one after another, so that
 none measures while another loads the cores, and torch thread settings or a running Ray
@@ -24,7 +24,7 @@ from typing import List, Optional
 
 # Output names, as each benchmark names its result file.
 BENCHMARKS = {"frontends": "bench.bench_frontends", "data": "bench.bench_data",
-              "trials": "bench.bench_trials", "sweep": "bench.bench_sweep"}
+              "trials": "bench.bench_trials", "sweep": "bench.bench_sweep", "cli": "bench.bench_cli"}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

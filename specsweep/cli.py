@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from specsweep.limits import DEFAULT_MAX_TRIALS
-from specsweep.spec import SpecError
+
+# The command's modules are imported by the commands that use them: `--help`, `--version`
+# and argument errors answer without loading torch (seconds).
 
 
 class UsageError(ValueError):
@@ -26,7 +28,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from specsweep.launcher import run_sweep
 
     outcome = run_sweep(Path(args.spec), storage=args.storage, name=args.name, address=args.address,
-                        smoke=args.smoke_test, num_cpus=args.num_cpus, max_trials=args.max_trials)
+                        smoke=args.smoke_test, num_cpus=args.num_cpus, max_trials=args.max_trials,
+                        verbose=args.verbose)
     return outcome.exit_code
 
 
@@ -34,7 +37,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from specsweep.launcher import resume_sweep
 
     outcome = resume_sweep(args.run_dir, address=args.address, restart_errored=args.restart_errored,
-                           num_cpus=args.num_cpus)
+                           num_cpus=args.num_cpus, verbose=args.verbose)
     return outcome.exit_code
 
 
@@ -104,7 +107,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _inspect_spec(path: Path, args: argparse.Namespace) -> Dict[str, Any]:
     from specsweep.limits import local_resource_problems, plan_problems, trial_count
-    from specsweep.spec import expand_trials, load_spec
+    from specsweep.spec import SpecError, expand_trials, load_spec
     from specsweep.status import describe_config
 
     spec = load_spec(path, smoke=args.smoke_test)
@@ -213,6 +216,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from specsweep.report import report_command
+
+    return report_command(args)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("specsweep")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from specsweep import __version__
+
+        return __version__
+
+
+_VERBOSE_HELP = "stream what the trials print (Lightning, Ray, W&B) to the console; it is always in each trial's trial.log"
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --debug is accepted before or after the command; SUPPRESS keeps a subcommand from
     # resetting a --debug given before it.
@@ -221,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the traceback of an error")
     parser = argparse.ArgumentParser(prog="specsweep", description=__doc__, parents=[common],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print specsweep's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     add = functools.partial(sub.add_parser, parents=[common])
 
@@ -235,24 +260,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--num-cpus", type=_positive_int, help="CPUs for a local Ray (default: all)")
     run.add_argument("--max-trials", type=_positive_int, default=DEFAULT_MAX_TRIALS,
                      help=f"refuse specs with more trials than this (default {DEFAULT_MAX_TRIALS})")
+    run.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
     run.set_defaults(func=_cmd_run)
 
     resume = add("resume", help="continue a killed or failed sweep")
     resume.add_argument("run_dir", help="run directory: local folder or URI")
     resume.add_argument("--address", help="as for run")
-    resume.add_argument("--restart-errored", action="store_true", help="restart errored trials from scratch")
-    resume.add_argument("--num-cpus", type=_positive_int)
+    resume.add_argument("--restart-errored", action="store_true",
+                        help="restart errored trials from scratch (default: from their last checkpoint)")
+    resume.add_argument("--num-cpus", type=_positive_int, help="CPUs for a local Ray (default: all)")
+    resume.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
     resume.set_defaults(func=_cmd_resume)
 
     status = add("status", help="trial states and metrics of a run directory")
     status.add_argument("run_dir", help="run directory: local folder or URI")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="print JSON (trials, configs, metrics) instead of a table")
     status.set_defaults(func=_cmd_status)
 
     inspect = add("inspect", help="validate a spec and print its trial plan")
     inspect.add_argument("spec", nargs="+", help="sweep spec YAML file(s); several give a JSON list with --json")
-    inspect.add_argument("--json", action="store_true")
-    inspect.add_argument("--smoke-test", action="store_true")
+    inspect.add_argument("--json", action="store_true", help="print the plan as JSON (trial configs, parameter counts)")
+    inspect.add_argument("--smoke-test", action="store_true", help="the plan of `run --smoke-test`")
     inspect.add_argument("--max-trials", type=_positive_int, default=DEFAULT_MAX_TRIALS,
                          help=f"refuse specs with more trials than this (default {DEFAULT_MAX_TRIALS})")
     inspect.add_argument("--calibrate", action="store_true",
@@ -262,28 +290,31 @@ def build_parser() -> argparse.ArgumentParser:
     data = add("data", help="dataset preparation")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     prepare = data_sub.add_parser("prepare", parents=[common], help="download (when asked) and decode a dataset into the cache")
-    prepare.add_argument("dataset")
-    prepare.add_argument("--root")
+    prepare.add_argument("dataset", help="dataset name, as in a spec's data.name (e.g. speech_commands, timit)")
+    prepare.add_argument("--root", help="the dataset's folder (as a spec's data.root)")
     prepare.add_argument("--download", action="store_true", help="fetch the dataset from its public source")
     prepare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="another argument of the dataset, as in a spec's data section (e.g. test_set=archive)")
     prepare.set_defaults(func=_cmd_data_prepare)
 
-    from specsweep import report
-
-    report.add_parser(sub, parents=[common])
+    report = add("report", help="tables (Markdown, CSV) and figures of a run directory")
+    report.add_argument("run_dir", help="run directory: local folder or URI")
+    report.add_argument("--out", type=Path, help="local output folder (default RUN_DIR/report, also for a run "
+                        "directory in cloud storage)")
+    report.set_defaults(func=_cmd_report)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line ``argv``; return the exit status (see the module docstring)."""
+    args = build_parser().parse_args(argv)
     from specsweep.data.datasets import DatasetConfigError
     from specsweep.data.speechcommands import DatasetMissingError
     from specsweep.launcher import LaunchError, RunDirError
     from specsweep.report import ReportError
     from specsweep.rundir import StorageError
+    from specsweep.spec import SpecError
 
-    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (SpecError, UsageError, RunDirError, LaunchError, StorageError, ReportError, DatasetMissingError,

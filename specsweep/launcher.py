@@ -7,7 +7,6 @@ import os
 import platform
 import shlex
 import shutil
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Union
 
 import yaml
-from ray.tune import Callback
 
 from specsweep.limits import DEFAULT_MAX_TRIALS, check_plan, data_configs, trial_count
 from specsweep.rundir import RunLocation, first_line
@@ -316,11 +314,13 @@ class SweepOutcome:
         return 1 if self.errored or self.unfinished else 0
 
 
-def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bool = False, restart_errored: bool = False):
+def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bool = False,
+                 restart_errored: bool = False, verbose: bool = False):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     from specsweep import tracking
+    from specsweep.progress import SchedulerState, SweepProgress, set_console
     from specsweep.trainables.trainable import RunContext, train_trial
 
     limits = {}
@@ -330,9 +330,20 @@ def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bo
         sweep_dir=str(run_dir), metric=spec.metric, mode=spec.mode,
         wandb=tracking.WandbSettings(project=spec.wandb.project, entity=spec.wandb.entity,
                                      group=spec.wandb.group or run_dir.name, mode=spec.wandb.mode,
-                                     tags=spec.wandb.tags),
+                                     tags=spec.wandb.tags, log_checkpoints=spec.wandb.log_checkpoints),
+        stream_output=verbose,
         **limits,
     )
+    set_console(verbose=verbose)
+    # Tune's legacy console engine at verbosity 0 prints nothing; the newer one still
+    # prints its start banner. SweepProgress is the sweep's console.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    if run_dir.is_local:
+        # Tune snapshots the experiment after every `checkpoint.num_to_keep` checkpoints of
+        # a trial so that a resume finds the checkpoints it names, and warns when that
+        # happens within seconds; short epochs do that by design, and a local run
+        # directory's snapshot is a file write.
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
     trainable = tune.with_resources(tune.with_parameters(train_trial, run=context), resources)
     if restore:
@@ -369,46 +380,17 @@ def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bo
             # Figures, best weights and offline W&B runs live in the trial's working
             # directory; syncing artifacts brings them to the run directory (or cloud storage).
             sync_config=tune.SyncConfig(sync_artifacts=True),
-            callbacks=[ProgressLine(spec.metric, spec.mode)],
-            verbose=1,
+            # SchedulerState first: Tune keeps callback states by position in this list.
+            callbacks=[*([SchedulerState(scheduler)] if scheduler is not None else []),
+                       SweepProgress(spec.metric, spec.mode, spec.train.epochs, trial_count(spec)[0],
+                                     labels=[*spec.search.space, "seed"], early_stopping=scheduler is not None)],
+            verbose=0,
         ),
     )
 
 
 def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
-
-
-class ProgressLine(Callback):
-    """One line per trial event: done / running / errored and the best metric so far."""
-
-    def __init__(self, metric: str, mode: str) -> None:
-        self.metric, self.mode = metric, mode
-        self.best: Optional[float] = None
-        self.last_print = 0.0
-
-    def _line(self, trials: List[Any], force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last_print < 5:
-            return
-        self.last_print = now
-        counts = {s: sum(t.status == s for t in trials) for s in ("TERMINATED", "RUNNING", "ERROR", "PENDING")}
-        best = "n/a" if self.best is None else f"{self.best:.4f}"
-        print(f"[specsweep] {counts['TERMINATED']}/{len(trials)} done, {counts['RUNNING']} running, "
-              f"{counts['PENDING']} pending, {counts['ERROR']} errored; best {self.metric} {best}", flush=True)
-
-    def on_trial_result(self, iteration: int, trials: List[Any], trial: Any, result: Dict, **info: Any) -> None:
-        value = result.get(self.metric)
-        if isinstance(value, (int, float)):
-            better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
-            self.best = value if better else self.best
-        self._line(trials)
-
-    def on_trial_complete(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
-        self._line(trials, force=True)
-
-    def on_trial_error(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
-        self._line(trials, force=True)
 
 
 def run_sweep(
@@ -419,10 +401,12 @@ def run_sweep(
     smoke: bool = False,
     num_cpus: Optional[int] = None,
     max_trials: int = DEFAULT_MAX_TRIALS,
+    verbose: bool = False,
 ) -> SweepOutcome:
     """Validate ``spec_path`` and what it would cost, claim a fresh run directory under
     ``storage`` (a local folder or a pyarrow URI such as ``s3://bucket/runs``), run the
-    sweep, summarise it. Every refusal comes before the run directory exists."""
+    sweep, summarise it. Every refusal comes before the run directory exists.
+    ``verbose`` streams what trials print to the console as well as to their logs."""
     spec = load_spec(spec_path, smoke=smoke)
     name = check_run_name(f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}" if name is None else name)
     cluster = cluster_address(address)
@@ -442,7 +426,7 @@ def run_sweep(
         run_dir.write_text(SPEC_FILE, yaml.safe_dump(spec.model_dump(), sort_keys=False))
         run_dir.write_text(RUN_FILE, json.dumps({"spec": str(spec_path), "smoke": smoke,
                                                  "created": datetime.now().isoformat()}))
-        tuner = _build_tuner(spec, run_dir, smoke)
+        tuner = _build_tuner(spec, run_dir, smoke, verbose=verbose)
     return _finish(tuner, spec, run_dir)
 
 
@@ -493,7 +477,7 @@ def _run_info(run_dir: RunLocation) -> Dict[str, Any]:
 
 
 def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, restart_errored: bool = False,
-                 num_cpus: Optional[int] = None) -> SweepOutcome:
+                 num_cpus: Optional[int] = None, verbose: bool = False) -> SweepOutcome:
     """Continue a killed or failed sweep in place: finished trials are kept, unfinished
     ones continue from their latest checkpoints, errored ones are retried.
 
@@ -523,7 +507,7 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
                local=cluster_address(address) is None, num_cpus=num_cpus)
     _prepare_data(spec)
     _join_ray(address, num_cpus)
-    tuner = _build_tuner(spec, run_dir, smoke, restore=True, restart_errored=restart_errored)
+    tuner = _build_tuner(spec, run_dir, smoke, restore=True, restart_errored=restart_errored, verbose=verbose)
     return _finish(tuner, spec, run_dir)
 
 
@@ -546,9 +530,40 @@ def _finish(tuner: Any, spec: SweepSpec, run_dir: RunLocation) -> SweepOutcome:
             if t["status"] == "ERROR":
                 print(f"  {t['id']}: {t.get('error') or 'see its error.txt'}")
     print(f"[specsweep] run directory: {run_dir}")
+    for line in _wandb_lines(run_dir, spec.wandb.group or run_dir.name):
+        print(f"[specsweep] {line}")
+    print(f"[specsweep] tables and figures: specsweep report {shlex.quote(str(run_dir))}")
     if interrupted or unfinished or errored:
         print(f"[specsweep] resume with: specsweep resume {shlex.quote(str(run_dir))}")
     return SweepOutcome(run_dir.display, rows, errored, unfinished)
+
+
+def _wandb_lines(run_dir: RunLocation, group: str) -> List[str]:
+    """Where the trials' W&B runs are: the group's page for online runs (from the run
+    URLs the trials report), the ``wandb sync`` command for offline ones."""
+    from specsweep.tracking import group_url, sync_command
+
+    lines = []
+    urls = sorted({row["wandb_url"] for row in map(lambda d: _last_result(run_dir, d), run_dir.glob("trial_*"))
+                   if row.get("wandb_url")})
+    if urls:
+        lines.append(f"W&B: {group_url(urls[0], group)}")
+    offline = run_dir.glob("trial_*/wandb/offline-run-*")
+    if offline and run_dir.is_local:
+        lines.append(f"W&B runs of {len(offline)} trial session(s) are offline; upload them with:\n  "
+                     + sync_command([Path(run_dir.path, folder) for folder in offline]))
+    elif offline:
+        lines.append(f"W&B runs of {len(offline)} trial session(s) are offline in {run_dir}/trial_*/wandb/; "
+                     f"copy them to this machine and upload them with `wandb sync FOLDER...`")
+    return lines
+
+
+def _last_result(run_dir: RunLocation, trial_dir: str) -> Dict[str, Any]:
+    try:
+        lines = run_dir.read_text(f"{trial_dir}/result.json").splitlines()
+        return json.loads(lines[-1]) if lines else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def summary_rows(trials: List[Dict[str, Any]], spec: SweepSpec) -> List[Dict[str, Any]]:

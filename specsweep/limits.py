@@ -21,9 +21,13 @@ import itertools
 import json
 import math
 import os
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
-from specsweep.spec import SpecError, SweepSpec, _set_dotted
+if TYPE_CHECKING:
+    from specsweep.spec import SweepSpec
+
+# specsweep.spec is imported where it is used: the command line reads DEFAULT_MAX_TRIALS
+# for its help text, which must not wait for torch (the spec imports the components).
 
 DEFAULT_MAX_TRIALS = 10_000
 # A limit on a trial's estimated memory in GiB; default: this machine's physical memory.
@@ -64,6 +68,8 @@ def _sized_values(spec: SweepSpec) -> Dict[str, List[Any]]:
 def _variants(spec: SweepSpec) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]]:
     """``(swept values, trial config)`` for every combination of sizing values, or for
     each value alone when the combinations are too many."""
+    from specsweep.spec import _set_dotted
+
     base = spec.base_config()
     values = _sized_values(spec)
     if math.prod(len(v) for v in values.values()) <= _MAX_COMBINATIONS:
@@ -171,6 +177,8 @@ def check_plan(spec: SweepSpec, source: str, max_trials: int = DEFAULT_MAX_TRIAL
                num_cpus: Optional[int] = None) -> None:
     """Raise :class:`SpecError` with every plan problem (and, for a local Ray, every
     resource problem) of ``spec``."""
+    from specsweep.spec import SpecError
+
     problems = plan_problems(spec, max_trials)
     if local:
         problems += local_resource_problems(spec, num_cpus)
@@ -180,6 +188,8 @@ def check_plan(spec: SweepSpec, source: str, max_trials: int = DEFAULT_MAX_TRIAL
 
 def data_configs(spec: SweepSpec) -> List[Dict[str, Any]]:
     """The distinct data configs of the sweep's trials, from the data keys of the grid alone."""
+    from specsweep.spec import _set_dotted
+
     data_keys = {k: p.values() for k, p in spec.search.space.items() if k.startswith("data.") and p.values()}
     configs = {}
     for combo in itertools.product(*data_keys.values()):

@@ -16,7 +16,7 @@ import statistics
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import matplotlib
 
@@ -278,16 +278,8 @@ def _to_wandb(spec: SweepSpec, run_dir: RunLocation, files: Dict[str, Path]) -> 
     run.finish()
 
 
-def add_parser(sub: Any, parents: Sequence[Any] = ()) -> None:
-    report = sub.add_parser("report", help="tables (Markdown, CSV) and figures of a run directory",
-                            parents=list(parents))
-    report.add_argument("run_dir", help="run directory: local folder or URI")
-    report.add_argument("--out", type=Path, help="local output folder (default RUN_DIR/report, also for a run "
-                        "directory in cloud storage)")
-    report.set_defaults(func=_cmd_report)
-
-
-def _cmd_report(args: Any) -> int:
+def report_command(args: Any) -> int:
+    """``specsweep report``: build the report of ``args.run_dir`` into ``args.out`` and print it."""
     run_dir = RunLocation(args.run_dir)
     if run_dir.is_local or args.out:
         files = build_report(run_dir, args.out)

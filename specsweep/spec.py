@@ -116,6 +116,8 @@ class WandbConfig(_Strict):
     group: Optional[str] = None
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     tags: List[str] = Field(default_factory=list)
+    # Each trial's best weights as a W&B model artifact (one file per trial, uploaded online).
+    log_checkpoints: bool = False
 
 
 class TrainConfig(_Strict):

@@ -9,19 +9,20 @@ from __future__ import annotations
 import atexit
 import hashlib
 import logging
-import netrc
 import os
-import re
+import shlex
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+from urllib.parse import quote
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class WandbSettings:
-    """Where trial runs go. ``mode`` is auto (online when a key is configured), online,
+    """Where trial runs go and what they keep. ``mode`` is auto (online when a key is configured), online,
     offline or disabled."""
 
     project: str = "specsweep"
@@ -29,17 +30,37 @@ class WandbSettings:
     group: Optional[str] = None
     mode: str = "auto"
     tags: List[str] = field(default_factory=list)
+    # Each trial's best weights as a model artifact of its run.
+    log_checkpoints: bool = False
 
 
 def has_wandb_credentials() -> bool:
-    """Whether wandb would find a key (environment or netrc), without reading it out."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = re.sub(r"^https?://", "", os.environ.get("WANDB_BASE_URL", "api.wandb.ai")).rstrip("/")
+    """Whether wandb finds credentials for its server the way ``wandb.init`` does:
+    ``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE``, the netrc file (``NETRC`` or
+    ``~/.netrc``) or wandb's settings, without keeping or showing the key."""
+    import wandb
+    from wandb.errors import AuthenticationError
+    from wandb.sdk.lib.wbauth import HostUrl
+    from wandb.sdk.lib.wbauth.authenticate import _use_system_auth
+
     try:
-        return netrc.netrc().authenticators(host) is not None
-    except (FileNotFoundError, netrc.NetrcParseError):
+        host = HostUrl(wandb.Settings().base_url)
+        return _use_system_auth(host=host, source="specsweep", update_session=False) is not None
+    except (AuthenticationError, ValueError) as err:
+        # Found but unusable (e.g. both a key and a token file): wandb.init would refuse them too.
+        log.warning("W&B credentials found but not usable (%s); logging offline", type(err).__name__)
         return False
+
+
+def group_url(run_url: str, group: str) -> str:
+    """The W&B page of a group, from the URL of one of its runs
+    (``https://host/entity/project/runs/id``)."""
+    return f"{run_url.split('/runs/')[0]}/groups/{quote(group, safe='')}"
+
+
+def sync_command(folders: List[Path]) -> str:
+    """The shell command that uploads offline W&B run folders."""
+    return " ".join(["wandb", "sync", *(shlex.quote(str(f)) for f in folders)])
 
 
 def resolve_mode(mode: str) -> str:
@@ -137,3 +158,17 @@ def _teardown_quietly() -> None:
     # worker's own exit.
     except (Exception, SystemExit) as err:
         log.debug("wandb service already stopped at exit (%s)", type(err).__name__)
+
+
+def log_trial_files(run: Any, log_file: Path, best_weights: Optional[Path], metadata: Dict[str, Any]) -> None:
+    """Attach the trial's log file to its run and, when given, its best weights as a
+    ``model`` artifact (aliases ``best`` and ``latest``)."""
+    import wandb
+
+    # Files in the run's folder are uploaded when it finishes (wandb.save would link the
+    # file there instead, and warn that later lines need another save).
+    shutil.copy(log_file, Path(run.dir) / log_file.name)
+    if best_weights is not None:
+        artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata=metadata)
+        artifact.add_file(str(best_weights))
+        run.log_artifact(artifact, aliases=["best"])

@@ -76,6 +76,13 @@ def test_data(tmp_path):
     assert "Cache file `audio.int16`" in text
 
 
+def test_cli(tmp_path):
+    out = tmp_path / "cli.md"
+    (t,) = tables(written(run_bench("bench.bench_cli", out), out))
+    assert t["headers"] == ["command", "wall s"]
+    assert [r[0] for r in t["rows"]][:2] == ["python -c pass", "specsweep --help"]
+
+
 def test_trials(tmp_path):
     out = tmp_path / "trials.md"
     text = written(run_bench("bench.bench_trials", out), out)

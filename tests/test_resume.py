@@ -192,3 +192,41 @@ def test_sigkilled_driver_then_resume_loses_nothing(tmp_path):
     again = subprocess.run(_cli("resume", str(run_dir), "--num-cpus", "2"), env=env, capture_output=True, text=True,
                            timeout=120)
     assert again.returncode == 0 and "nothing to resume" in again.stdout
+
+
+def _iterations(run_dir: Path) -> Dict[float, int]:
+    return {t["config"]["train"]["lr"]: t["metrics"]["training_iteration"] for t in read_trials(run_dir)}
+
+
+def test_asha_stops_the_same_trials_after_a_killed_driver(ray_session, tmp_path):
+    """ASHA's rungs are saved with the experiment: a resumed sweep judges the trials left
+    against the results from before the kill, as the uninterrupted sweep does."""
+    path = _spec(tmp_path, "asha", train={"epochs": 4, "batch_size": 16, "lr": 0.01},
+                 search={"metric": "val_loss", "mode": "min",
+                         "space": {"train.lr": {"grid": [0.01, 1.0e-9, 2.0e-9]}}},
+                 scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2},
+                 resources={"cpus": 1, "max_concurrent": 1})
+    baseline = _iterations(run_sweep(path, storage=tmp_path / "runs", name="baseline").run_dir)
+    # Trials run 4 epochs and a test report unless ASHA stops them (here the learning-rate
+    # starved ones, at the last rung).
+    assert min(baseline.values()) < 5, baseline
+
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    run_dir = tmp_path / "runs" / "killed"
+    driver = subprocess.Popen(_cli("run", str(path), "--storage", str(tmp_path / "runs"), "--name", "killed",
+                                   "--num-cpus", "2"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        def first_done_next_started():
+            dirs = sorted(run_dir.glob("trial_*"))
+            return len(dirs) > 1 and _finished(_results(dirs[0]))
+
+        # The first trial (the good one) sets ASHA's bar; the next ones are judged by it.
+        _wait_for(first_done_next_started, 300, "the first trial finished and the second started")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    resumed = subprocess.run(_cli("resume", str(run_dir), "--num-cpus", "2"), env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert _iterations(run_dir) == baseline

@@ -65,3 +65,30 @@ def test_auto_mode_follows_wandb_mode_then_credentials(monkeypatch, tmp_path: Pa
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert tracking.resolve_mode("auto") == "disabled"
     assert tracking.resolve_mode("offline") == "offline"
+
+
+def test_credentials_are_found_where_wandb_looks(monkeypatch, tmp_path: Path):
+    """NETRC, an identity token file and the key all count, as they do for wandb.init."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "NETRC", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert not tracking.has_wandb_credentials()
+    netrc_file = tmp_path / "elsewhere" / "netrc"
+    netrc_file.parent.mkdir()
+    netrc_file.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    netrc_file.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc_file))
+    assert tracking.has_wandb_credentials() and tracking.resolve_mode("auto") == "online"
+    monkeypatch.delenv("NETRC")
+    token = tmp_path / "token.jwt"
+    token.write_text("header.payload.signature")
+    monkeypatch.setenv("WANDB_IDENTITY_TOKEN_FILE", str(token))
+    assert tracking.has_wandb_credentials()
+    monkeypatch.delenv("WANDB_IDENTITY_TOKEN_FILE")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert tracking.has_wandb_credentials()
+
+
+def test_links_to_the_runs():
+    assert tracking.group_url("https://wandb.ai/me/proj/runs/abc-123", "qs 1") == "https://wandb.ai/me/proj/groups/qs%201"
+    assert tracking.sync_command([Path("/r/a b/wandb/offline-run-1")]) == "wandb sync '/r/a b/wandb/offline-run-1'"

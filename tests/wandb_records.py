@@ -40,10 +40,12 @@ def _payloads(data: bytes) -> Iterator[bytes]:
 
 
 def read_run(run_folder: Path) -> Dict[str, Any]:
-    """``{"config": {...}, "history": [{...}], "summary": {...}}`` of one offline run folder."""
+    """``{"config": {...}, "history": [{...}], "summary": {...}, "artifacts": [{"name", "type",
+    "aliases", "files"}]}`` of one offline run folder."""
     config: Dict[str, Any] = {}
     history: List[Dict[str, Any]] = []
     summary: Dict[str, Any] = {}
+    artifacts: List[Dict[str, Any]] = []
     for path in sorted(Path(run_folder).glob("run-*.wandb")):
         for payload in _payloads(path.read_bytes()):
             record = wandb_internal_pb2.Record()
@@ -57,4 +59,8 @@ def read_run(run_folder: Path) -> Dict[str, Any]:
                 history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
             elif kind == "summary":
                 summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update})
-    return {"config": config, "history": history, "summary": summary}
+            elif kind == "artifact":
+                a = record.artifact
+                artifacts.append({"name": a.name, "type": a.type, "aliases": list(a.aliases),
+                                  "files": [e.path for e in a.manifest.contents]})
+    return {"config": config, "history": history, "summary": summary, "artifacts": artifacts}

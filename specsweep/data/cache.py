@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ import numpy as np
 import soundfile
 import torch
 from torch.utils.data import Dataset
+
+from specsweep.data.progressbar import progress_bar
 
 
 def default_cache_root() -> Path:
@@ -97,14 +98,6 @@ def _decode(src: ClipSource, sample_rate: int) -> np.ndarray:
     return mono
 
 
-def _progress(done: int, total: int, label: str) -> None:
-    if done == total or done % max(1, total // 50) == 0:
-        sys.stderr.write(f"\rdecoding {label}: {done}/{total} clips ({100 * done // max(1, total)}%)")
-        if done == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
 def build_cache(
     sources: Sequence[ClipSource],
     sample_rate: int,
@@ -149,12 +142,12 @@ def _write_entry(
 ) -> None:
     lengths = np.zeros(len(sources), dtype=np.int64)
     target_lengths = np.array([len(s.targets) for s in sources], dtype=np.int64)
-    with open(folder / "audio.int16", "wb") as out:
+    with open(folder / "audio.int16", "wb") as out, progress_bar(len(sources), f"decoding {label}", "clip") as bar:
         for i, src in enumerate(sources):
             clip = _decode(src, sample_rate)
             out.write(clip.astype("<i2", copy=False).tobytes())
             lengths[i] = len(clip)
-            _progress(i + 1, len(sources), label)
+            bar.update()
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     target_offsets = np.concatenate([[0], np.cumsum(target_lengths)[:-1]])
     targets = np.fromiter((t for s in sources for t in s.targets), dtype=np.int32, count=int(target_lengths.sum()))

@@ -25,7 +25,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 import soundfile
 
+from specsweep.data.progressbar import progress_bar
 from specsweep.data.synth import DEFAULT_VARIANTS, RATE_RANGE, Synthesizer, resample_many
 
 SAMPLE_RATE = 16000
@@ -101,23 +101,6 @@ def _default_workers() -> int:
     except AttributeError:
         cores = os.cpu_count() or 1
     return max(1, min(2, cores))
-
-
-class _Progress:
-    """A one-line ``label: done/total (percent)`` counter on stderr."""
-
-    def __init__(self, label: str, total: int, enabled: bool) -> None:
-        self.label, self.total, self.enabled = label, total, enabled
-        self.done = 0
-        self.step = max(1, total // 50)
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if self.enabled and (self.done == self.total or self.done % self.step == 0):
-            sys.stderr.write(f"\r{self.label}: {self.done}/{self.total} ({100 * self.done // max(1, self.total)}%)")
-            if self.done == self.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 def _map_ordered(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int) -> Iterator[Any]:
@@ -504,10 +487,11 @@ def _build_kws(folder: Path, params: Dict[str, Any], workers: int, progress: boo
         (folder / word).mkdir()
     # The word must fit the window with room to move: at most 0.9 s of it.
     jobs = [(p.word, p.speaker.voice, p.rate, p.pitch, p.synth_seed, 0.9, None) for p in plans]
-    counter = _Progress(f"synthesizing keyword set {name}", len(jobs), progress)
+    counter = progress_bar(len(jobs), f"synthesizing keyword set {name}", "clip", enabled=progress)
     for plan, (speech, _) in zip(plans, _synthesized(jobs, workers)):
         _write_wav(folder / plan.path, _render_clip(speech[:CLIP_SAMPLES], plan, noises))
         counter.update()
+    counter.close()
     lists = {"val": "validation_list.txt", "test": "testing_list.txt"}
     for split, filename in lists.items():
         entries = sorted(p.path for p in plans if p.speaker.split == split)
@@ -773,7 +757,7 @@ def _build_phonemes(folder: Path, params: Dict[str, Any], workers: int, progress
     for split in PHONEME_SPLITS:
         (folder / split).mkdir()
     jobs = [(p.text, p.speaker.voice, p.rate, p.pitch, p.synth_seed, None, p.speaker.voice.partition("+")[0]) for p in plans]
-    counter = _Progress(f"synthesizing phoneme corpus {name}", len(jobs), progress)
+    counter = progress_bar(len(jobs), f"synthesizing phoneme corpus {name}", "utterance", enabled=progress)
     inventory = set()
     for plan, (speech, phonemes) in zip(plans, _synthesized(jobs, workers)):
         if not phonemes:
@@ -782,6 +766,7 @@ def _build_phonemes(folder: Path, params: Dict[str, Any], workers: int, progress
         (folder / plan.split / f"{plan.utt_id}.phn.txt").write_text(" ".join(phonemes) + "\n", encoding="utf-8")
         inventory.update(phonemes)
         counter.update()
+    counter.close()
     (folder / "phonemes.txt").write_text("".join(f"{p}\n" for p in sorted(inventory)), encoding="utf-8")
     (folder / "utterances.tsv").write_text(
         "split\tutterance\tvoice\trate\tpitch\ttext\n"

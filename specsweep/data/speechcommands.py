@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 import tarfile
 import tempfile
 import urllib.request
@@ -25,6 +24,7 @@ from typing import Dict, List, Optional
 import soundfile
 
 from specsweep.data.cache import ClipSource
+from specsweep.data.progressbar import progress_bar
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 CLASSES = KEYWORDS + ("_unknown_", "_silence_")
@@ -313,14 +313,12 @@ def fetch_archive(url: str, folder: Path) -> Path:
             raise ChecksumError(f"{err}; delete it and run the download again") from None
         return archive
 
-    def hook(blocks: int, block_size: int, total: int) -> None:
-        done = blocks * block_size
-        sys.stderr.write(f"\rdownloading {archive.name}: {done / 1e6:.0f}/{total / 1e6:.0f} MB")
-        sys.stderr.flush()
-
     partial = archive.with_name(archive.name + ".partial")
-    urllib.request.urlretrieve(url, partial, reporthook=hook)
-    sys.stderr.write("\n")
+    with progress_bar(size, f"downloading {archive.name}", "B", unit_scale=True, unit_divisor=1024) as bar:
+        def hook(blocks: int, block_size: int, total: int) -> None:
+            bar.update(min(blocks * block_size, size) - bar.n)
+
+        urllib.request.urlretrieve(url, partial, reporthook=hook)
     try:
         verify_archive(partial, size, sha256)
     except ChecksumError as err:
@@ -341,11 +339,10 @@ def extract_archive(archive: Path, dest: Path) -> None:
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
-            for i, member in enumerate(members, 1):
-                tar.extract(member, tmp, filter="data")
-                if i % 1000 == 0 or i == len(members):
-                    sys.stderr.write(f"\rextracting {archive.name}: {i}/{len(members)} files")
-            sys.stderr.write("\n")
+            with progress_bar(len(members), f"extracting {archive.name}", "file") as bar:
+                for member in members:
+                    tar.extract(member, tmp, filter="data")
+                    bar.update()
         for entry in tmp.iterdir():
             target = dest / entry.name
             if target.is_dir() and entry.is_dir():

@@ -3,7 +3,9 @@ for PNG files in the trial folder, RNG states in checkpoints, and W&B step handl
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -204,3 +206,22 @@ class EpochEndTimer:
         elif self._started is not None:
             self.total += time.perf_counter() - self._started
             self._started = None
+
+
+class ReportCheckpoint(pl.Callback):
+    """After each training epoch, report the trainer's metrics to Tune with a checkpoint
+    ``filename`` that holds the full training state (weights, optimizer, loops and the
+    callbacks' states), as Ray's ``TuneReportCheckpointCallback`` does; here the full
+    state is asked for by name, as Lightning wants it to be."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Ray loads with the first report: a trial's set-up runs without it (benchmarks).
+        from ray import tune
+
+        metrics = {k: v.item() for k, v in trainer.callback_metrics.items()}
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save_checkpoint(os.path.join(folder, self.filename), weights_only=False)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Union
+from pathlib import Path
+from typing import Any, Dict, Optional
 
 from specsweep import tracking
 
@@ -33,8 +34,12 @@ class RunContext:
     metric: str
     mode: str
     wandb: tracking.WandbSettings = field(default_factory=tracking.WandbSettings)
-    limit_train_batches: Union[int, float] = 1.0
-    limit_eval_batches: Union[int, float] = 1.0
+    # None: every batch (Lightning then prints no notice about the limit).
+    limit_train_batches: Optional[int] = None
+    limit_eval_batches: Optional[int] = None
+    # Trial output goes to the trial's log file; with this also to Ray's worker log,
+    # which Ray streams to the driver's console (``specsweep run -v``).
+    stream_output: bool = False
 
 
 def train_trial(config: Dict[str, Any], run: RunContext) -> None:
@@ -43,6 +48,12 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     Tune names trials after this function (``train_trial_<id>``) and checks the name when
     a sweep is resumed, so it keeps the name of the function it stands for.
     """
+    from ray import tune
+
+    from specsweep.trainables.output import capture_output
+
+    # Before the trial imports torch and Lightning, so their notices reach the log too.
+    capture_output(Path(tune.get_context().get_trial_dir()), stream=run.stream_output)
     from specsweep.trainables import trial
 
     _IN_TRIAL.set()

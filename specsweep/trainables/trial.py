@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Optional, Union
 
 import lightning.pytorch as pl
 import torch
@@ -24,16 +24,20 @@ from specsweep.trainables.callbacks import (
     EpochEndTimer,
     FrontendDrift,
     FrontendFigures,
+    ReportCheckpoint,
     RNGState,
     StepWandbLogger,
     TaskFigures,
 )
+from specsweep.trainables.output import LOG_FILE
 from specsweep.trainables.tasks import ASRTask, KWSTask, OptimConfig, SpeechTask
 from specsweep.trainables.trainable import LOADED_UNIX, RunContext
 
 CHECKPOINT_FILE = "checkpoint.ckpt"
+BEST_FILE = "best.ckpt"
 # Nominal utterance length for sizing backbones on variable-length ASR input.
 _NOMINAL_SECONDS = 1
+_LOG_EVERY_N_STEPS = 10
 
 
 def build_task(config: Dict[str, Any], data: PreparedData) -> SpeechTask:
@@ -95,9 +99,14 @@ class Laps:
         self._clock = now
 
 
-def trainer_options(train: Dict[str, Any], limit_train_batches: Union[int, float],
-                    limit_eval_batches: Union[int, float], root: Path) -> Dict[str, Any]:
+def trainer_options(train: Dict[str, Any], limit_train_batches: Optional[Union[int, float]],
+                    limit_eval_batches: Optional[Union[int, float]], root: Path,
+                    train_batches: Optional[int] = None) -> Dict[str, Any]:
     """The Lightning ``Trainer`` options of a trial, apart from loggers and callbacks.
+
+    Limits are batch counts or fractions as Lightning takes them; ``None`` means every
+    batch without Lightning's notice about it. ``train_batches`` (batches in one training
+    epoch) caps the logging interval so that every epoch logs its training metrics.
 
     Trials run with deterministic algorithms, but without that mode's filling of every new
     tensor with NaN (``torch.utils.deterministic.fill_uninitialized_memory``), a debugging
@@ -105,6 +114,7 @@ def trainer_options(train: Dict[str, Any], limit_train_batches: Union[int, float
     allocation: about 1,100 per BC-ResNet-1 training step.
     """
     torch.utils.deterministic.fill_uninitialized_memory = False
+    per_epoch = min(n for n in (train_batches, limit_train_batches, _LOG_EVERY_N_STEPS) if isinstance(n, int))
     return dict(
         max_epochs=int(train["epochs"]),
         enable_progress_bar=False,
@@ -114,7 +124,7 @@ def trainer_options(train: Dict[str, Any], limit_train_batches: Union[int, float
         limit_train_batches=limit_train_batches,
         limit_val_batches=limit_eval_batches,
         limit_test_batches=limit_eval_batches,
-        log_every_n_steps=10,
+        log_every_n_steps=max(1, per_epoch),
         deterministic=True,
         default_root_dir=str(root),
         **_accelerator(),
@@ -123,6 +133,16 @@ def trainer_options(train: Dict[str, Any], limit_train_batches: Union[int, float
 
 def _accelerator() -> Dict[str, Any]:
     return {"accelerator": "gpu" if trial_device().type == "cuda" else "cpu", "devices": 1}
+
+
+def _best_weights_file(best: BestWeights, trial_dir: Path, run: RunContext) -> Optional[Path]:
+    """``best.ckpt`` in the trial folder (the best epoch's ``state_dict``, its epoch and
+    score) when the sweep logs checkpoints to W&B and a best epoch exists."""
+    if not run.wandb.log_checkpoints or best.weights is None:
+        return None
+    path = trial_dir / BEST_FILE
+    torch.save({"state_dict": best.weights, "epoch": best.best_epoch, run.metric: best.best_score}, path)
+    return path
 
 
 def train_trial(config: Dict[str, Any], run: RunContext) -> None:
@@ -139,13 +159,13 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     # loads without it: benchmarks on a bare GPU machine and ``specsweep inspect --calibrate``.
     import ray
     from ray import tune
-    from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
     entry = time.time()
     lap = Laps()
     timings = lap.seconds
     context = tune.get_context()
     trial_dir = Path(context.get_trial_dir())
+    log_file = trial_dir / LOG_FILE
     cpus = context.get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
@@ -168,7 +188,8 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     # epoch's or those of the best epoch by train.best_by (default: the sweep's metric).
     monitor = train["best_by"] or run.metric
     test_best = train["test_weights"] == "best"
-    best = BestWeights(run.metric, run.mode, keep_weights=test_best and monitor == run.metric)
+    best = BestWeights(run.metric, run.mode,
+                       keep_weights=(test_best and monitor == run.metric) or run.wandb.log_checkpoints)
     tested = None
     if test_best:
         tested = best if monitor == run.metric else BestWeights(monitor, VAL_METRICS[config["task"]][monitor])
@@ -183,10 +204,11 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
             RNGState(sampler_generator),
             TaskFigures(figures),
             report_timer.start,
-            TuneReportCheckpointCallback(filename=CHECKPOINT_FILE, on="train_epoch_end"),
+            ReportCheckpoint(CHECKPOINT_FILE),
             report_timer.stop,
         ],
-        **trainer_options(train, run.limit_train_batches, run.limit_eval_batches, trial_dir),
+        **trainer_options(train, run.limit_train_batches, run.limit_eval_batches, trial_dir,
+                          train_batches=len(loaders["train"])),
     )
     checkpoint = tune.get_checkpoint()
     try:
@@ -210,13 +232,17 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
             loggers[0].log_text("decoded_examples", columns=["reference", "hypothesis"],
                                 data=[[e["reference"], e["hypothesis"]] for e in task.examples])
         lap("timing/test_s")
+        wandb_url = None
         if run_obj is not None:
             run_obj.summary.update({k: v for k, v in final.items() if k.startswith(("test_", "best_", "frontend/"))})
+            tracking.log_trial_files(run_obj, log_file, _best_weights_file(best, trial_dir, run), final)
+            wandb_url = None if run_obj.offline else run_obj.url
         tracking.finish_run(run_obj)
         run_obj = None
         lap("timing/wandb_s")
         # The node id tells where a trial ran when several nodes share one IP (tests, laptops).
         tune.report({**final, **timings, "timing/entry_unix": entry, "timing/worker_unix": LOADED_UNIX,
-                     "node_id": ray.get_runtime_context().get_node_id()})
+                     "node_id": ray.get_runtime_context().get_node_id(),
+                     **({"wandb_url": wandb_url} if wandb_url else {})})
     finally:
         tracking.finish_run(run_obj)
