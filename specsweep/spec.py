@@ -25,6 +25,8 @@ SECTIONS = ("data", "frontend", "backbone", "train")
 TASK_METRICS = {"kws": ("val_acc", "max"), "asr": ("val_per", "min")}
 # Validation metrics each task reports, with the direction in which they improve.
 VAL_METRICS = {"kws": {"val_acc": "max", "val_loss": "min"}, "asr": {"val_per": "min", "val_loss": "min"}}
+# Training metrics each task reports per epoch; with VAL_METRICS, what a search may optimise.
+TRAIN_METRICS = {"kws": {"train_loss", "train_acc"}, "asr": {"train_loss"}}
 
 
 class SpecError(ValueError):
@@ -352,10 +354,10 @@ def _check_space(raw: Dict[str, Any], task: Optional[str], base_problems: List[s
             problems.append(f"search.algorithm: grid cannot sample {', '.join(sampled)}; use algorithm random or optuna")
     if task is not None:
         metric = search.metric or TASK_METRICS[task][0]
-        allowed = {"kws": {"val_acc", "val_loss", "train_loss", "train_acc"}, "asr": {"val_per", "val_loss", "train_loss"}}
-        if metric not in allowed[task]:
+        allowed = set(VAL_METRICS[task]) | TRAIN_METRICS[task]
+        if metric not in allowed:
             problems.append(f"search.metric: {metric!r} is not reported by task {task}; "
-                            f"allowed: {', '.join(sorted(allowed[task]))}")
+                            f"allowed: {', '.join(sorted(allowed))}")
     return problems
 
 
