@@ -11,7 +11,7 @@ import inspect
 import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Dict, List, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Dict, List, Literal, Optional, TypeVar, Union
 
 from pydantic import Field
 
@@ -20,18 +20,53 @@ from specsweep.data import speechcommands
 from specsweep.data.cache import CachedAudio, ClipSource, build_cache, default_cache_root
 from specsweep.registry import Registry
 
+T = TypeVar("T", bound=Callable[..., Any])
+
 DATASETS = Registry("dataset")
-# Which task each dataset serves, so a spec pairing KWS with a phoneme corpus fails early.
-DATASET_TASKS: Dict[str, str] = {}
+# What each dataset is, answered without preparing it (see :func:`describe_dataset`).
+DESCRIBERS: Dict[str, Callable[..., "DatasetInfo"]] = {}
+# The task each dataset serves, whatever its arguments: a spec pairing KWS with a phoneme
+# corpus fails before anything is described or prepared.
+_DATASET_TASKS: Dict[str, str] = {}
 
 
 # A total (train, valid and test are split from it) or the three counts.
 UtteranceCounts = Union[Annotated[int, Field(ge=3)], Annotated[List[PositiveInt], Field(min_length=3, max_length=3)]]
 
 
-def _dataset(name: str, task: str):
-    DATASET_TASKS[name] = task
+def register_dataset(name: str, task: str, describe: Callable[..., "DatasetInfo"]) -> Callable[[T], T]:
+    """Register a dataset for ``task``: its builder (decorated; prepares the data, its
+    arguments are the spec's ``data`` keys) and ``describe``, which takes any of the same
+    arguments and says what the data is without preparing it."""
+    _DATASET_TASKS[name] = task
+    DESCRIBERS[name] = describe
     return DATASETS.register(name)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset is, known without preparing it.
+
+    ``labels`` are the class names (KWS) or phoneme symbols (ASR, no CTC blank);
+    ``clip_samples`` is the fixed clip length or None for variable-length utterances;
+    ``split_sizes`` counts the clips (utterances) of train, val and test, None where a
+    count is only known once the data is read; ``score_map`` and ``per_average`` are the
+    scoring of the dataset's protocol (see :class:`PreparedData`).
+    """
+
+    task: str
+    labels: List[str]
+    sample_rate: int
+    clip_samples: Optional[int]
+    split_sizes: Dict[str, Optional[int]]
+    score_map: Optional[Dict[str, str]] = None
+    per_average: Literal["corpus", "utterance"] = "corpus"
+
+    @property
+    def nominal_samples(self) -> int:
+        """The clip length that sizes models: the fixed one, or one second of variable-length
+        utterances (where backbones depend on the number of bins only)."""
+        return self.clip_samples or self.sample_rate
 
 
 @dataclass(frozen=True)
@@ -60,17 +95,34 @@ class PreparedData:
     def dataset(self, split: str) -> CachedAudio:
         return CachedAudio(Path(self.splits[split]))
 
+    @property
+    def nominal_samples(self) -> int:
+        """As :attr:`DatasetInfo.nominal_samples`."""
+        return self.clip_samples or self.sample_rate
+
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_info(cls, info: DatasetInfo, splits: Dict[str, str]) -> "PreparedData":
+        """The prepared splits of the dataset ``info`` describes."""
+        return cls(info.task, list(info.labels), splits, info.sample_rate, info.clip_samples,
+                   score_map=info.score_map, per_average=info.per_average)
+
 
 def _cache_speech_commands(sources: Dict[str, List[ClipSource]], root: Path, cache_dir: Optional[str],
-                           name: str) -> PreparedData:
-    splits = _cache_splits(sources, speechcommands.SAMPLE_RATE, cache_dir, name, root)
-    return PreparedData("kws", list(speechcommands.CLASSES), splits, speechcommands.SAMPLE_RATE, speechcommands.CLIP_SAMPLES)
+                           name: str, info: DatasetInfo) -> PreparedData:
+    return PreparedData.from_info(info, _cache_splits(sources, info.sample_rate, cache_dir, name, root))
 
 
-@_dataset("speechcommands", "kws")
+def _describe_speech_commands(test_set: str = "list", silence: str = "spans", **_: Any) -> DatasetInfo:
+    # The word splits of arXiv:1804.03209; the silence each split adds is counted once cut.
+    test = speechcommands.TEST_ARCHIVE_CLIPS if test_set == "archive" else None
+    return DatasetInfo("kws", list(speechcommands.CLASSES), speechcommands.SAMPLE_RATE, speechcommands.CLIP_SAMPLES,
+                       {"train": SPEECH_COMMANDS_TRAIN_CLIPS, "val": None, "test": test})
+
+
+@register_dataset("speechcommands", "kws", _describe_speech_commands)
 def speech_commands(
     root: str,
     cache_dir: Optional[str] = None,
@@ -110,10 +162,19 @@ def speech_commands(
         if download and not speechcommands.archive_present(archive_root):
             speechcommands.download_test_archive(archive_root, root_path)
     sources = speechcommands.speech_commands_sources(root_path, test_root=archive_root, silence=silence)
-    return _cache_speech_commands(sources, root_path, cache_dir, "speechcommands")
+    return _cache_speech_commands(sources, root_path, cache_dir, "speechcommands",
+                                  _describe_speech_commands(test_set=test_set, silence=silence))
 
 
-@_dataset("embedded_kws", "kws")
+def _describe_embedded_kws(seed: Seed = 0, clips_per_word: Optional[int] = None, **_: Any) -> DatasetInfo:
+    from specsweep.data.embedded import speech_commands_split_clips
+
+    sizes = speech_commands_split_clips(seed, **({} if clips_per_word is None else {"clips_per_word": clips_per_word}))
+    return DatasetInfo("kws", list(speechcommands.CLASSES), speechcommands.SAMPLE_RATE, speechcommands.CLIP_SAMPLES,
+                       dict(sizes))
+
+
+@register_dataset("embedded_kws", "kws", _describe_embedded_kws)
 def embedded_kws(seed: Seed = 0, clips_per_word: Optional[PositiveInt] = None, cache_dir: Optional[str] = None,
                  test_set: Literal["list", "archive"] = "list") -> PreparedData:
     """The synthesized 12-class keyword set, generated on first use into the cache.
@@ -130,7 +191,7 @@ def embedded_kws(seed: Seed = 0, clips_per_word: Optional[PositiveInt] = None, c
     if test_set == "archive":
         test_root = speechcommands.write_archive_layout(root, speechcommands.default_test_root(root))
     sources = speechcommands.speech_commands_sources(root, test_root=test_root)
-    return _cache_speech_commands(sources, root, cache_dir, "embedded_kws")
+    return _cache_speech_commands(sources, root, cache_dir, "embedded_kws", _describe_embedded_kws(seed, clips_per_word))
 
 
 def _cache_splits(sources: Dict[str, List[ClipSource]], sample_rate: int, cache_dir: Optional[str], name: str,
@@ -142,7 +203,16 @@ def _cache_splits(sources: Dict[str, List[ClipSource]], sample_rate: int, cache_
     }
 
 
-@_dataset("timit", "asr")
+def _describe_timit(protocol: str = "standard", **_: Any) -> DatasetInfo:
+    from specsweep.data import timit as timit_layout
+
+    score_map, per_average = timit_layout.protocol_scoring(protocol)
+    return DatasetInfo("asr", list(timit_layout.PHONES_61), timit_layout.SAMPLE_RATE, None,
+                       dict(timit_layout.PROTOCOL_SPLIT_SIZES[protocol]), score_map=score_map,
+                       per_average=per_average)  # type: ignore[arg-type]
+
+
+@register_dataset("timit", "asr", _describe_timit)
 def timit(root: str, cache_dir: Optional[str] = None, protocol: Literal["standard", "paper"] = "standard") -> PreparedData:
     """TIMIT phoneme recognition; ``protocol`` picks splits, targets and scoring.
 
@@ -155,11 +225,9 @@ def timit(root: str, cache_dir: Optional[str] = None, protocol: Literal["standar
     from specsweep.data import timit as timit_layout
 
     root_path = Path(root).expanduser()
+    info = _describe_timit(protocol)
     sources = timit_layout.timit_sources(root_path, protocol)
-    splits = _cache_splits(sources, timit_layout.SAMPLE_RATE, cache_dir, f"timit ({protocol})", root_path)
-    score_map, per_average = timit_layout.protocol_scoring(protocol)
-    return PreparedData("asr", list(timit_layout.PHONES_61), splits, timit_layout.SAMPLE_RATE, None,
-                        score_map=score_map, per_average=per_average)
+    return PreparedData.from_info(info, _cache_splits(sources, info.sample_rate, cache_dir, f"timit ({protocol})", root_path))
 
 
 def phoneme_corpus_sources(root: Path) -> tuple[List[str], Dict[str, List[ClipSource]]]:
@@ -180,7 +248,16 @@ def phoneme_corpus_sources(root: Path) -> tuple[List[str], Dict[str, List[ClipSo
     return inventory, sources
 
 
-@_dataset("embedded_phonemes", "asr")
+def _describe_embedded_phonemes(seed: Seed = 0, n_utterances: Optional[UtteranceCounts] = None,
+                                **_: Any) -> DatasetInfo:
+    from specsweep.data.embedded import phoneme_corpus_inventory, phoneme_corpus_split_sizes
+
+    params = {} if n_utterances is None else {"n_utterances": n_utterances}
+    return DatasetInfo("asr", phoneme_corpus_inventory(seed, **params), 16000, None,
+                       dict(zip(("train", "val", "test"), phoneme_corpus_split_sizes(seed, **params))))
+
+
+@register_dataset("embedded_phonemes", "asr", _describe_embedded_phonemes)
 def embedded_phonemes(seed: Seed = 0, n_utterances: Optional[UtteranceCounts] = None, cache_dir: Optional[str] = None) -> PreparedData:
     """The synthesized phoneme-recognition set, generated on first use into the cache."""
     from specsweep.data.embedded import ensure_phoneme_corpus
@@ -225,61 +302,38 @@ def prepare_dataset(config: Dict[str, Any]) -> PreparedData:
     return DATASETS.build(config["name"], **kwargs)
 
 
-__all__ = ["DATASETS", "DATASET_TASKS", "DatasetConfigError", "PreparedData", "dataset_config_problems", "prepare_dataset",
-           "dataset_param_names", "default_cache_root"]
+def describe_dataset(config: Dict[str, Any]) -> DatasetInfo:
+    """What the dataset of a valid data config is, without downloading, synthesizing or
+    decoding anything.
+
+    Examples
+    --------
+    >>> info = describe_dataset({"name": "timit", "root": "/nowhere", "protocol": "paper"})
+    >>> info.task, len(info.labels), info.split_sizes["train"], info.per_average
+    ('asr', 61, 4000, 'utterance')
+    """
+    return DESCRIBERS[config["name"]](**{k: v for k, v in config.items() if k != "name"})
 
 
-def dataset_output_info(config: Dict[str, Any]) -> tuple[int, int]:
-    """``(number of labels, clip samples)`` of a dataset config without preparing it,
-    for sizing models in ``specsweep inspect``."""
-    if DATASET_TASKS[config["name"]] == "kws":
-        return len(speechcommands.CLASSES), clip_samples(config)
-    return len(phoneme_inventory(config)), clip_samples(config)
+def dataset_task(name: str) -> str:
+    """The task the dataset registered as ``name`` serves (its description's, for any arguments)."""
+    return _DATASET_TASKS[name]
 
 
-def clip_samples(config: Dict[str, Any]) -> int:
-    """The clip length of a dataset config (KWS), or the nominal one that sizes models
-    for variable-length utterances (ASR)."""
-    return speechcommands.CLIP_SAMPLES if DATASET_TASKS[config["name"]] == "kws" else 16000
-
-
-def phoneme_inventory(config: Dict[str, Any]) -> List[str]:
-    """Phoneme symbols of an ASR dataset config."""
-    if config["name"] == "timit":
-        from specsweep.data.timit import PHONES_61
-
-        return list(PHONES_61)
-    return prepare_dataset(config).labels
-
-
-# Training clips per epoch of the datasets that cannot be counted without the data, as
-# their loaders build the train split.
-# Speech Commands v0.02: 84,843 word clips outside validation_list.txt and testing_list.txt
+# The word clips of Speech Commands v0.02 outside validation_list.txt and testing_list.txt
 # (the split of arXiv:1804.03209: 84,843 / 9,981 / 11,005), plus _silence_ clips as many as
 # the average keyword: 30,769 train clips of the 10 keywords // 10 = 3,076.
 # With silence: paper the training silence is the noise files cut every half second instead
 # (about 5.6 minutes of noise: some 670 clips), within 3 % of this figure.
 SPEECH_COMMANDS_TRAIN_CLIPS = 84_843 + 3_076
-# TIMIT: 462 training speakers x 8 SI and SX sentences (SA left out); the paper protocol's
-# training set is 4,000 utterances.
-TIMIT_TRAIN_UTTERANCES = {"standard": 3_696, "paper": 4_000}
 
 
 def declared_train_clips(config: Dict[str, Any]) -> Optional[int]:
-    """Training clips per epoch of a data config, from the dataset's declared sizes (real
-    corpora) or its parameters (embedded sets), with no download and no preparation;
-    None when the size cannot be known in advance (an unknown protocol)."""
-    name = config["name"]
-    params = {k: v for k, v in config.items() if k not in ("name", "root", "cache_dir", "download")}
-    if name == "speechcommands":
-        return SPEECH_COMMANDS_TRAIN_CLIPS
-    if name == "timit":
-        return TIMIT_TRAIN_UTTERANCES.get(str(params.get("protocol", "standard")))
-    from specsweep.data import embedded
+    """Training clips per epoch of a data config from its description; None when the size
+    cannot be known in advance."""
+    return describe_dataset(config).split_sizes.get("train")
 
-    if name == "embedded_kws":
-        # The test set's layout leaves the training split as it is.
-        return embedded.speech_commands_train_clips(**{k: v for k, v in params.items() if k != "test_set"})
-    if name == "embedded_phonemes":
-        return embedded.phoneme_corpus_train_utterances(**params)
-    return None
+
+__all__ = ["DATASETS", "DESCRIBERS", "DatasetConfigError", "DatasetInfo", "PreparedData", "dataset_config_problems",
+           "dataset_param_names", "dataset_task", "declared_train_clips", "default_cache_root", "describe_dataset",
+           "prepare_dataset", "register_dataset"]

@@ -618,20 +618,48 @@ def ensure_speech_commands(
     return generate_speech_commands(root, seed=seed, workers=workers, progress=progress, **params)
 
 
-def speech_commands_train_clips(seed: int = 0, **params: Any) -> int:
-    """Training clips of the embedded keyword set for ``seed`` and ``params``, as the
-    Speech Commands loader builds the split (train-speaker clips plus ``_silence_``, as
-    many as the average keyword), from the clip plan alone: nothing is synthesized."""
+def speech_commands_split_clips(seed: int = 0, **params: Any) -> Dict[str, int]:
+    """Clips per split (train, val, test) of the embedded keyword set for ``seed`` and
+    ``params``, as the Speech Commands loader builds the splits (each split's speakers'
+    clips plus ``_silence_``, as many as the split's average keyword), from the clip plan
+    alone: nothing is synthesized."""
     from specsweep.data.speechcommands import KEYWORDS as LOADER_KEYWORDS
 
-    train = [p for p in _plan_kws(_kws_params(seed=seed, **params)) if p.speaker.split == "train"]
-    keyword_clips = sum(p.word in LOADER_KEYWORDS for p in train)
-    return len(train) + max(1, keyword_clips // len(LOADER_KEYWORDS))
+    plan = _plan_kws(_kws_params(seed=seed, **params))
+    sizes = {}
+    for split in ("train", "val", "test"):
+        clips = [p for p in plan if p.speaker.split == split]
+        keyword_clips = sum(p.word in LOADER_KEYWORDS for p in clips)
+        sizes[split] = len(clips) + max(1, keyword_clips // len(LOADER_KEYWORDS))
+    return sizes
+
+
+def speech_commands_train_clips(seed: int = 0, **params: Any) -> int:
+    """Training clips of the embedded keyword set (see :func:`speech_commands_split_clips`)."""
+    return speech_commands_split_clips(seed, **params)["train"]
+
+
+def phoneme_corpus_split_sizes(seed: int = 0, **params: Any) -> Tuple[int, int, int]:
+    """Utterances of train, valid and test of the embedded phoneme corpus for ``seed`` and
+    ``params``."""
+    return tuple(int(n) for n in _phoneme_params(seed=seed, **params)["n_utterances"])  # type: ignore[return-value]
 
 
 def phoneme_corpus_train_utterances(seed: int = 0, **params: Any) -> int:
     """Training utterances of the embedded phoneme corpus for ``seed`` and ``params``."""
-    return int(_phoneme_params(seed=seed, **params)["n_utterances"][0])
+    return phoneme_corpus_split_sizes(seed, **params)[0]
+
+
+def phoneme_corpus_inventory(seed: int = 0, **params: Any) -> List[str]:
+    """The phoneme symbols of the embedded corpus for ``seed`` and ``params``, sorted as its
+    ``phonemes.txt`` lists them: every planned utterance phonemized as synthesis does it
+    (about 1 s for 800 utterances), with no audio made."""
+    plans = _plan_phonemes(_phoneme_params(seed=seed, **params))
+    synth = Synthesizer()
+    inventory: set[str] = set()
+    for plan in plans:
+        inventory.update(synth.phonemes(plan.text, voice=plan.speaker.voice.partition("+")[0]))
+    return sorted(inventory)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """Lightning task modules. Each receives a built :class:`SpectrogramModel` and the
-training hyper-parameters of the trial; optimisation is shared, the loss and metrics differ.
+trial's validated ``train`` section; optimisation is shared, the loss and metrics differ.
+The tasks registry (:mod:`specsweep.tasks`) names them and builds them with ``for_data``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional, Sequence
 
 import lightning.pytorch as pl
@@ -15,30 +15,10 @@ from matplotlib.figure import Figure
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from specsweep.data.datasets import PreparedData
 from specsweep.model import SpectrogramModel
 from specsweep.plots import plot_confusion_matrix
-
-
-@dataclass
-class OptimConfig:
-    """Optimiser and schedule of a trial (the ``train`` section minus loop settings).
-
-    ``frontend_lr`` gives the front-end its own learning rate (None: same as ``lr``);
-    ``schedule`` is ``"constant"`` or ``"cosine"`` (per step, after linear warm-up).
-    """
-
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    frontend_lr: Optional[float] = None
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-
-    @classmethod
-    def from_config(cls, train: Dict[str, Any]) -> "OptimConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in train.items() if k in names})
+from specsweep.spec import TrainConfig
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -49,12 +29,17 @@ class SpeechTask(pl.LightningModule):
     """Shared optimisation for the speech tasks: parameter groups, schedule, clamping
     of front-end parameters after each step, and a stop on non-finite loss."""
 
-    def __init__(self, net: SpectrogramModel, optim: OptimConfig, labels: Sequence[str]) -> None:
+    def __init__(self, net: SpectrogramModel, optim: TrainConfig, labels: Sequence[str]) -> None:
         super().__init__()
         self.net = net
         self.optim = optim
         self.labels = list(labels)
         self.figures: Dict[str, Figure] = {}
+
+    @classmethod
+    def for_data(cls, net: SpectrogramModel, train: TrainConfig, data: PreparedData) -> "SpeechTask":
+        """The task on ``data``'s labels; subclasses add what else of the data they score by."""
+        return cls(net, train, data.labels)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.net(waveform)
@@ -108,7 +93,7 @@ class KWSTask(SpeechTask):
     Batches are ``(waveform (batch, samples), targets (batch, 1))``.
     """
 
-    def __init__(self, net: SpectrogramModel, optim: OptimConfig, labels: Sequence[str]) -> None:
+    def __init__(self, net: SpectrogramModel, optim: TrainConfig, labels: Sequence[str]) -> None:
         super().__init__(net, optim, labels)
         n = len(self.labels)
         # Training targets come from the prepared split: checking their range every step costs a
@@ -191,7 +176,7 @@ class ASRTask(SpeechTask):
     def __init__(
         self,
         net: SpectrogramModel,
-        optim: OptimConfig,
+        optim: TrainConfig,
         labels: Sequence[str],
         score_map: Optional[Dict[str, str]] = None,
         examples_to_log: int = 4,
@@ -207,6 +192,11 @@ class ASRTask(SpeechTask):
         # Per stage: summed edits, summed reference lengths, summed per-utterance rates, utterances.
         self._errors: Dict[str, List[float]] = {"val": [0, 0, 0.0, 0], "test": [0, 0, 0.0, 0]}
         self.examples: List[Dict[str, str]] = []
+
+    @classmethod
+    def for_data(cls, net: SpectrogramModel, train: TrainConfig, data: PreparedData) -> "ASRTask":
+        """Scored as the dataset's protocol says (its phone folding and PER average)."""
+        return cls(net, train, data.labels, score_map=data.score_map, per_average=data.per_average)
 
     def _frames(self, samples: torch.Tensor) -> torch.Tensor:
         return torch.tensor([self.net.frontend.num_frames(int(n)) for n in samples], device=samples.device)
