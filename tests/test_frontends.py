@@ -16,6 +16,7 @@ from specsweep.frontends import (
     NnAudioFrontEnd,
     build_frontend,
     frontend_param_names,
+    frontend_setting,
     validate_frontend_config,
 )
 from specsweep.frontends.nnaudio import PowerSpectrogram
@@ -84,6 +85,35 @@ def test_setting_and_flags_build_the_same_model(name: str, setting: str) -> None
         assert other.setting == setting
         assert other.state_dict().keys() == by_setting.state_dict().keys()
         torch.testing.assert_close(other(x), by_setting(x), rtol=0, atol=0)
+
+
+FLAG_VALUES = ("absent", False, True)
+
+
+@pytest.mark.parametrize("name", FRONTENDS.names())
+@pytest.mark.parametrize("stft", FLAG_VALUES)
+@pytest.mark.parametrize("filterbank", FLAG_VALUES)
+def test_frontend_setting_names_the_built_model(name: str, stft: object, filterbank: object) -> None:
+    """The letter read from a config is the setting of the front-end built from it, for
+    flags given or left to the constructor's defaults, with or without the letter itself."""
+    config = {"name": name}
+    for flag, value in (("trainable_stft", stft), (FRONTENDS.get(name).filterbank_flag, filterbank)):
+        if value != "absent":
+            config[flag] = value
+    built = build_frontend(config).setting
+    assert frontend_setting(config) == built
+    assert frontend_setting({**config, "setting": None}) == built
+    assert frontend_setting({**config, "setting": built}) == built
+    assert frontend_setting({"name": name, "setting": built}) == built
+
+
+def test_frontend_setting_rejects_bad_names_and_letters() -> None:
+    with pytest.raises(ValueError, match="name: unknown frontend 'leaf'; allowed: fastaudio, nnaudio"):
+        frontend_setting({"name": "leaf"})
+    with pytest.raises(ValueError, match="name: missing"):
+        frontend_setting({"setting": "A"})
+    with pytest.raises(ValueError, match="setting must be one of A, B, C, D, got 'E'"):
+        frontend_setting({"name": "nnaudio", "setting": "E"})
 
 
 @pytest.mark.parametrize("name", FRONTENDS.names())

@@ -31,6 +31,7 @@ __all__ = [
     "build_frontend",
     "frontend_footprint",
     "frontend_param_names",
+    "frontend_setting",
     "setting_flags",
     "setting_name",
     "validate_frontend_config",
@@ -54,6 +55,53 @@ def frontend_param_names(name: str) -> set[str]:
     """
     params = inspect.signature(FRONTENDS.get(name)).parameters
     return {p for p in params if p != "self"}
+
+
+def frontend_setting(config: Mapping[str, Any]) -> str:
+    """The setting letter A-D of a front-end config: its ``setting`` when given, otherwise
+    the letter of its two trainability flags.
+
+    A flag the config leaves out takes the front-end constructor's own default, so a
+    config and the front-end built from it always agree (``build_frontend(config).setting``).
+    Agreement between a given ``setting`` and explicit flags is checked by
+    :func:`validate_frontend_config`, not here.
+
+    Parameters
+    ----------
+    config : mapping
+        ``{"name": ..., "setting": "A"-"D" (optional), "trainable_stft": bool (optional),
+        <filterbank flag>: bool (optional), ...}``; the filterbank flag is the front-end
+        class's ``filterbank_flag`` (nnaudio: ``trainable_mel``, fastaudio:
+        ``trainable_filterbank``).
+
+    Returns
+    -------
+    str
+        One of :data:`SETTINGS`.
+
+    Raises
+    ------
+    ValueError
+        For a missing or unknown ``name`` or a ``setting`` outside A-D.
+
+    Examples
+    --------
+    >>> frontend_setting({"name": "nnaudio", "setting": "C"})
+    'C'
+    >>> frontend_setting({"name": "nnaudio", "trainable_mel": True})
+    'B'
+    >>> frontend_setting({"name": "fastaudio", "trainable_stft": True, "trainable_filterbank": True})
+    'D'
+    >>> frontend_setting({"name": "fastaudio"})
+    'A'
+    """
+    cls = _frontend_class(config)
+    if config.get("setting") is not None:
+        setting_flags(config["setting"])
+        return config["setting"]
+    params = inspect.signature(cls).parameters
+    stft, filterbank = (config.get(flag, params[flag].default) for flag in ("trainable_stft", cls.filterbank_flag))
+    return setting_name(stft, filterbank)
 
 
 def validate_frontend_config(config: Mapping[str, Any], num_samples: Optional[int] = None) -> None:
@@ -127,12 +175,8 @@ def build_frontend(config: Mapping[str, Any]) -> FrontEnd:
 
 def _check_config(config: Mapping[str, Any], num_samples: Optional[int] = None) -> Dict[str, Any]:
     """Validate ``config`` and return the constructor arguments it stands for."""
-    name = config.get("name")
-    if name is None:
-        raise ValueError(f"name: missing; allowed: {', '.join(FRONTENDS.names())}")
-    if not isinstance(name, str) or name not in FRONTENDS:
-        raise ValueError(f"name: unknown frontend {name!r}; allowed: {', '.join(FRONTENDS.names())}")
-    cls = FRONTENDS.get(name)
+    cls = _frontend_class(config)
+    name = config["name"]
     allowed = frontend_param_names(name)
     problems: List[str] = [
         f"{key}: unknown key for frontend {name!r}; allowed: {', '.join(sorted(allowed | set(CONFIG_KEYS)))}"
@@ -155,3 +199,13 @@ def _check_config(config: Mapping[str, Any], num_samples: Optional[int] = None) 
         problems += cls.input_problems(num_samples, **args)
     raise_problems(problems)
     return args
+
+
+def _frontend_class(config: Mapping[str, Any]) -> type:
+    """The registered front-end class named by ``config["name"]``; ValueError naming ``name`` otherwise."""
+    name = config.get("name")
+    if name is None:
+        raise ValueError(f"name: missing; allowed: {', '.join(FRONTENDS.names())}")
+    if not isinstance(name, str) or name not in FRONTENDS:
+        raise ValueError(f"name: unknown frontend {name!r}; allowed: {', '.join(FRONTENDS.names())}")
+    return FRONTENDS.get(name)
