@@ -17,16 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from specsweep.backbones import BACKBONES, backbone_param_names
 from specsweep.contract import Seed, argument_problems, pydantic_problems
-from specsweep.data.datasets import DATASET_TASKS, DATASETS, clip_samples, dataset_param_names
-from specsweep.frontends import FRONTENDS, validate_frontend_config
+from specsweep.data.datasets import DATASETS, dataset_param_names, dataset_task, describe_dataset
+from specsweep.frontends import FRONTENDS, frontend_setting, validate_frontend_config
 from specsweep.recipes import RECIPES, apply_recipe
+from specsweep.tasks import TASKS, Task, get_task
 
 SECTIONS = ("data", "frontend", "backbone", "train")
-TASK_METRICS = {"kws": ("val_acc", "max"), "asr": ("val_per", "min")}
-# Validation metrics each task reports, with the direction in which they improve.
-VAL_METRICS = {"kws": {"val_acc": "max", "val_loss": "min"}, "asr": {"val_per": "min", "val_loss": "min"}}
-# Training metrics each task reports per epoch; with VAL_METRICS, what a search may optimise.
-TRAIN_METRICS = {"kws": {"train_loss", "train_acc"}, "asr": {"train_loss"}}
 
 
 class SpecError(ValueError):
@@ -162,7 +158,7 @@ class SmokeConfig(_Strict):
 class SweepSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
-    task: Literal["kws", "asr"]
+    task: str
     recipe: Optional[str] = None
     data: Dict[str, Any]
     frontend: Dict[str, Any]
@@ -182,6 +178,13 @@ class SweepSpec(_Strict):
     def _fill_from_recipe(cls, raw: Any) -> Any:
         return apply_recipe(raw) if isinstance(raw, dict) else raw
 
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        if v not in TASKS:
+            raise ValueError(f"must be one of {', '.join(TASKS.names())}")
+        return v
+
     @field_validator("recipe")
     @classmethod
     def _known_recipe(cls, v: Optional[str]) -> Optional[str]:
@@ -198,11 +201,11 @@ class SweepSpec(_Strict):
 
     @property
     def metric(self) -> str:
-        return self.search.metric or TASK_METRICS[self.task][0]
+        return self.search.metric or get_task(self.task).metric
 
     @property
     def mode(self) -> str:
-        return self.search.mode or TASK_METRICS[self.task][1]
+        return self.search.mode or get_task(self.task).mode(self.metric)
 
     def base_config(self) -> Dict[str, Any]:
         """The trial config before search values are filled in."""
@@ -214,6 +217,39 @@ class SweepSpec(_Strict):
             "train": self.train.model_dump(),
             "seed": self.seeds[0],
         }
+
+
+class TrialConfig(_Strict):
+    """One trial's config, typed: the spec's sections with a search's values filled in, as
+    Tune hands it to the trial (a plain dict there) and as status and report read it back.
+
+    ``data``, ``frontend`` and ``backbone`` are the arguments of the registered components
+    they name (their constructors' signatures hold the defaults); ``train`` is the schema's.
+
+    Examples
+    --------
+    >>> trial = TrialConfig.model_validate({"task": "kws", "data": {"name": "embedded_kws"},
+    ...     "frontend": {"name": "fastaudio", "trainable_filterbank": True}, "backbone": {"name": "simple"},
+    ...     "seed": 3})
+    >>> trial.setting, trial.train.balance_classes
+    ('B', True)
+    """
+
+    task: str
+    data: Dict[str, Any]
+    frontend: Dict[str, Any]
+    backbone: Dict[str, Any]
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    seed: Seed = 0
+
+    @property
+    def setting(self) -> str:
+        """The setting A-D of the trial's front-end (given, or spelled by its flags)."""
+        return frontend_setting(self.frontend)
+
+    @property
+    def task_info(self) -> Task:
+        return get_task(self.task)
 
 
 _pydantic_problems = pydantic_problems
@@ -243,8 +279,8 @@ def _section_problems(section: str, config: Dict[str, Any], task: Optional[str],
     skip = () if section == "data" else ("input_shape", "num_outputs", "head")
     problems += [f"{section}.{p}" for p in argument_problems(registry.get(name), known, skip)]
     if section == "data":
-        kind = DATASET_TASKS.get(name)
-        if kind and task and kind != task:
+        kind = dataset_task(name)
+        if task and kind != task:
             problems.append(f"data.name: dataset {name!r} is for task {kind!r}, but task is {task!r}")
     return problems
 
@@ -252,14 +288,16 @@ def _section_problems(section: str, config: Dict[str, Any], task: Optional[str],
 def train_task_problems(train: Dict[str, Any], task: Optional[str]) -> List[str]:
     """Training values that do not fit the task: a ``best_by`` the task does not report, the
     device data path for variable-length utterances."""
+    if task not in TASKS:
+        return []
+    info = get_task(task)
     problems = []
-    known = VAL_METRICS.get(task or "", {})
     best_by = train.get("best_by")
-    if known and best_by is not None and best_by not in known:
+    if best_by is not None and best_by not in info.val_metrics:
         problems.append(f"train.best_by: {best_by!r} is not a validation metric of task {task}; allowed: "
-                        f"{', '.join(sorted(known))} (or null: the sweep's metric)")
-    if task == "asr" and train.get("data_path") == "device":
-        problems.append("train.data_path: device needs clips of one length (task kws); ASR utterances are "
+                        f"{', '.join(sorted(info.val_metrics))} (or null: the sweep's metric)")
+    if not info.fixed_length and train.get("data_path") == "device":
+        problems.append(f"train.data_path: device needs clips of one length; task {task}'s utterances are "
                         "padded per batch by the loader: use auto or loader")
     return problems
 
@@ -268,11 +306,16 @@ def _config_problems(raw: Dict[str, Any], task: Optional[str]) -> List[str]:
     """Problems of the data, frontend, backbone and train sections of a raw spec."""
     problems = []
     data = raw.get("data")
-    num_samples = None
+    described = None
     if isinstance(data, dict):
-        problems += _section_problems("data", data, task)
-        if data.get("name") in DATASET_TASKS:
-            num_samples = clip_samples(data)
+        data_problems = _section_problems("data", data, task)
+        problems += data_problems
+        if not data_problems:
+            try:
+                described = describe_dataset(data)
+            except ValueError as err:
+                problems.append(f"data: {err}")
+    num_samples = described.nominal_samples if described else None
     for section in ("frontend", "backbone"):
         if isinstance(raw.get(section), dict):
             problems += _section_problems(section, raw[section], task, num_samples)
@@ -282,10 +325,13 @@ def _config_problems(raw: Dict[str, Any], task: Optional[str]) -> List[str]:
             TrainConfig.model_validate(train)
         except ValidationError as err:
             problems += _pydantic_problems(err, prefix="train.")
-        unknown_classes = set(train.get("class_weights") or {}) - {
-            "_unknown_", "_silence_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"}
-        if task == "kws" and unknown_classes:
-            problems.append(f"train.class_weights: unknown classes {sorted(unknown_classes)}")
+        weighted = train.get("class_weights") or {}
+        if described is not None and isinstance(weighted, dict) and task in TASKS:
+            if weighted and not get_task(task).class_sampling:
+                problems.append(f"train.class_weights: task {task} does not draw training clips by class")
+            elif set(weighted) - set(described.labels):
+                problems.append(f"train.class_weights: unknown classes {sorted(set(weighted) - set(described.labels))}; "
+                                f"the dataset's classes: {', '.join(described.labels)}")
         problems += train_task_problems(train, task)
     return problems
 
@@ -353,8 +399,8 @@ def _check_space(raw: Dict[str, Any], task: Optional[str], base_problems: List[s
         if sampled:
             problems.append(f"search.algorithm: grid cannot sample {', '.join(sampled)}; use algorithm random or optuna")
     if task is not None:
-        metric = search.metric or TASK_METRICS[task][0]
-        allowed = set(VAL_METRICS[task]) | TRAIN_METRICS[task]
+        metric = search.metric or get_task(task).metric
+        allowed = get_task(task).metrics
         if metric not in allowed:
             problems.append(f"search.metric: {metric!r} is not reported by task {task}; "
                             f"allowed: {', '.join(sorted(allowed))}")
@@ -404,7 +450,7 @@ def spec_problems(raw: Any, check_smoke: bool = True) -> List[str]:
     except ValidationError as err:
         # Sections checked by their components below are reported there.
         problems += [p for p in _pydantic_problems(err) if not p.startswith("train.")]
-    task = raw.get("task") if raw.get("task") in TASK_METRICS else None
+    task = raw.get("task") if isinstance(raw.get("task"), str) and raw.get("task") in TASKS else None
     # The sections as the recipe fills them are what the trials get.
     filled = apply_recipe(raw)
     problems += _config_problems(filled, task)

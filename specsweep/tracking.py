@@ -14,8 +14,11 @@ import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from specsweep.spec import TrialConfig
 
 log = logging.getLogger(__name__)
 
@@ -82,20 +85,18 @@ def run_id(sweep_dir: str, trial_id: str) -> str:
     return f"{trial_id}-{digest}"
 
 
-def run_name(config: Dict[str, Any]) -> str:
-    """``kws-bcresnet-nnaudio-D-mels40-seed1`` style names, from the trial config."""
-    from specsweep.frontends.base import setting_name
+def run_name(trial: "TrialConfig") -> str:
+    """``kws-bcresnet-nnaudio-D-mels40-seed1`` style names, from the trial config (values
+    it leaves out are the front-end's defaults)."""
+    from specsweep.frontends import frontend_argument
 
-    fe = config["frontend"]
-    setting = fe.get("setting") or setting_name(
-        fe.get("trainable_stft", False), fe.get("trainable_mel", fe.get("trainable_filterbank", False))
-    )
-    parts = [config["task"], config["backbone"]["name"], fe["name"], setting, f"mels{fe.get('n_mels', 40)}"]
+    fe = trial.frontend
+    parts = [trial.task, trial.backbone["name"], fe["name"], trial.setting, f"mels{frontend_argument(fe, 'n_mels')}"]
     if fe.get("mask_bins"):
         parts.append("mask" + "_".join(f"{a}-{b}" for a, b in _pairs(fe["mask_bins"])))
     if fe.get("random_mel_init"):
         parts.append("randinit")
-    parts.append(f"seed{config['seed']}")
+    parts.append(f"seed{trial.seed}")
     return "-".join(str(p) for p in parts)
 
 

@@ -104,6 +104,20 @@ def frontend_setting(config: Mapping[str, Any]) -> str:
     return setting_name(stft, filterbank)
 
 
+def frontend_argument(config: Mapping[str, Any], name: str) -> Any:
+    """The value of constructor argument ``name`` that the front-end built from ``config``
+    gets: the config's, or the constructor's default.
+
+    Examples
+    --------
+    >>> frontend_argument({"name": "nnaudio"}, "n_mels"), frontend_argument({"name": "nnaudio", "n_mels": 20}, "n_mels")
+    (40, 20)
+    """
+    if name in config:
+        return config[name]
+    return constructor_parameters(_frontend_class(config))[name].default
+
+
 def validate_frontend_config(config: Mapping[str, Any], num_samples: Optional[int] = None) -> None:
     """Raise ValueError with one line per problem of a front-end config, each line starting
     with the offending field and saying what is allowed.

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
-from specsweep import tracking
+from specsweep.trainables.context import RunContext
 
 # In a trial worker this module loads when Tune's actor unpickles the trainable, before the
 # first trial imports torch and Lightning: trials report it so that a slot's start can be
@@ -24,22 +23,6 @@ LOADED_UNIX = time.time()
 STOP_GRACE_S = 10.0
 # Set while this worker's trial thread is inside a trial, i.e. not yet past its W&B finish.
 _IN_TRIAL = threading.Event()
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What every trial of a sweep shares, passed with ``tune.with_parameters``."""
-
-    sweep_dir: str
-    metric: str
-    mode: str
-    wandb: tracking.WandbSettings = field(default_factory=tracking.WandbSettings)
-    # None: every batch (Lightning then prints no notice about the limit).
-    limit_train_batches: Optional[int] = None
-    limit_eval_batches: Optional[int] = None
-    # Trial output goes to the trial's log file; with this also to Ray's worker log,
-    # which Ray streams to the driver's console (``specsweep run -v``).
-    stream_output: bool = False
 
 
 def train_trial(config: Dict[str, Any], run: RunContext) -> None:
@@ -58,7 +41,7 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
 
     _IN_TRIAL.set()
     try:
-        trial.train_trial(config, run)
+        trial.train_trial(config, run, worker_unix=LOADED_UNIX)
     finally:
         _IN_TRIAL.clear()
 

@@ -1,7 +1,8 @@
 """The Ray Tune trainable: one trial = one Lightning fit of a front-end + backbone on a task.
 
-The trial config is a plain nested dict (``task``, ``data``, ``frontend``, ``backbone``,
-``train``, ``seed``) sampled by Tune from the sweep spec.
+Tune hands the trial its config as the plain nested dict it sampled from the sweep spec
+(``task``, ``data``, ``frontend``, ``backbone``, ``train``, ``seed``); the trial validates
+it into a :class:`~specsweep.spec.TrialConfig` first and reads nothing else.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import lightning.pytorch as pl
 import torch
 
 from specsweep import tracking
+from specsweep.assembly import build_task
 from specsweep.data.datasets import PreparedData, prepare_dataset
 from specsweep.data.loaders import make_loaders, resolve_data_path
-from specsweep.model import build_model
-from specsweep.spec import VAL_METRICS
+from specsweep.spec import TrainConfig, TrialConfig
 from specsweep.trainables.callbacks import (
     BestWeights,
     EpochEndTimer,
@@ -29,37 +30,22 @@ from specsweep.trainables.callbacks import (
     StepWandbLogger,
     TaskFigures,
 )
+from specsweep.trainables.context import RunContext
 from specsweep.trainables.output import LOG_FILE
-from specsweep.trainables.tasks import ASRTask, KWSTask, OptimConfig, SpeechTask
-from specsweep.trainables.trainable import LOADED_UNIX, RunContext
+from specsweep.trainables.tasks import ASRTask, SpeechTask
 
 CHECKPOINT_FILE = "checkpoint.ckpt"
 BEST_FILE = "best.ckpt"
-# Nominal utterance length for sizing backbones on variable-length ASR input.
-_NOMINAL_SECONDS = 1
 _LOG_EVERY_N_STEPS = 10
 
 
-def build_task(config: Dict[str, Any], data: PreparedData) -> SpeechTask:
-    """Assemble front-end, backbone and task module from a trial config."""
-    optim = OptimConfig.from_config(config["train"])
-    if config["task"] == "kws":
-        net = build_model(config["frontend"], config["backbone"], data.clip_samples, len(data.labels), "utterance")
-        return KWSTask(net, optim, data.labels)
-    if config["task"] == "asr":
-        nominal = data.clip_samples or _NOMINAL_SECONDS * data.sample_rate
-        net = build_model(config["frontend"], config["backbone"], nominal, len(data.labels) + 1, "frames")
-        return ASRTask(net, optim, data.labels, score_map=data.score_map, per_average=data.per_average)
-    raise ValueError(f"task must be 'kws' or 'asr', got {config['task']!r}")
-
-
-def build_trial_task(config: Dict[str, Any], data: PreparedData) -> SpeechTask:
-    """:func:`build_task`, its model compiled when ``train.compile`` is set: in place, so
-    parameter names, checkpoints and the front-end's figures stay as in eager mode. On a
-    GPU the compiled forward and backward replay as CUDA graphs (``reduce-overhead``): one
-    launch instead of hundreds of small kernels per step."""
-    task = build_task(config, data)
-    if config["train"]["compile"]:
+def build_trial_task(trial: TrialConfig, data: PreparedData) -> SpeechTask:
+    """:func:`~specsweep.assembly.build_task`, its model compiled when ``train.compile`` is
+    set: in place, so parameter names, checkpoints and the front-end's figures stay as in
+    eager mode. On a GPU the compiled forward and backward replay as CUDA graphs
+    (``reduce-overhead``): one launch instead of hundreds of small kernels per step."""
+    task = build_task(trial, data)
+    if trial.train.compile:
         task.net.compile(mode="reduce-overhead" if trial_device().type == "cuda" else None)
     return task
 
@@ -70,17 +56,18 @@ def trial_device() -> torch.device:
     return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def trial_data(config: Dict[str, Any]) -> tuple[PreparedData, Dict[str, Any], torch.Generator]:
+def trial_data(trial: TrialConfig) -> tuple[PreparedData, Dict[str, Any], torch.Generator]:
     """The prepared dataset, its loaders and the seeded generator that orders training batches."""
-    train = config["train"]
-    data = prepare_dataset(config["data"])
-    generator = torch.Generator().manual_seed(int(config["seed"]))
-    on_device = resolve_data_path(train["data_path"], data) == "device"
+    train = trial.train
+    data = prepare_dataset(trial.data)
+    generator = torch.Generator().manual_seed(trial.seed)
+    on_device = resolve_data_path(train.data_path, data) == "device"
+    by_class = trial.task_info.class_sampling
     loaders = make_loaders(
-        data, int(train["batch_size"]), generator, int(train["num_workers"]),
-        balance_classes=bool(train["balance_classes"]) and config["task"] == "kws",
-        class_weights=train["class_weights"] if config["task"] == "kws" else None,
-        eval_batch_size=train["eval_batch_size"], device=trial_device() if on_device else None,
+        data, train.batch_size, generator, train.num_workers,
+        balance_classes=train.balance_classes and by_class,
+        class_weights=train.class_weights if by_class else None,
+        eval_batch_size=train.eval_batch_size, device=trial_device() if on_device else None,
     )
     return data, loaders, generator
 
@@ -99,7 +86,7 @@ class Laps:
         self._clock = now
 
 
-def trainer_options(train: Dict[str, Any], limit_train_batches: Optional[Union[int, float]],
+def trainer_options(train: TrainConfig, limit_train_batches: Optional[Union[int, float]],
                     limit_eval_batches: Optional[Union[int, float]], root: Path,
                     train_batches: Optional[int] = None) -> Dict[str, Any]:
     """The Lightning ``Trainer`` options of a trial, apart from loggers and callbacks.
@@ -116,7 +103,7 @@ def trainer_options(train: Dict[str, Any], limit_train_batches: Optional[Union[i
     torch.utils.deterministic.fill_uninitialized_memory = False
     per_epoch = min(n for n in (train_batches, limit_train_batches, _LOG_EVERY_N_STEPS) if isinstance(n, int))
     return dict(
-        max_epochs=int(train["epochs"]),
+        max_epochs=train.epochs,
         enable_progress_bar=False,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -145,7 +132,7 @@ def _best_weights_file(best: BestWeights, trial_dir: Path, run: RunContext) -> O
     return path
 
 
-def train_trial(config: Dict[str, Any], run: RunContext) -> None:
+def train_trial(config: Dict[str, Any], run: RunContext, worker_unix: float) -> None:
     """One trial inside Tune: fit, checkpoint and report every epoch, test at the end.
 
     Tune calls it through :func:`specsweep.trainables.trainable.train_trial`.
@@ -153,7 +140,7 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     The final report adds the test metrics, ``best_<metric>``, ``best_epoch`` and the
     trial's fixed costs as ``timing/*`` (seconds; ``timing/entry_unix`` and
     ``timing/worker_unix`` are the Unix times the trial started and its worker loaded the
-    trainable), which ``bench/bench_sweep.py`` reads.
+    trainable, ``worker_unix``), which ``bench/bench_sweep.py`` reads.
     """
     # Ray is imported here, not above, so that a trial's set-up (build_trial_task, trial_data)
     # loads without it: benchmarks on a bare GPU machine and ``specsweep inspect --calibrate``.
@@ -161,6 +148,7 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     from ray import tune
 
     entry = time.time()
+    trial = TrialConfig.model_validate(config)
     lap = Laps()
     timings = lap.seconds
     context = tune.get_context()
@@ -168,31 +156,30 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
     log_file = trial_dir / LOG_FILE
     cpus = context.get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
-    pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
+    pl.seed_everything(trial.seed, workers=True, verbose=False)
 
-    data, loaders, sampler_generator = trial_data(config)
-    train = config["train"]
+    data, loaders, sampler_generator = trial_data(trial)
+    train = trial.train
     lap("timing/data_s")
-    task = build_trial_task(config, data)
+    task = build_trial_task(trial, data)
     lap("timing/model_s")
 
     trial_id = context.get_trial_id()
     run_obj = tracking.init_run(
-        run.wandb, trial_dir, tracking.run_id(run.sweep_dir, trial_id), tracking.run_name(config), config,
-        tags=[f"setting-{config['frontend'].get('setting', '?')}", config["task"], config["frontend"]["name"],
-              config["backbone"]["name"]],
+        run.wandb, trial_dir, tracking.run_id(run.sweep_dir, trial_id), tracking.run_name(trial), config,
+        tags=[f"setting-{trial.setting}", trial.task, trial.frontend["name"], trial.backbone["name"]],
     )
     loggers: List[Any] = [] if run_obj is None or run.wandb.mode == "disabled" else [StepWandbLogger(experiment=run_obj)]
     lap("timing/wandb_s")
     # The sweep's metric is tracked for its best value; the tested weights are the last
     # epoch's or those of the best epoch by train.best_by (default: the sweep's metric).
-    monitor = train["best_by"] or run.metric
-    test_best = train["test_weights"] == "best"
+    monitor = train.best_by or run.metric
+    test_best = train.test_weights == "best"
     best = BestWeights(run.metric, run.mode,
                        keep_weights=(test_best and monitor == run.metric) or run.wandb.log_checkpoints)
     tested = None
     if test_best:
-        tested = best if monitor == run.metric else BestWeights(monitor, VAL_METRICS[config["task"]][monitor])
+        tested = best if monitor == run.metric else BestWeights(monitor, trial.task_info.mode(monitor))
     report_timer = EpochEndTimer()
     figures = trial_dir / "figures"
     trainer = pl.Trainer(
@@ -241,7 +228,7 @@ def train_trial(config: Dict[str, Any], run: RunContext) -> None:
         run_obj = None
         lap("timing/wandb_s")
         # The node id tells where a trial ran when several nodes share one IP (tests, laptops).
-        tune.report({**final, **timings, "timing/entry_unix": entry, "timing/worker_unix": LOADED_UNIX,
+        tune.report({**final, **timings, "timing/entry_unix": entry, "timing/worker_unix": worker_unix,
                      "node_id": ray.get_runtime_context().get_node_id(),
                      **({"wandb_url": wandb_url} if wandb_url else {})})
     finally:
