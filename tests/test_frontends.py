@@ -19,7 +19,7 @@ from specsweep.frontends import (
     frontend_setting,
     validate_frontend_config,
 )
-from specsweep.frontends.nnaudio import PowerSpectrogram
+from specsweep.frontends.stft import PowerSpectrogram
 from specsweep.frontends.plot import plot_frontend, snapshot_frontend
 
 CASES = [(name, setting) for name in FRONTENDS for setting in SETTINGS]

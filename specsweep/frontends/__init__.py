@@ -13,11 +13,17 @@ ValueError: n_mels: must be an int in [1, 241] (n_fft // 2 + 1), got 0
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Dict, List, Mapping, Optional
 
 from specsweep.contract import Footprint
-from specsweep.frontends.base import SETTINGS, FrontEnd, raise_problems, setting_flags, setting_name
+from specsweep.frontends.base import (
+    SETTINGS,
+    FrontEnd,
+    constructor_parameters,
+    raise_problems,
+    setting_flags,
+    setting_name,
+)
 from specsweep.frontends.fastaudio import FastAudioFrontEnd
 from specsweep.frontends.nnaudio import NnAudioFrontEnd
 from specsweep.registry import Registry
@@ -53,8 +59,7 @@ def frontend_param_names(name: str) -> set[str]:
     >>> sorted(frontend_param_names("fastaudio"))[:3]
     ['amin', 'center', 'clamp']
     """
-    params = inspect.signature(FRONTENDS.get(name)).parameters
-    return {p for p in params if p != "self"}
+    return set(constructor_parameters(FRONTENDS.get(name)))
 
 
 def frontend_setting(config: Mapping[str, Any]) -> str:
@@ -99,7 +104,7 @@ def frontend_setting(config: Mapping[str, Any]) -> str:
     if config.get("setting") is not None:
         setting_flags(config["setting"])
         return config["setting"]
-    params = inspect.signature(cls).parameters
+    params = constructor_parameters(cls)
     stft, filterbank = (config.get(flag, params[flag].default) for flag in ("trainable_stft", cls.filterbank_flag))
     return setting_name(stft, filterbank)
 
@@ -151,7 +156,7 @@ def validate_frontend_config(config: Mapping[str, Any], num_samples: Optional[in
 
 def frontend_footprint(config: Mapping[str, Any], num_samples: int) -> Footprint:
     """Sizes of the front-end of a valid ``config`` at clips of ``num_samples`` samples,
-    computed without building it (see ``StftFrontEnd.footprint``)."""
+    computed without building it (see :meth:`~specsweep.frontends.stft.StftFrontEnd.footprint`)."""
     args = _check_config(config, num_samples)
     return FRONTENDS.get(config["name"]).footprint(num_samples, **args)
 

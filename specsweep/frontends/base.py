@@ -133,70 +133,6 @@ def basis_drift(current: Dict[str, torch.Tensor], initial: Dict[str, torch.Tenso
     return drift
 
 
-MaskBins = List[Tuple[int, int]]
-
-
-def normalise_mask_bins(mask_bins: object) -> MaskBins:
-    """Accept one ``[start, end)`` pair or a list of pairs; return a list of int pairs.
-
-    Raises ValueError (naming ``mask_bins``) for anything else; ranges are checked by
-    :func:`mask_bins_problems`.
-
-    Examples
-    --------
-    >>> normalise_mask_bins([3, 5])
-    [(3, 5)]
-    >>> normalise_mask_bins([[0, 2], [10, 12]])
-    [(0, 2), (10, 12)]
-    >>> normalise_mask_bins(None)
-    []
-    """
-    if mask_bins is None:
-        return []
-    if not isinstance(mask_bins, (list, tuple)):
-        raise ValueError(f"mask_bins: must be a [start, end) pair or a list of pairs, got {mask_bins!r}")
-    if len(mask_bins) == 2 and all(is_int(v) for v in mask_bins):
-        mask_bins = [mask_bins]
-    pairs = []
-    for pair in mask_bins:
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(is_int(v) for v in pair)):
-            raise ValueError(f"mask_bins: each entry must be a [start, end) pair of ints, got {pair!r}")
-        pairs.append((int(pair[0]), int(pair[1])))
-    return pairs
-
-
-def mask_bins_problems(pairs: MaskBins, n_freq: int) -> List[str]:
-    """One line per bad ``[start, end)`` pair: ``0 <= start < end <= n_freq`` must hold.
-
-    Examples
-    --------
-    >>> mask_bins_problems([(0, 2), (5, 5), (200, 300)], n_freq=241)  # doctest: +NORMALIZE_WHITESPACE
-    ['mask_bins: [5, 5) must satisfy 0 <= start < end <= 241 (n_fft // 2 + 1)',
-     'mask_bins: [200, 300) must satisfy 0 <= start < end <= 241 (n_fft // 2 + 1)']
-    """
-    return [
-        f"mask_bins: [{start}, {end}) must satisfy 0 <= start < end <= {n_freq} (n_fft // 2 + 1)"
-        for start, end in pairs
-        if not 0 <= start < end <= n_freq
-    ]
-
-
-def bin_mask(pairs: MaskBins, n_freq: int) -> torch.Tensor | None:
-    """``(n_freq,)`` float mask, 0 on masked STFT bins and 1 elsewhere; None without pairs.
-
-    Examples
-    --------
-    >>> bin_mask([(1, 3)], n_freq=5)
-    tensor([1., 0., 0., 1., 1.])
-    """
-    if not pairs:
-        return None
-    mask = torch.ones(n_freq)
-    for start, end in pairs:
-        mask[start:end] = 0.0
-    return mask
-
-
 def raise_problems(problems: List[str]) -> None:
     """Raise one ValueError with a line per problem (each line starts with the field name)."""
     if problems:
@@ -213,10 +149,37 @@ def is_number(value: object) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+def constructor_parameters(cls: type) -> Dict[str, inspect.Parameter]:
+    """Named constructor arguments of ``cls``: those of its ``__init__`` and, where that
+    passes ``**kwargs`` on, those of its base classes' (the nearest declaration wins, so
+    a subclass may change a default).
+
+    Examples
+    --------
+    >>> from specsweep.frontends.fastaudio import FastAudioFrontEnd
+    >>> params = constructor_parameters(FastAudioFrontEnd)
+    >>> params["power"].default, params["n_fft"].default, "stft" in params
+    (1.0, 480, False)
+    """
+    params: Dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        passes_on = False
+        for name, param in inspect.signature(klass.__init__).parameters.items():
+            if param.kind is param.VAR_KEYWORD:
+                passes_on = True
+            elif name != "self" and param.kind is not param.VAR_POSITIONAL:
+                params.setdefault(name, param)
+        if not passes_on:
+            break
+    return params
+
+
 def with_defaults(cls: type, args: Dict[str, Any]) -> Dict[str, Any]:
-    """``args`` completed with the defaults of ``cls``'s constructor."""
-    params = inspect.signature(cls.__init__).parameters
-    return {name: args.get(name, p.default) for name, p in params.items() if name != "self"}
+    """``args`` completed with the defaults of ``cls``'s constructor (see
+    :func:`constructor_parameters`)."""
+    return {name: args.get(name, p.default) for name, p in constructor_parameters(cls).items()}
 
 
 def check_waveform(x: torch.Tensor) -> None:

@@ -3,20 +3,14 @@ centre frequency and a bandwidth, on top of the nnAudio STFT."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List
 
 import torch
 from speechbrain.processing.features import Filterbank
 from torch import nn
 
 from specsweep.frontends.base import is_number, raise_problems, with_defaults
-from specsweep.frontends.nnaudio import (
-    PowerSpectrogram,
-    StftFrontEnd,
-    bool_problems,
-    filterbank_problems,
-    stft_problems,
-)
+from specsweep.frontends.stft import StftFrontEnd
 
 
 CLAMPS = ("forward", "step")
@@ -44,14 +38,11 @@ class FastAudioFrontEnd(StftFrontEnd):
 
     Parameters
     ----------
-    sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power
-        STFT options, as in ``NnAudioFrontEnd`` (``power`` 1: magnitude).
-    n_mels : int
-        Number of filters, in ``[1, n_fft // 2 + 1]``.
+    sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power, n_mels, trainable_stft, mask_bins
+        STFT options, as in :class:`~specsweep.frontends.stft.StftFrontEnd` (``power`` 1:
+        magnitude; ``n_mels`` filters).
     f_min, f_max : float
         Range of the initial filters in Hz (``f_max`` None: ``sample_rate / 2``).
-    trainable_stft : bool
-        Learn the STFT kernels.
     trainable_filterbank : bool
         Learn both the centre frequencies and the bandwidths (80 parameters for 40 filters).
     min_band_hz, max_band_hz : float
@@ -81,8 +72,6 @@ class FastAudioFrontEnd(StftFrontEnd):
     top_db_over : {"batch", "clip"}
         What the ``top_db`` floor hangs from: the batch's maximum (the study) or each clip's
         (SpeechBrain).
-    mask_bins : [start, end) pair, list of pairs, or None
-        STFT bins zeroed before the filterbank.
 
     Examples
     --------
@@ -97,20 +86,14 @@ class FastAudioFrontEnd(StftFrontEnd):
     603.7
     """
 
+    frequency_range = ("f_min", "f_max")
+
     def __init__(
         self,
-        sample_rate: int = 16000,
-        n_fft: int = 480,
-        hop_length: int = 160,
-        win_length: int | None = None,
-        window: Any = "hann",
-        center: bool = True,
-        pad_mode: str = "reflect",
+        *,
         power: float = 1.0,
-        n_mels: int = 40,
         f_min: float = 0.0,
         f_max: float | None = None,
-        trainable_stft: bool = False,
         trainable_filterbank: bool = False,
         min_band_hz: float = 3.1,
         max_band_hz: float | None = 603.7,
@@ -122,21 +105,15 @@ class FastAudioFrontEnd(StftFrontEnd):
         top_db: float = 80.0,
         db_scale: float = 10.0,
         top_db_over: str = "batch",
-        mask_bins: Sequence[int] | Sequence[Sequence[int]] | None = None,
+        **stft: Any,
     ) -> None:
         raise_problems(self.config_problems(
-            sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
-            window=window, pad_mode=pad_mode, power=power, n_mels=n_mels, f_min=f_min, f_max=f_max,
-            trainable_stft=trainable_stft, trainable_filterbank=trainable_filterbank,
+            power=power, f_min=f_min, f_max=f_max, trainable_filterbank=trainable_filterbank,
             min_band_hz=min_band_hz, max_band_hz=max_band_hz, clamp=clamp, sort_centres=sort_centres,
             param_change_factor=param_change_factor, param_rand_factor=param_rand_factor,
-            amin=amin, top_db=top_db, db_scale=db_scale, top_db_over=top_db_over, center=center,
-            mask_bins=mask_bins,
+            amin=amin, top_db=top_db, db_scale=db_scale, top_db_over=top_db_over, **stft,
         ))
-        spectrogram = PowerSpectrogram(
-            sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power, trainable_stft
-        )
-        super().__init__(spectrogram, sample_rate, n_mels, mask_bins)
+        super().__init__(power=power, **stft)
         self.trainable_filterbank = trainable_filterbank
         self.sort_centres = sort_centres
         self.clamp = clamp
@@ -144,22 +121,22 @@ class FastAudioFrontEnd(StftFrontEnd):
         self.amin, self.top_db, self.db_scale = float(amin), float(top_db), float(db_scale)
         self.top_db_over = top_db_over
         self.min_band_hz = float(min_band_hz)
-        self.max_band_hz = float(sample_rate / 2 if max_band_hz is None else max_band_hz)
+        self.max_band_hz = float(self.sample_rate / 2 if max_band_hz is None else max_band_hz)
         self.fbank = Filterbank(
-            n_mels=n_mels,
+            n_mels=self.n_bins,
             log_mel=False,
             filter_shape="triangular",
             f_min=f_min,
-            f_max=sample_rate / 2 if f_max is None else f_max,
-            n_fft=n_fft,
-            sample_rate=sample_rate,
+            f_max=self.sample_rate / 2 if f_max is None else f_max,
+            n_fft=self.n_fft,
+            sample_rate=self.sample_rate,
             param_change_factor=param_change_factor,
             param_rand_factor=param_rand_factor,
             freeze=not trainable_filterbank,
         )
         self._adopt_filterbank_tensors()
         # Stored value times this is Hz (SpeechBrain's scaling of trainable filters).
-        self._hz_per_unit = sample_rate * param_change_factor**2 if trainable_filterbank else 1.0
+        self._hz_per_unit = self.sample_rate * param_change_factor**2 if trainable_filterbank else 1.0
         if trainable_filterbank:
             with torch.no_grad():
                 # SpeechBrain stores Hz / (sr * pcf) but reads value * sr * pcf**2.
@@ -195,22 +172,12 @@ class FastAudioFrontEnd(StftFrontEnd):
     @classmethod
     def config_problems(cls, **args: Any) -> List[str]:
         """One line per bad constructor argument (missing ones take their defaults)."""
+        problems = super().config_problems(**args)
         a = with_defaults(cls, args)
-        problems = stft_problems(a["sample_rate"], a["n_fft"], a["hop_length"], a["win_length"],
-                                 a["pad_mode"], a["power"], a["window"])
-        problems += filterbank_problems(a["n_mels"], a["n_fft"], a["mask_bins"])
-        problems += bool_problems(**{k: a[k] for k in (
-            "center", "trainable_stft", "trainable_filterbank", "sort_centres")})
         for key, allowed in (("clamp", CLAMPS), ("top_db_over", TOP_DB_OVER), ("db_scale", DB_SCALES)):
             if isinstance(a[key], bool) or a[key] not in allowed:
                 problems.append(f"{key}: must be one of {', '.join(map(str, allowed))}, got {a[key]!r}")
         nyquist = a["sample_rate"] / 2 if is_number(a["sample_rate"]) else float("inf")
-        f_max = nyquist if a["f_max"] is None else a["f_max"]
-        if not is_number(a["f_min"]) or a["f_min"] < 0:
-            problems.append(f"f_min: must be a number >= 0, got {a['f_min']!r}")
-        elif not is_number(f_max) or not a["f_min"] < f_max <= nyquist:
-            problems.append(f"f_max: must be in (f_min, sample_rate / 2] = ({a['f_min']}, {nyquist}] or None, "
-                            f"got {a['f_max']!r}")
         max_band = nyquist if a["max_band_hz"] is None else a["max_band_hz"]
         if not is_number(a["min_band_hz"]) or a["min_band_hz"] <= 0:
             problems.append(f"min_band_hz: must be a number > 0, got {a['min_band_hz']!r}")
@@ -291,6 +258,5 @@ class FastAudioFrontEnd(StftFrontEnd):
         self.fbank.band.clamp_(self.min_band_hz / unit, self.max_band_hz / unit)
 
     def extra_repr(self) -> str:
-        return (f"setting={self.setting}, n_mels={self.n_bins}, n_fft={self.n_fft}, "
-                f"stft={'conv' if self.trainable_stft else 'fft'}, band_hz=[{self.min_band_hz}, "
-                f"{self.max_band_hz}], clamp={self.clamp}, sort_centres={self.sort_centres}, mask_bins={self.mask_bins}")
+        return (f"{super().extra_repr()}, band_hz=[{self.min_band_hz}, {self.max_band_hz}], "
+                f"clamp={self.clamp}, sort_centres={self.sort_centres}")
