@@ -175,16 +175,19 @@ def sequential_trial(config: Dict[str, Any], limits: Dict[str, int], folder: Pat
     import lightning.pytorch as pl
 
     from specsweep.trainables.callbacks import BestWeights, FrontendFigures, RNGState, TaskFigures
-    from specsweep.trainables.trial import Laps, build_task, trainer_options, trial_data
+    from specsweep.assembly import build_task
+    from specsweep.spec import TrialConfig
+    from specsweep.trainables.trial import Laps, trainer_options, trial_data
 
     lap = Laps()
     times = lap.seconds
 
-    pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
-    data, loaders, generator = trial_data(config)
-    train = config["train"]
+    trial = TrialConfig.model_validate(config)
+    pl.seed_everything(trial.seed, workers=True, verbose=False)
+    data, loaders, generator = trial_data(trial)
+    train = trial.train
     lap("timing/data_s")
-    task = build_task(config, data)
+    task = build_task(trial, data)
     lap("timing/model_s")
     best = BestWeights("val_acc", "max")
     checkpoint = epoch_checkpoint(folder / "checkpoint.ckpt")

@@ -70,10 +70,12 @@ def batches(data: PreparedData, device: torch.device, data_path: str) -> Iterato
 def steps_per_second(config: Dict[str, Any], data: PreparedData, device: torch.device, seconds: float,
                      warmup: int, min_steps: int, data_path: str = "loader") -> Tuple[float, int]:
     """Training steps per second of ``config``'s task, and the number of timed steps."""
-    from specsweep.trainables.trial import build_task
+    from specsweep.assembly import build_task
+    from specsweep.spec import TrialConfig
 
-    torch.manual_seed(int(config["seed"]))
-    task = build_task(config, data).to(device)
+    trial = TrialConfig.model_validate(config)
+    torch.manual_seed(trial.seed)
+    task = build_task(trial, data).to(device)
     task.train()
     optimizer = task.configure_optimizers()
     stream = batches(data, device, data_path)

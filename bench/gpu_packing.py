@@ -146,6 +146,7 @@ def worker(config: Dict[str, Any], batches: int, result: Path, trials: int) -> N
     import lightning.pytorch as pl
     import torch
 
+    from specsweep.spec import TrialConfig
     from specsweep.trainables.trial import build_trial_task, trainer_options, trial_data, trial_device
 
     class EpochClock(pl.Callback):
@@ -172,13 +173,14 @@ def worker(config: Dict[str, Any], batches: int, result: Path, trials: int) -> N
 
     started = time.time()
     torch.set_num_threads(1)
-    pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
-    data, loaders, _ = trial_data(config)
-    task = build_trial_task(config, data)
+    trial = TrialConfig.model_validate(config)
+    pl.seed_everything(trial.seed, workers=True, verbose=False)
+    data, loaders, _ = trial_data(trial)
+    task = build_trial_task(trial, data)
     clock = EpochClock()
     with tempfile.TemporaryDirectory(prefix="bench-packing-") as root:
         trainer = pl.Trainer(logger=False, callbacks=[clock],
-                             **trainer_options(config["train"], batches, 2, Path(root)))
+                             **trainer_options(trial.train, batches, 2, Path(root)))
         ready = time.time()
         trainer.fit(task, loaders["train"], loaders["val"])
     cuda = torch.cuda.is_available()
@@ -251,6 +253,7 @@ def profile_step(root: Path, steps: int = 20) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from specsweep.spec import TrialConfig
     from specsweep.trainables.trial import build_trial_task, trial_data, trial_device
 
     cuda = trial_device().type == "cuda"
@@ -272,8 +275,9 @@ def profile_step(root: Path, steps: int = 20) -> str:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic, not deterministic
         config = trial_config(Run("profile", "quickstart", 1, "device", False, steps), 3, root, 1)
         config["train"].update(schedule="constant", warmup_epochs=0)
-        data, loaders, _ = trial_data(config)
-        task = build_trial_task(config, data).to(trial_device())
+        trial = TrialConfig.model_validate(config)
+        data, loaders, _ = trial_data(trial)
+        task = build_trial_task(trial, data).to(trial_device())
         optimizer = task.configure_optimizers()
         batches = itertools.chain.from_iterable(itertools.repeat(loaders["train"]))
 

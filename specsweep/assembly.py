@@ -5,6 +5,7 @@ The trial, ``specsweep inspect`` (parameter counts, memory), ``specsweep report`
 filterbanks) and the benchmarks all assemble models here, from a validated
 :class:`~specsweep.spec.TrialConfig` and what the dataset says of itself
 (:class:`~specsweep.data.datasets.DatasetInfo`, or the :class:`PreparedData` of a trial).
+Models need only the :class:`~specsweep.spec.ModelConfig` part of a trial.
 
 Examples
 --------
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 
 from specsweep.contract import Footprint
 from specsweep.model import SpectrogramModel, build_model, model_footprint
-from specsweep.spec import TrialConfig
+from specsweep.spec import ModelConfig, TrialConfig
 from specsweep.tasks import get_task
 
 if TYPE_CHECKING:
@@ -44,18 +45,18 @@ class DescribedData(Protocol):
     def nominal_samples(self) -> int: ...
 
 
-def _sizes(trial: TrialConfig, data: DescribedData) -> tuple[int, int, str]:
+def _sizes(trial: ModelConfig, data: DescribedData) -> tuple[int, int, str]:
     task = get_task(trial.task)
     return data.nominal_samples, task.num_outputs(len(data.labels)), task.head
 
 
-def build_model_for(trial: TrialConfig, data: DescribedData) -> SpectrogramModel:
+def build_model_for(trial: ModelConfig, data: DescribedData) -> SpectrogramModel:
     """The trial's front-end and backbone, the backbone sized from the front-end's output
     shape, with one output per label (plus the task's extra ones, e.g. the CTC blank)."""
     return build_model(trial.frontend, trial.backbone, *_sizes(trial, data))
 
 
-def model_footprint_for(trial: TrialConfig, data: DescribedData) -> Footprint:
+def model_footprint_for(trial: ModelConfig, data: DescribedData) -> Footprint:
     """The sizes of the model :func:`build_model_for` would build, without building it."""
     return model_footprint(trial.frontend, trial.backbone, *_sizes(trial, data))
 

@@ -71,24 +71,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _param_counts(configs: List[Dict[str, Any]]) -> List[Dict[str, int]]:
     """Trainable parameters by part of each trial's model, counted from the components'
-    footprints (no model is built), once per distinct model."""
-    from specsweep.data.datasets import dataset_output_info
-    from specsweep.model import model_footprint
+    footprints (no model is built, no data prepared), once per distinct model."""
+    from specsweep.assembly import model_footprint_for
+    from specsweep.data.datasets import describe_dataset
+    from specsweep.spec import ModelConfig
 
     counts: Dict[str, Dict[str, int]] = {}
-    outputs: Dict[str, tuple] = {}
     plan = []
     for config in configs:
-        data_key = json.dumps(config["data"], sort_keys=True)
-        if data_key not in outputs:
-            outputs[data_key] = dataset_output_info(config["data"])
-        n_labels, clip_samples = outputs[data_key]
-        head = "utterance" if config["task"] == "kws" else "frames"
-        n_outputs = n_labels if config["task"] == "kws" else n_labels + 1
-        key = json.dumps([config["frontend"], config["backbone"], clip_samples, n_outputs, head], sort_keys=True)
+        key = json.dumps([config["task"], config["data"], config["frontend"], config["backbone"]], sort_keys=True)
         if key not in counts:
-            counts[key] = model_footprint(config["frontend"], config["backbone"], clip_samples, n_outputs,
-                                          head).trainable
+            counts[key] = model_footprint_for(ModelConfig.of(config), describe_dataset(config["data"])).trainable
         plan.append(counts[key])
     return plan
 

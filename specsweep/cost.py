@@ -71,8 +71,10 @@ def recorded_rate(config: Dict[str, Any], gpus: float) -> Tuple[Optional[float],
 
     On a GPU share ``gpus`` (< 1: that many trials share a GPU) the rate is the trial's
     own, at most its share of what the GPU did for all trials together."""
+    from specsweep.frontends import frontend_setting
+
     backbone = config["backbone"]["name"]
-    setting = str(config["frontend"].get("setting", "A"))
+    setting = frontend_setting(config["frontend"])
     if config["task"] != "kws":
         # The figures are of one-second keyword clips; utterances are longer and vary.
         return None, f"no recorded figure for task {config['task']}: use --calibrate"
@@ -94,24 +96,25 @@ def calibrate(config: Dict[str, Any], cpus: float, seconds: float = 2.0, warmup:
     trial's torch threads, after ``warmup`` untimed steps (where compiling happens)."""
     import torch
 
-    from specsweep.data.datasets import PreparedData, dataset_output_info
+    from specsweep.data.datasets import PreparedData, describe_dataset
+    from specsweep.spec import TrialConfig
     from specsweep.trainables.trial import build_trial_task, trial_device
 
     torch.set_num_threads(max(1, int(cpus)))
-    n_labels, clip_samples = dataset_output_info(config["data"])
-    data = PreparedData(config["task"], [str(i) for i in range(n_labels)], {}, 16000, clip_samples)
+    trial = TrialConfig.model_validate({**config, "train": {**config["train"], "schedule": "constant", "warmup_epochs": 0}})
+    info = describe_dataset(trial.data)
+    n_labels, clip_samples = len(info.labels), info.nominal_samples
     device = trial_device()
-    task = build_trial_task({**config, "train": {**config["train"], "schedule": "constant", "warmup_epochs": 0}},
-                            data).to(device)
+    task = build_trial_task(trial, PreparedData.from_info(info, {})).to(device)
     task.train()
     optimizer = task.configure_optimizers()
-    batch = int(config["train"]["batch_size"])
+    batch = trial.train.batch_size
     generator = torch.Generator().manual_seed(0)
     waves = (torch.randn(batch, clip_samples, generator=generator) * 0.1).to(device)
-    if config["task"] == "kws":
+    if trial.task_info.head == "utterance":
         inputs: Tuple[Any, ...] = (waves, torch.randint(0, n_labels, (batch, 1), generator=generator).to(device))
     else:
-        targets = torch.randint(1, n_labels + 1, (batch, 10), generator=generator).to(device)
+        targets = torch.randint(0, n_labels, (batch, 10), generator=generator).to(device)
         inputs = (waves, torch.full((batch,), clip_samples, device=device), targets,
                   torch.full((batch,), 10, device=device))
 

@@ -34,8 +34,6 @@ DEFAULT_MAX_TRIALS = 10_000
 MEMORY_ENV = "SPECSWEEP_TRIAL_MEMORY_GB"
 # Grid combinations of model-sizing values checked one by one; above, each value alone.
 _MAX_COMBINATIONS = 4096
-# Output symbols assumed for ASR sets whose inventory is only known once prepared.
-_ASR_OUTPUTS_BOUND = 128
 _GIB = 2.0**30
 
 
@@ -88,14 +86,11 @@ def trial_memory(config: Dict[str, Any]) -> Tuple[float, str]:
     weights with gradients and Adam's two moments, frozen tensors, one batch's
     activations kept for the backward pass (and their gradients), or the transient
     values while the model is built if that is more."""
-    from specsweep.data.datasets import DATASET_TASKS, clip_samples
-    from specsweep.model import model_footprint
+    from specsweep.assembly import model_footprint_for
+    from specsweep.data.datasets import describe_dataset
+    from specsweep.spec import ModelConfig
 
-    data = config["data"]
-    kws = DATASET_TASKS[data["name"]] == "kws"
-    outputs = 12 if kws else (62 if data["name"] == "timit" else _ASR_OUTPUTS_BOUND)
-    fp = model_footprint(config["frontend"], config["backbone"], clip_samples(data), outputs,
-                         "utterance" if kws else "frames")
+    fp = model_footprint_for(ModelConfig.of(config), describe_dataset(config["data"]))
     params = sum(fp.trainable.values())
     batch = config["train"]["batch_size"]
     weights = 4 * (4 * params + fp.frozen)

@@ -25,11 +25,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from specsweep.frontends.base import SETTINGS  # noqa: E402
 from specsweep.rundir import RunLocation  # noqa: E402
 from specsweep.spec import SweepSpec  # noqa: E402
 from specsweep.status import describe_config  # noqa: E402
 
-SETTINGS = ("A", "B", "C", "D")
 DRIFT_KEYS = {"filterbank_drift": "frontend/filterbank_drift", "stft_drift": "frontend/stft_drift"}
 
 
@@ -185,17 +185,15 @@ def tested_state(run_dir: RunLocation, trial_dir: str) -> Optional[Dict[str, Any
 
 def _learned_filterbank(run_dir: RunLocation, trial: Dict[str, Any]) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
     """``(learned, initial)`` filterbanks ``(n_bins, n_freq)`` of a finished trial."""
-    from specsweep.data.datasets import dataset_output_info
-    from specsweep.model import build_model
+    from specsweep.assembly import build_model_for
+    from specsweep.data.datasets import describe_dataset
+    from specsweep.spec import TrialConfig
 
     state = tested_state(run_dir, f"trial_{trial['id']}")
     if state is None:
         return None
-    config = trial["config"]
-    n_labels, clip = dataset_output_info(config["data"])
-    kws = config["task"] == "kws"
-    model = build_model(config["frontend"], config["backbone"], clip, n_labels if kws else n_labels + 1,
-                        "utterance" if kws else "frames")
+    config = TrialConfig.model_validate(trial["config"])
+    model = build_model_for(config, describe_dataset(config.data))
     weights = state["weights"]
     model.load_state_dict({k.removeprefix("net."): v for k, v in weights.items() if k.startswith("net.")})
     return model.frontend.filterbank().detach(), state["initial_filterbank"]

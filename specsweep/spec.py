@@ -219,7 +219,31 @@ class SweepSpec(_Strict):
         }
 
 
-class TrialConfig(_Strict):
+class ModelConfig(_Strict):
+    """What a trial's model is made of: the task (its head and outputs) and the front-end
+    and backbone configs. A :class:`TrialConfig` is one; ``inspect`` builds one from a
+    planned trial whose training values may still be search distributions."""
+
+    task: str
+    frontend: Dict[str, Any]
+    backbone: Dict[str, Any]
+
+    @classmethod
+    def of(cls, config: Dict[str, Any]) -> "ModelConfig":
+        """The model part of a trial config dict."""
+        return cls(task=config["task"], frontend=config["frontend"], backbone=config["backbone"])
+
+    @property
+    def setting(self) -> str:
+        """The setting A-D of the front-end (given, or spelled by its flags)."""
+        return frontend_setting(self.frontend)
+
+    @property
+    def task_info(self) -> Task:
+        return get_task(self.task)
+
+
+class TrialConfig(ModelConfig):
     """One trial's config, typed: the spec's sections with a search's values filled in, as
     Tune hands it to the trial (a plain dict there) and as status and report read it back.
 
@@ -235,21 +259,9 @@ class TrialConfig(_Strict):
     ('B', True)
     """
 
-    task: str
     data: Dict[str, Any]
-    frontend: Dict[str, Any]
-    backbone: Dict[str, Any]
     train: TrainConfig = Field(default_factory=TrainConfig)
     seed: Seed = 0
-
-    @property
-    def setting(self) -> str:
-        """The setting A-D of the trial's front-end (given, or spelled by its flags)."""
-        return frontend_setting(self.frontend)
-
-    @property
-    def task_info(self) -> Task:
-        return get_task(self.task)
 
 
 _pydantic_problems = pydantic_problems

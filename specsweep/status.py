@@ -190,11 +190,14 @@ def _tune_trials(run_dir: RunLocation, metric: str, mode: str, damaged: List[str
 
 def describe_config(config: Dict[str, Any], spec: SweepSpec) -> Dict[str, Any]:
     """The few config values that tell trials of one sweep apart: the setting, the swept keys, the seed."""
-    from specsweep.frontends.base import setting_name
+    from specsweep.frontends import frontend_setting
 
-    fe = config.get("frontend", {})
-    filterbank_flag = fe.get("trainable_mel", fe.get("trainable_filterbank", False))
-    out: Dict[str, Any] = {"setting": fe.get("setting") or setting_name(fe.get("trainable_stft", False), filterbank_flag)}
+    try:
+        setting = frontend_setting(config.get("frontend", {}))
+    except ValueError:
+        # A run written by another version may name a front-end this one does not know.
+        setting = "?"
+    out: Dict[str, Any] = {"setting": setting}
     for key in spec.search.space:
         if key == "frontend.setting":
             continue

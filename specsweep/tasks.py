@@ -22,14 +22,9 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, FrozenSet, Literal
+from typing import Any, Dict, FrozenSet, Literal
 
 from specsweep.registry import Registry
-
-if TYPE_CHECKING:
-    from specsweep.data.datasets import PreparedData
-    from specsweep.model import SpectrogramModel
-    from specsweep.spec import TrainConfig
 
 TASKS = Registry("task")
 
@@ -84,9 +79,10 @@ class Task:
             raise KeyError(f"task {self.name} reports no metric {metric!r}; it reports {', '.join(sorted(modes))}")
         return modes[metric]
 
-    def build(self, net: "SpectrogramModel", train: "TrainConfig", data: "PreparedData") -> Any:
-        """The Lightning module training ``net`` with ``train``'s optimiser on ``data``
-        (its labels, and the scoring of its protocol)."""
+    def build(self, net: Any, train: Any, data: Any) -> Any:
+        """The Lightning module training ``net`` (a :class:`~specsweep.model.SpectrogramModel`)
+        with the optimiser of ``train`` (a :class:`~specsweep.spec.TrainConfig`) on ``data``
+        (a :class:`~specsweep.data.datasets.PreparedData`: its labels and its protocol's scoring)."""
         module, _, cls = self.module.partition(":")
         return getattr(importlib.import_module(module), cls).for_data(net, train, data)
 

@@ -8,21 +8,21 @@ import torch
 
 from specsweep.data.datasets import PreparedData
 from specsweep.data.speechcommands import CLASSES, CLIP_SAMPLES
-from specsweep.spec import TrainConfig
+from specsweep.spec import TrainConfig, TrialConfig
 from specsweep.trainables.trial import build_trial_task
 
 
 def test_compiled_training_step_equals_eager_within_tolerance():
     # The smallest model with every kind of parameter (STFT kernels, Mel basis, backbone) trainable,
     # so that compiling stays well under a minute on two cores.
-    config = {"task": "kws", "seed": 0, "data": {"name": "embedded_kws"},
-              "frontend": {"name": "nnaudio", "n_fft": 480, "hop_length": 160, "n_mels": 40, "setting": "D"},
-              "backbone": {"name": "simple"}, "train": TrainConfig(lr=0.01, compile=True).model_dump()}
+    config = TrialConfig(task="kws", seed=0, data={"name": "embedded_kws"},
+                         frontend={"name": "nnaudio", "n_fft": 480, "hop_length": 160, "n_mels": 40, "setting": "D"},
+                         backbone={"name": "simple"}, train=TrainConfig(lr=0.01, compile=True))
     data = PreparedData("kws", list(CLASSES), {}, 16000, CLIP_SAMPLES)
     torch.manual_seed(0)
     compiled = build_trial_task(config, data)
     eager = copy.deepcopy(compiled)
-    eager.net = build_trial_task({**config, "train": TrainConfig(lr=0.01).model_dump()}, data).net
+    eager.net = build_trial_task(config.model_copy(update={"train": TrainConfig(lr=0.01)}), data).net
     eager.net.load_state_dict(compiled.net.state_dict())
     # Compiling in place keeps parameter names: checkpoints and figures see the eager model.
     assert list(compiled.state_dict()) == list(eager.state_dict())

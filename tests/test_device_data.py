@@ -13,7 +13,7 @@ from torch.utils.data import SequentialSampler
 from specsweep.data.cache import CachedAudio, ClipSource, build_cache
 from specsweep.data.datasets import prepare_dataset
 from specsweep.data.loaders import DeviceBatches, make_loaders, resolve_data_path
-from specsweep.spec import SpecError, TrainConfig, validate_spec
+from specsweep.spec import SpecError, TrainConfig, TrialConfig, validate_spec
 from specsweep.trainables.trial import build_trial_task, trainer_options, trial_data
 
 CPU = torch.device("cpu")
@@ -56,10 +56,11 @@ def test_device_batches_equal_the_loaders_and_advance_the_same_generators(speech
 
 
 def _fit(config: Dict[str, Any], root: Path) -> tuple[Dict[str, float], Dict[str, torch.Tensor]]:
-    pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
-    data, loaders, _ = trial_data(config)
-    task = build_trial_task(config, data)
-    trainer = pl.Trainer(logger=False, **trainer_options(config["train"], 1.0, 1.0, root))
+    trial = TrialConfig.model_validate(config)
+    pl.seed_everything(trial.seed, workers=True, verbose=False)
+    data, loaders, _ = trial_data(trial)
+    task = build_trial_task(trial, data)
+    trainer = pl.Trainer(logger=False, **trainer_options(trial.train, 1.0, 1.0, root))
     trainer.fit(task, loaders["train"], loaders["val"])
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(trainer.test(task, loaders["test"], verbose=False)[0])

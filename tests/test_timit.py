@@ -12,8 +12,9 @@ from specsweep.data.cache import CachedAudio
 from specsweep.data.datasets import PreparedData, prepare_dataset
 from specsweep.data.speechcommands import DatasetMissingError
 from specsweep.data.timit import FOLD_61_TO_39, PHONES_61, paper_split_sizes, timit_sources
-from specsweep.trainables.tasks import ASRTask, OptimConfig
-from specsweep.trainables.trial import build_task
+from specsweep.assembly import build_task
+from specsweep.spec import TrainConfig, TrialConfig
+from specsweep.trainables.tasks import ASRTask
 
 PHONES = ["h#", "sh", "ix", "hv", "eh", "dcl", "jh", "q", "ao", "h#"]
 # "aa" is label 0, the one a CTC blank would collide with.
@@ -151,8 +152,8 @@ def test_prepared_data_carries_the_protocols_scoring(timit_paper_tree, cache_dir
 
 
 def _asr_task(data: PreparedData) -> ASRTask:
-    config = {"task": "asr", "train": {}, "frontend": {"name": "nnaudio", "setting": "A", "n_mels": 40},
-              "backbone": {"name": "simple"}}
+    config = TrialConfig(task="asr", data={"name": "timit", "root": "/nowhere"}, backbone={"name": "simple"},
+                         frontend={"name": "nnaudio", "setting": "A", "n_mels": 40})
     task = build_task(config, data)
     assert isinstance(task, ASRTask)
     return task
@@ -172,7 +173,7 @@ def test_phone_error_rate_per_utterance_and_per_corpus():
         rates[average] = task.phone_error_rate("test")
     assert rates == {"utterance": pytest.approx(0.3125), "corpus": pytest.approx(0.2)}
     with pytest.raises(ValueError, match="per_average"):
-        ASRTask(_asr_task(PreparedData("asr", list(PHONES_61), {}, 16000, None)).net, OptimConfig(), PHONES_61,
+        ASRTask(_asr_task(PreparedData("asr", list(PHONES_61), {}, 16000, None)).net, TrainConfig(), PHONES_61,
                 per_average="sentence")
 
 
