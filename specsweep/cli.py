@@ -119,7 +119,7 @@ def _inspect_spec(path: Path, args: argparse.Namespace) -> Dict[str, Any]:
               "trials": plan, "cost": cost}
     if args.json:
         return result
-    rows = [{"#": i, **describe_config(p["config"], spec), **p["trainable_params"],
+    rows = [{"#": i, **describe_config(p["config"], spec), **{f"{k} params": v for k, v in p["trainable_params"].items()},
              "clip_steps": _count(c["clip_steps"]), "hours": _hours(c["hours"])}
             for i, (p, c) in enumerate(zip(plan, cost["per_trial"]))]
     recipe = f"recipe {spec.recipe}, " if spec.recipe else ""

@@ -6,7 +6,7 @@ The tasks registry (:mod:`specsweep.tasks`) names them and builds them with ``fo
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
 import torch
@@ -43,6 +43,11 @@ class SpeechTask(pl.LightningModule):
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.net(waveform)
+
+    def examples_table(self) -> Optional[Tuple[List[str], List[List[str]]]]:
+        """``(columns, rows)`` of examples from the last test worth showing as a table
+        (W&B), or None when the task has none."""
+        return None
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
@@ -265,6 +270,10 @@ class ASRTask(SpeechTask):
 
     def on_test_epoch_start(self) -> None:
         self.examples = []
+
+    def examples_table(self) -> Optional[Tuple[List[str], List[List[str]]]]:
+        """The first decoded test utterances beside their references."""
+        return ["reference", "hypothesis"], [[e["reference"], e["hypothesis"]] for e in self.examples]
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._score(batch, "test")

@@ -32,7 +32,7 @@ from specsweep.trainables.callbacks import (
 )
 from specsweep.trainables.context import RunContext
 from specsweep.trainables.output import LOG_FILE
-from specsweep.trainables.tasks import ASRTask, SpeechTask
+from specsweep.trainables.tasks import SpeechTask
 
 CHECKPOINT_FILE = "checkpoint.ckpt"
 BEST_FILE = "best.ckpt"
@@ -215,9 +215,9 @@ def train_trial(config: Dict[str, Any], run: RunContext, worker_unix: float) -> 
         final["best_epoch"] = best.best_epoch
         # After fit, current_epoch counts the epochs run; the last one's index is one less.
         final["tested_epoch"] = tested.best_epoch if tested is not None else trainer.current_epoch - 1
-        if isinstance(task, ASRTask) and loggers:
-            loggers[0].log_text("decoded_examples", columns=["reference", "hypothesis"],
-                                data=[[e["reference"], e["hypothesis"]] for e in task.examples])
+        examples = task.examples_table()
+        if examples is not None and loggers:
+            loggers[0].log_text("decoded_examples", columns=examples[0], data=examples[1])
         lap("timing/test_s")
         wandb_url = None
         if run_obj is not None:
