@@ -499,7 +499,9 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
     # Without its experiment state Tune would start the sweep anew inside the old run.
     if not tune.Tuner.can_restore(run_dir.uri) or not run_dir.glob("experiment_state-*.json"):
         raise RunDirError(f"{run_dir} has no Tune experiment state to resume (was the sweep started?)")
-    if trials and all(t["status"] == "TERMINATED" for t in trials):
+    # Trials a search has not generated yet (max_concurrent, optuna) are not in the run
+    # directory: the sweep is done only when every planned trial is there and finished.
+    if len(trials) >= trial_count(spec)[0] and all(t["status"] == "TERMINATED" for t in trials):
         print(f"[specsweep] {run_dir}: all {len(trials)} trials already finished; nothing to resume")
         return SweepOutcome(run_dir.display, summary_rows(trials, spec), 0, 0)
     # The trial count was accepted when the sweep started (perhaps with --max-trials).

@@ -219,10 +219,11 @@ def test_s3_run_directory_killed_status_resume_report(s3_storage, tmp_path):
                      env=env, timeout=120)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
 
-    # One trial at a time: after the first finishes, the other three leave Tune several of its
-    # ~10 s experiment-state uploads in which one trial is finished and the rest are not.
+    # One trial at a time (each takes both CPUs): after the first finishes, the other three
+    # leave Tune several of its ~10 s experiment-state uploads in which one trial is finished
+    # and the rest are not. All four are in the experiment state from the start.
     path = _spec(tmp_path, "s3", search={"space": {"frontend.setting": {"grid": ["A", "B", "C", "D"]}}},
-                 train__epochs=2, resources={"cpus": 1, "max_concurrent": 1})
+                 train__epochs=2, resources={"cpus": 2})
     log = open(tmp_path / "driver.log", "w")
     driver = subprocess.Popen([sys.executable, "-m", "specsweep", "run", str(path), "--storage", storage, "--name",
                                "k", "--num-cpus", "2"], env=env, stdout=log, stderr=subprocess.STDOUT,
