@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile
@@ -34,6 +34,69 @@ from specsweep.data.progressbar import progress_bar
 def default_cache_root() -> Path:
     """``$SPECSWEEP_CACHE`` or ``~/.cache/specsweep``."""
     return Path(os.environ.get("SPECSWEEP_CACHE", Path.home() / ".cache" / "specsweep")).expanduser()
+
+
+def build_atomically(folder: Path, complete: Callable[[Path], bool], write: Callable[[Path], None],
+                     mark: str) -> Path:
+    """Make ``folder`` by ``write``-ing a temporary sibling and renaming it into place,
+    unless ``complete(folder)`` already holds; return ``folder`` (absolute).
+
+    Safe to call from several processes at once: a file lock next to ``folder`` lets one
+    build while the others wait and then find it complete, and the rename is atomic, so
+    a reader never sees a half-written folder. Temporary siblings left by a killed build
+    are removed by the next one.
+
+    Parameters
+    ----------
+    folder : path
+        Destination; an existing folder that is not complete is replaced only when empty.
+    complete : callable
+        ``complete(folder)``: whether a finished build is there (it may raise to refuse a
+        folder, e.g. one built with other parameters).
+    write : callable
+        ``write(tmp)`` fills the empty folder ``tmp``; whatever marks a build complete
+        (see ``complete``) must be written last.
+    mark : str
+        What marks a complete build, for the error message.
+
+    Raises
+    ------
+    FileExistsError
+        ``folder`` exists, is not empty and holds no complete build.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp()) / "entry"
+    >>> done = lambda f: (f / "done").exists()
+    >>> build_atomically(folder, done, lambda tmp: (tmp / "done").write_text("1"), "done").name
+    'entry'
+    >>> build_atomically(folder, done, lambda tmp: 1 / 0, "done").name  # already complete
+    'entry'
+    """
+    folder = Path(folder).expanduser().absolute()
+    if complete(folder):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if complete(folder):
+            return folder
+        if folder.exists():
+            if any(folder.iterdir()):
+                raise FileExistsError(f"{folder} exists, is not empty and has no {mark} marker; refusing to overwrite it")
+            folder.rmdir()
+        for stale in folder.parent.glob(f".{folder.name}.partial-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+        try:
+            write(tmp)
+            # mkdtemp makes the folder private; what it holds is meant to be shared.
+            os.chmod(tmp, 0o755)
+            os.rename(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 class AudioDecodeError(RuntimeError):
@@ -118,23 +181,13 @@ def build_cache(
     """
     if not sources:
         raise ValueError(f"{label}: no clips to cache")
-    root = Path(cache_root or default_cache_root()) / "audio"
-    root.mkdir(parents=True, exist_ok=True)
     key = _source_key(sources, sample_rate)
-    final = root / key
-    if (final / "meta.json").exists():
-        return final
-    with open(root / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (final / "meta.json").exists():
-            return final
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
-        try:
-            _write_entry(tmp, sources, sample_rate, label, description)
-            os.rename(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return build_atomically(
+        Path(cache_root or default_cache_root()) / "audio" / key,
+        lambda folder: (folder / "meta.json").exists(),
+        lambda folder: _write_entry(folder, sources, sample_rate, label, description),
+        "meta.json",
+    )
 
 
 def _write_entry(

@@ -17,15 +17,12 @@ taken for a finished one, and a repeated call with the same parameters returns a
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import itertools
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +31,16 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 import soundfile
 
+from specsweep.data.cache import build_atomically, default_cache_root
 from specsweep.data.progressbar import progress_bar
+from specsweep.data.speechcommands import CLIP_SAMPLES, KEYWORDS, SILENCE_SPANS
 from specsweep.data.synth import DEFAULT_VARIANTS, RATE_RANGE, Synthesizer, resample_many
 
 SAMPLE_RATE = 16000
-CLIP_SAMPLES = SAMPLE_RATE
 MARKER = ".complete"
 FORMAT_VERSION = 1
 
-KEYWORDS: Tuple[str, ...] = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+# The words of Speech Commands v1 besides its KEYWORDS, spoken as ``_unknown_``.
 UNKNOWN_WORDS: Tuple[str, ...] = (
     "bed", "bird", "cat", "dog", "eight", "five", "four", "happy", "house", "marvin",
     "nine", "one", "seven", "sheila", "six", "three", "tree", "two", "wow", "zero",
@@ -80,19 +78,11 @@ SENTENCE_WORDS: Tuple[str, ...] = (
 )
 
 PHONEME_SPLITS = ("train", "valid", "test")
-# Share of each background-noise file that each split draws noise from; the same shares
-# as the loader's ``_silence_`` slices, so no noise sample is heard in two splits.
-_NOISE_SPANS = {"train": (0.0, 0.8), "val": (0.8, 0.9), "test": (0.9, 1.0)}
 _FRAME = 0.010
 _MARGIN = 0.020
 _RESAMPLE_BATCH = 64
 # Starting spawned workers costs about a second; smaller jobs run in-process.
 _POOL_MIN_JOBS = 64
-
-
-def default_cache_dir() -> Path:
-    """``$SPECSWEEP_CACHE`` or ``~/.cache/specsweep``."""
-    return Path(os.environ.get("SPECSWEEP_CACHE", Path.home() / ".cache" / "specsweep")).expanduser()
 
 
 def _default_workers() -> int:
@@ -138,42 +128,34 @@ def _read_marker(root: Path) -> Optional[Dict[str, Any]]:
 
 
 def _is_complete(root: Path, params: Dict[str, Any]) -> bool:
-    return _read_marker(root) == _normalise(params)
+    """Whether ``root`` holds the set generated with ``params``; FileExistsError when it
+    holds one generated with other parameters."""
+    marker = _read_marker(root)
+    if marker is not None and marker != _normalise(params):
+        raise FileExistsError(f"{root} holds a dataset generated with other parameters; remove it or pick another folder")
+    return marker is not None
 
 
-def _build_atomically(root: Path, params: Dict[str, Any], build: Callable[[Path], None]) -> Path:
-    """Run ``build`` on a temporary sibling of ``root`` and rename it into place.
+def _generate(root: Union[str, Path], params: Dict[str, Any], build: Callable[..., None],
+              workers: Optional[int], progress: bool) -> Path:
+    """``build(folder, params, workers, progress, name)`` into a temporary sibling of
+    ``root``, renamed into place with the ``.complete`` marker (see
+    :func:`~specsweep.data.cache.build_atomically`); at once when ``root`` is complete."""
+    n_workers = _default_workers() if workers is None else workers
+    name = Path(root).name
 
-    A file lock next to ``root`` keeps concurrent processes from building the same
-    folder twice: the second waits and then finds the marker. Partial folders left by a
-    killed build are removed by the next build under the lock.
-    """
-    root = Path(root).expanduser().absolute()
-    if _is_complete(root, params):
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / f".{root.name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _is_complete(root, params):
-            return root
-        if root.exists():
-            if _read_marker(root) is not None:
-                raise FileExistsError(f"{root} holds a dataset generated with other parameters; remove it or pick another folder")
-            if any(root.iterdir()):
-                raise FileExistsError(f"{root} exists, is not empty and has no {MARKER} marker; refusing to overwrite it")
-            root.rmdir()
-        for stale in root.parent.glob(f".{root.name}.partial-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-        try:
-            build(tmp)
-            # mkdtemp makes the folder private; the dataset is meant to be shared.
-            os.chmod(tmp, 0o755)
-            (tmp / MARKER).write_text(json.dumps(_normalise(params), sort_keys=True, indent=1) + "\n")
-            os.rename(tmp, root)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    def write(folder: Path) -> None:
+        build(folder, params, n_workers, progress, name)
+        (folder / MARKER).write_text(json.dumps(_normalise(params), sort_keys=True, indent=1) + "\n")
+
+    return build_atomically(Path(root), lambda folder: _is_complete(folder, params), write, MARKER)
+
+
+def _ensure(cache_dir: Optional[Union[str, Path]], prefix: str, params: Dict[str, Any],
+            build: Callable[..., None], workers: Optional[int], progress: bool) -> Path:
+    """:func:`_generate` into ``<cache_dir>/<prefix>-<hash of params>``."""
+    parent = Path(cache_dir).expanduser() if cache_dir else default_cache_root()
+    return _generate(parent / f"{prefix}-{_params_digest(params)}", params, build, workers, progress)
 
 
 def _trim(audio: np.ndarray, sample_rate: int, floor_db: float = -45.0) -> np.ndarray:
@@ -224,20 +206,25 @@ def _speech_job(job: Tuple[str, str, int, int, int, Optional[float], Optional[st
     return speech, phonemes
 
 
-def _synthesized(jobs: Sequence[Tuple[Any, ...]], workers: int) -> Iterator[Tuple[np.ndarray, List[str]]]:
-    """16 kHz speech and phonemes of every :func:`_speech_job`, in job order.
+def _synthesized(jobs: Sequence[Tuple[Any, ...]], workers: int, what: str, unit: str,
+                 progress: bool) -> Iterator[Tuple[np.ndarray, List[str]]]:
+    """16 kHz speech and phonemes of every :func:`_speech_job`, in job order, counted on
+    a progress bar (``synthesizing <what>``, one ``unit`` a job) when ``progress``.
 
     Resampled in batches of fixed composition (consecutive jobs), so the bits do not
     depend on the number of workers.
     """
     results = _map_ordered(_speech_job, jobs, workers)
     try:
-        while True:
-            chunk = list(itertools.islice(results, _RESAMPLE_BATCH))
-            if not chunk:
-                return
-            speech = resample_many([c[0] for c in chunk], Synthesizer.sample_rate, SAMPLE_RATE)
-            yield from zip(speech, (c[1] for c in chunk))
+        with progress_bar(len(jobs), f"synthesizing {what}", unit, enabled=progress) as bar:
+            while True:
+                chunk = list(itertools.islice(results, _RESAMPLE_BATCH))
+                if not chunk:
+                    return
+                speech = resample_many([c[0] for c in chunk], Synthesizer.sample_rate, SAMPLE_RATE)
+                for item in zip(speech, (c[1] for c in chunk)):
+                    yield item
+                    bar.update()
     finally:
         results.close()
 
@@ -305,16 +292,41 @@ class _Speaker:
     pitch: int
     split: str
 
+    def take(self, rng: np.random.Generator, params: Dict[str, Any]) -> Dict[str, Any]:
+        """The ``speaker``, ``rate`` and ``pitch`` fields of one :class:`_Recording` by this
+        speaker: repetitions vary a little, as a person's do, within the set's
+        ``rate_range`` and ``pitch_range``."""
+        rate = int(np.clip(self.rate + rng.integers(-8, 9), *params["rate_range"]))
+        pitch = int(np.clip(self.pitch + rng.integers(-4, 5), *params["pitch_range"]))
+        return {"speaker": self, "rate": rate, "pitch": pitch}
 
-def _draw_speakers(
-    rng: np.random.Generator,
-    n: int,
-    voices: Sequence[str],
-    rate_range: Tuple[int, int],
-    pitch_range: Tuple[int, int],
-    split_names: Tuple[str, str, str],
-) -> List[_Speaker]:
-    """``n`` distinct "speakers" (voice, rate, pitch), 80/10/10 over ``split_names``."""
+
+@dataclass(frozen=True)
+class _Recording:
+    """What every planned recording draws: the ``speaker``, this take's ``rate`` and
+    ``pitch``, the synthesizer's seed, the peak level and the speech-to-noise ratio."""
+
+    speaker: _Speaker
+    rate: int
+    pitch: int
+    gain_db: float
+    snr_db: float
+    synth_seed: int
+
+    def speech_job(self, text: str, max_seconds: Optional[float], phonemes: bool) -> Tuple[Any, ...]:
+        """The :func:`_speech_job` speaking ``text`` as this recording, with its phonemes
+        in the speaker's language voice when ``phonemes``."""
+        phoneme_voice = self.speaker.voice.partition("+")[0] if phonemes else None
+        return (text, self.speaker.voice, self.rate, self.pitch, self.synth_seed, max_seconds, phoneme_voice)
+
+
+def _draw_speakers(params: Dict[str, Any], stream: int, split_names: Tuple[str, str, str]) -> List[_Speaker]:
+    """``params["n_speakers"]`` distinct "speakers" (one of ``params["voices"]``, a rate
+    and a pitch in the set's ranges), 80/10/10 over ``split_names``, drawn from the random
+    ``stream`` of the set's seed."""
+    rng = np.random.default_rng([params["seed"], stream])
+    n, voices = params["n_speakers"], params["voices"]
+    rate_range, pitch_range = params["rate_range"], params["pitch_range"]
     drawn: Dict[str, Tuple[str, int, int]] = {}
     while len(drawn) < n:
         voice = voices[int(rng.integers(len(voices)))]
@@ -346,6 +358,21 @@ def _check_range(value: Sequence[float], what: str, low: float, high: float) -> 
     return lo, hi
 
 
+def _voice_params(synth: Synthesizer, dataset: str, seed: int, rate_range: Tuple[int, int],
+                  pitch_range: Tuple[int, int], snr_db: Tuple[float, float], gain_db: Tuple[float, float]) -> Dict[str, Any]:
+    """The generation parameters both embedded sets share, checked and made JSON-ready."""
+    return {
+        "dataset": dataset,
+        "format": FORMAT_VERSION,
+        "espeak": synth.version,
+        "seed": int(seed),
+        "rate_range": list(_check_range(rate_range, "rate_range", *RATE_RANGE)),
+        "pitch_range": list(_check_range(pitch_range, "pitch_range", 0, 99)),
+        "snr_db": list(_check_range(snr_db, "snr_db", -20.0, 100.0)),
+        "gain_db": list(_check_range(gain_db, "gain_db", -60.0, 0.0)),
+    }
+
+
 # ---------------------------------------------------------------------------------------
 # Keyword spotting
 
@@ -364,6 +391,8 @@ def _kws_params(
     gain_db: Tuple[float, float] = (-20.0, -3.0),
     noise_seconds: float = 20.0,
 ) -> Dict[str, Any]:
+    """The checked, JSON-ready parameters of :func:`generate_speech_commands` (see there):
+    what its ``.complete`` marker holds and the cache folder's name hashes."""
     keywords = _check_words(keywords, "keywords")
     unknown_words = _check_words(unknown_words, "unknown_words")
     if set(keywords) & set(unknown_words):
@@ -374,50 +403,36 @@ def _kws_params(
         raise ValueError("noise_seconds must be at least 12 so that each split's 10% share holds one-second slices")
     synth = Synthesizer()
     return {
-        "dataset": "embedded_speech_commands",
-        "format": FORMAT_VERSION,
-        "espeak": synth.version,
-        "seed": int(seed),
+        **_voice_params(synth, "embedded_speech_commands", seed, rate_range, pitch_range, snr_db, gain_db),
         "clips_per_word": int(clips_per_word),
         "clips_per_unknown": int(clips_per_unknown),
         "keywords": list(keywords),
         "unknown_words": list(unknown_words),
         "n_speakers": int(n_speakers),
         "voices": synth.voices(tuple(variants)),
-        "rate_range": list(_check_range(rate_range, "rate_range", *RATE_RANGE)),
-        "pitch_range": list(_check_range(pitch_range, "pitch_range", 0, 99)),
-        "snr_db": list(_check_range(snr_db, "snr_db", -20.0, 100.0)),
-        "gain_db": list(_check_range(gain_db, "gain_db", -60.0, 0.0)),
         "noise_seconds": float(noise_seconds),
     }
 
 
 @dataclass(frozen=True)
-class _ClipPlan:
+class _ClipPlan(_Recording):
+    """One keyword clip: the ``word``, its ``path`` in the set, and where it sits in the
+    window (``shift``, 0 at the start to 1 at the end) over which background-noise file
+    (``noise``, from ``noise_offset`` of its split's share)."""
+
     word: str
     path: str
-    speaker: _Speaker
-    rate: int
-    pitch: int
     shift: float
-    gain_db: float
     noise: int
     noise_offset: float
-    snr_db: float
-    synth_seed: int
 
 
 def _plan_kws(params: Dict[str, Any]) -> List[_ClipPlan]:
     """Every clip's random choices, drawn up front so rendering is a pure function."""
-    seed = params["seed"]
-    speakers = _draw_speakers(
-        np.random.default_rng([seed, 0]), params["n_speakers"], params["voices"],
-        tuple(params["rate_range"]), tuple(params["pitch_range"]), ("train", "val", "test"),
-    )
-    rate_lo, rate_hi = params["rate_range"]
-    pitch_lo, pitch_hi = params["pitch_range"]
     words = [(w, params["clips_per_word"]) for w in params["keywords"]]
     words += [(w, params["clips_per_unknown"]) for w in params["unknown_words"]]
+    seed = params["seed"]
+    speakers = _draw_speakers(params, 0, ("train", "val", "test"))
     plans = []
     for word_index, (word, count) in enumerate(words):
         word_rng = np.random.default_rng([seed, 1, word_index])
@@ -432,10 +447,7 @@ def _plan_kws(params: Dict[str, Any]) -> List[_ClipPlan]:
                 _ClipPlan(
                     word=word,
                     path=f"{word}/{speaker.id}_nohash_{repeat}.wav",
-                    speaker=speaker,
-                    # Repetitions by one speaker vary a little, as a person's do.
-                    rate=int(np.clip(speaker.rate + rng.integers(-8, 9), rate_lo, rate_hi)),
-                    pitch=int(np.clip(speaker.pitch + rng.integers(-4, 5), pitch_lo, pitch_hi)),
+                    **speaker.take(rng, params),
                     shift=float(rng.uniform()),
                     gain_db=float(rng.uniform(*params["gain_db"])),
                     noise=int(rng.integers(len(NOISE_KINDS))),
@@ -466,7 +478,8 @@ def _render_clip(speech: np.ndarray, plan: _ClipPlan, noises: Sequence[np.ndarra
     clip = np.zeros(CLIP_SAMPLES)
     clip[offset : offset + len(speech)] = speech
     noise = noises[plan.noise]
-    lo, hi = _NOISE_SPANS[plan.speaker.split]
+    # The loader's silence share of this split, so no noise sample is heard in two splits.
+    lo, hi = SILENCE_SPANS[plan.speaker.split]
     first, last = int(lo * len(noise)), int(hi * len(noise)) - CLIP_SAMPLES
     start = first + int(plan.noise_offset * max(0, last - first))
     clip += _mix_at_snr(float((speech**2).mean()), noise[start : start + CLIP_SAMPLES], plan.snr_db)
@@ -486,12 +499,9 @@ def _build_kws(folder: Path, params: Dict[str, Any], workers: int, progress: boo
     for word in params["keywords"] + params["unknown_words"]:
         (folder / word).mkdir()
     # The word must fit the window with room to move: at most 0.9 s of it.
-    jobs = [(p.word, p.speaker.voice, p.rate, p.pitch, p.synth_seed, 0.9, None) for p in plans]
-    counter = progress_bar(len(jobs), f"synthesizing keyword set {name}", "clip", enabled=progress)
-    for plan, (speech, _) in zip(plans, _synthesized(jobs, workers)):
+    jobs = [p.speech_job(p.word, 0.9, phonemes=False) for p in plans]
+    for plan, (speech, _) in zip(plans, _synthesized(jobs, workers, f"keyword set {name}", "clip", progress)):
         _write_wav(folder / plan.path, _render_clip(speech[:CLIP_SAMPLES], plan, noises))
-        counter.update()
-    counter.close()
     lists = {"val": "validation_list.txt", "test": "testing_list.txt"}
     for split, filename in lists.items():
         entries = sorted(p.path for p in plans if p.speaker.split == split)
@@ -502,23 +512,8 @@ def _build_kws(folder: Path, params: Dict[str, Any], workers: int, progress: boo
     )
 
 
-def generate_speech_commands(
-    root: Union[str, Path],
-    seed: int = 0,
-    clips_per_word: int = 120,
-    clips_per_unknown: int = 25,
-    keywords: Sequence[str] = KEYWORDS,
-    unknown_words: Sequence[str] = UNKNOWN_WORDS,
-    n_speakers: int = 100,
-    variants: Sequence[str] = DEFAULT_VARIANTS,
-    rate_range: Tuple[int, int] = (130, 220),
-    pitch_range: Tuple[int, int] = (20, 80),
-    snr_db: Tuple[float, float] = (5.0, 30.0),
-    gain_db: Tuple[float, float] = (-20.0, -3.0),
-    noise_seconds: float = 20.0,
-    workers: Optional[int] = None,
-    progress: bool = True,
-) -> Path:
+def generate_speech_commands(root: Union[str, Path], seed: int = 0, workers: Optional[int] = None,
+                             progress: bool = True, **params: Any) -> Path:
     """Synthesize a small spoken-keyword set in the Speech Commands v2 layout at ``root``.
 
     Layout::
@@ -546,24 +541,28 @@ def generate_speech_commands(
         (then this call returns at once).
     seed : int
         Everything random derives from it: same seed, byte-identical files.
-    clips_per_word : int
-        Clips of each keyword.
-    clips_per_unknown : int
-        Clips of each word in ``unknown_words`` (pooled into ``_unknown_`` by the loader).
-    keywords, unknown_words : sequence of str
-    n_speakers : int
-        Distinct voice/rate/pitch speakers; at least 3.
-    variants : sequence of str
-        espeak voice variants combined with every English language voice.
-    rate_range : (int, int)
-        Speaking rate, words per minute.
-    pitch_range : (int, int)
-        espeak pitch, 0-99.
-    snr_db : (float, float)
-    gain_db : (float, float)
-        Peak level of the word, dBFS.
-    noise_seconds : float
-        Length of each background-noise file.
+    **params
+        The generation parameters, each with its default:
+
+        clips_per_word : int, default 120
+            Clips of each keyword.
+        clips_per_unknown : int, default 25
+            Clips of each word in ``unknown_words`` (pooled into ``_unknown_`` by the loader).
+        keywords : sequence of str, default the loader's ``KEYWORDS``
+        unknown_words : sequence of str, default :data:`UNKNOWN_WORDS`
+        n_speakers : int, default 100
+            Distinct voice/rate/pitch speakers; at least 3.
+        variants : sequence of str, default ``synth.DEFAULT_VARIANTS``
+            espeak voice variants combined with every English language voice.
+        rate_range : (int, int), default (130, 220)
+            Speaking rate, words per minute.
+        pitch_range : (int, int), default (20, 80)
+            espeak pitch, 0-99.
+        snr_db : (float, float), default (5.0, 30.0)
+        gain_db : (float, float), default (-20.0, -3.0)
+            Peak level of the word, dBFS.
+        noise_seconds : float, default 20.0
+            Length of each background-noise file.
     workers : int, optional
         Synthesis processes; by default up to 2. The output does not depend on it.
     progress : bool
@@ -572,31 +571,19 @@ def generate_speech_commands(
     Returns
     -------
     Path
-        ``root``.
+        ``root`` made absolute, in the layout :mod:`specsweep.data.speechcommands` reads.
     """
-    params = _kws_params(
-        seed=seed, clips_per_word=clips_per_word, clips_per_unknown=clips_per_unknown, keywords=keywords,
-        unknown_words=unknown_words, n_speakers=n_speakers, variants=variants, rate_range=rate_range,
-        pitch_range=pitch_range, snr_db=snr_db, gain_db=gain_db, noise_seconds=noise_seconds,
-    )
-    n_workers = _default_workers() if workers is None else workers
-    root = Path(root)
-    return _build_atomically(root, params, lambda folder: _build_kws(folder, params, n_workers, progress, root.name))
+    return _generate(root, _kws_params(seed=seed, **params), _build_kws, workers, progress)
 
 
-def ensure_speech_commands(
-    cache_dir: Optional[Union[str, Path]] = None,
-    seed: int = 0,
-    workers: Optional[int] = None,
-    progress: bool = True,
-    **params: Any,
-) -> Path:
+def ensure_speech_commands(cache_dir: Optional[Union[str, Path]] = None, seed: int = 0, workers: Optional[int] = None,
+                           progress: bool = True, **params: Any) -> Path:
     """The embedded keyword set for ``seed`` and ``params``, generated on first use.
 
     Parameters
     ----------
     cache_dir : path, optional
-        Parent folder; by default :func:`default_cache_dir`. The set lives in
+        Parent folder; by default :func:`~specsweep.data.cache.default_cache_root`. The set lives in
         ``embedded_kws-<hash of the parameters>``; a file lock makes concurrent callers
         generate it once.
     seed : int
@@ -610,12 +597,7 @@ def ensure_speech_commands(
     Path
         The dataset root, in the Speech Commands v2 layout.
     """
-    resolved = _kws_params(seed=seed, **params)
-    parent = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    root = parent / f"embedded_kws-{_params_digest(resolved)}"
-    if _is_complete(root, resolved):
-        return root
-    return generate_speech_commands(root, seed=seed, workers=workers, progress=progress, **params)
+    return _ensure(cache_dir, "embedded_kws", _kws_params(seed=seed, **params), _build_kws, workers, progress)
 
 
 def speech_commands_split_clips(seed: int = 0, **params: Any) -> Dict[str, int]:
@@ -623,14 +605,12 @@ def speech_commands_split_clips(seed: int = 0, **params: Any) -> Dict[str, int]:
     ``params``, as the Speech Commands loader builds the splits (each split's speakers'
     clips plus ``_silence_``, as many as the split's average keyword), from the clip plan
     alone: nothing is synthesized."""
-    from specsweep.data.speechcommands import KEYWORDS as LOADER_KEYWORDS
-
     plan = _plan_kws(_kws_params(seed=seed, **params))
     sizes = {}
     for split in ("train", "val", "test"):
         clips = [p for p in plan if p.speaker.split == split]
-        keyword_clips = sum(p.word in LOADER_KEYWORDS for p in clips)
-        sizes[split] = len(clips) + max(1, keyword_clips // len(LOADER_KEYWORDS))
+        keyword_clips = sum(p.word in KEYWORDS for p in clips)
+        sizes[split] = len(clips) + max(1, keyword_clips // len(KEYWORDS))
     return sizes
 
 
@@ -690,6 +670,7 @@ def _phoneme_params(
     snr_db: Tuple[float, float] = (20.0, 40.0),
     gain_db: Tuple[float, float] = (-12.0, -3.0),
 ) -> Dict[str, Any]:
+    """The checked, JSON-ready parameters of :func:`generate_phoneme_corpus` (see there)."""
     words = tuple(sorted(set(_check_words(tuple(dict.fromkeys(words)), "words"))))
     if n_speakers < 3:
         raise ValueError("n_speakers must be at least 3")
@@ -699,49 +680,36 @@ def _phoneme_params(
         raise ValueError(f"unknown English language voices {unknown}; available: {synth.languages()}")
     voices = sorted(set(v for v in synth.voices(tuple(variants)) if v.partition("+")[0] in set(languages)))
     return {
-        "dataset": "embedded_phonemes",
-        "format": FORMAT_VERSION,
-        "espeak": synth.version,
-        "seed": int(seed),
+        **_voice_params(synth, "embedded_phonemes", seed, rate_range, pitch_range, snr_db, gain_db),
         "n_utterances": list(_split_sizes(n_utterances)),
         "words_per_utterance": list(_check_range(words_per_utterance, "words_per_utterance", 1, 50)),
         "words": list(words),
         "voices": voices,
         "n_speakers": int(n_speakers),
-        "rate_range": list(_check_range(rate_range, "rate_range", *RATE_RANGE)),
-        "pitch_range": list(_check_range(pitch_range, "pitch_range", 0, 99)),
-        "snr_db": list(_check_range(snr_db, "snr_db", -20.0, 100.0)),
-        "gain_db": list(_check_range(gain_db, "gain_db", -60.0, 0.0)),
     }
 
 
 @dataclass(frozen=True)
-class _UtterancePlan:
+class _UtterancePlan(_Recording):
+    """One utterance: its ``split``, ``utt_id`` and ``text``, seconds of silence before
+    (``lead``) and after it (``tail``), and its noise: ``1 / f ** noise_exponent`` drawn
+    from ``noise_seed``."""
+
     split: str
     utt_id: str
     text: str
-    speaker: _Speaker
-    rate: int
-    pitch: int
     lead: float
     tail: float
-    gain_db: float
     noise_exponent: float
     noise_seed: int
-    snr_db: float
-    synth_seed: int
 
 
 def _plan_phonemes(params: Dict[str, Any]) -> List[_UtterancePlan]:
+    """Every utterance's random choices, drawn up front (see :func:`_plan_kws`)."""
     seed = params["seed"]
-    speakers = _draw_speakers(
-        np.random.default_rng([seed, 10]), params["n_speakers"], params["voices"],
-        tuple(params["rate_range"]), tuple(params["pitch_range"]), PHONEME_SPLITS,
-    )
+    speakers = _draw_speakers(params, 10, PHONEME_SPLITS)
     words = params["words"]
     low, high = params["words_per_utterance"]
-    rate_lo, rate_hi = params["rate_range"]
-    pitch_lo, pitch_hi = params["pitch_range"]
     plans = []
     for split_index, (split, count) in enumerate(zip(PHONEME_SPLITS, params["n_utterances"])):
         pool = [s for s in speakers if s.split == split]
@@ -754,9 +722,7 @@ def _plan_phonemes(params: Dict[str, Any]) -> List[_UtterancePlan]:
                     split=split,
                     utt_id=f"{speaker.id}_{split_index}{i:05d}",
                     text=text,
-                    speaker=speaker,
-                    rate=int(np.clip(speaker.rate + rng.integers(-8, 9), rate_lo, rate_hi)),
-                    pitch=int(np.clip(speaker.pitch + rng.integers(-4, 5), pitch_lo, pitch_hi)),
+                    **speaker.take(rng, params),
                     lead=float(rng.uniform(0.05, 0.25)),
                     tail=float(rng.uniform(0.05, 0.25)),
                     gain_db=float(rng.uniform(*params["gain_db"])),
@@ -784,17 +750,14 @@ def _build_phonemes(folder: Path, params: Dict[str, Any], workers: int, progress
     plans = _plan_phonemes(params)
     for split in PHONEME_SPLITS:
         (folder / split).mkdir()
-    jobs = [(p.text, p.speaker.voice, p.rate, p.pitch, p.synth_seed, None, p.speaker.voice.partition("+")[0]) for p in plans]
-    counter = progress_bar(len(jobs), f"synthesizing phoneme corpus {name}", "utterance", enabled=progress)
+    jobs = [p.speech_job(p.text, None, phonemes=True) for p in plans]
     inventory = set()
-    for plan, (speech, phonemes) in zip(plans, _synthesized(jobs, workers)):
+    for plan, (speech, phonemes) in zip(plans, _synthesized(jobs, workers, f"phoneme corpus {name}", "utterance", progress)):
         if not phonemes:
             raise RuntimeError(f"espeak-ng gave no phonemes for {plan.text!r}")
         _write_wav(folder / plan.split / f"{plan.utt_id}.wav", _render_utterance(speech, plan))
         (folder / plan.split / f"{plan.utt_id}.phn.txt").write_text(" ".join(phonemes) + "\n", encoding="utf-8")
         inventory.update(phonemes)
-        counter.update()
-    counter.close()
     (folder / "phonemes.txt").write_text("".join(f"{p}\n" for p in sorted(inventory)), encoding="utf-8")
     (folder / "utterances.tsv").write_text(
         "split\tutterance\tvoice\trate\tpitch\ttext\n"
@@ -803,22 +766,8 @@ def _build_phonemes(folder: Path, params: Dict[str, Any], workers: int, progress
     )
 
 
-def generate_phoneme_corpus(
-    root: Union[str, Path],
-    seed: int = 0,
-    n_utterances: Union[int, Sequence[int]] = (600, 100, 100),
-    words_per_utterance: Tuple[int, int] = (2, 5),
-    words: Sequence[str] = SENTENCE_WORDS,
-    languages: Sequence[str] = ("en-us",),
-    variants: Sequence[str] = DEFAULT_VARIANTS,
-    n_speakers: int = 60,
-    rate_range: Tuple[int, int] = (140, 210),
-    pitch_range: Tuple[int, int] = (25, 75),
-    snr_db: Tuple[float, float] = (20.0, 40.0),
-    gain_db: Tuple[float, float] = (-12.0, -3.0),
-    workers: Optional[int] = None,
-    progress: bool = True,
-) -> Path:
+def generate_phoneme_corpus(root: Union[str, Path], seed: int = 0, workers: Optional[int] = None,
+                            progress: bool = True, **params: Any) -> Path:
     """Synthesize a phoneme-recognition corpus of short sentences at ``root``.
 
     Layout::
@@ -840,48 +789,36 @@ def generate_phoneme_corpus(
     ----------
     root : path
     seed : int
-    n_utterances : int or (int, int, int)
-        ``(train, valid, test)`` counts, or a total split 75/12.5/12.5.
-    words_per_utterance : (int, int)
-    words : sequence of str
-    languages : sequence of str
-        espeak language voices (accents) to use; each brings its own phoneme set.
-    variants : sequence of str
-    n_speakers : int
-    rate_range, pitch_range, snr_db, gain_db : (number, number)
     workers : int, optional
     progress : bool
+        As in :func:`generate_speech_commands`.
+    **params
+        The generation parameters, each with its default:
+
+        n_utterances : int or (int, int, int), default (600, 100, 100)
+            ``(train, valid, test)`` counts, or a total split 75/12.5/12.5.
+        words_per_utterance : (int, int), default (2, 5)
+        words : sequence of str, default :data:`SENTENCE_WORDS`
+        languages : sequence of str, default ("en-us",)
+            espeak language voices (accents) to use; each brings its own phoneme set.
+        variants : sequence of str, default ``synth.DEFAULT_VARIANTS``
+        n_speakers : int, default 60
+        rate_range, pitch_range : (int, int), default (140, 210), (25, 75)
+        snr_db, gain_db : (float, float), default (20.0, 40.0), (-12.0, -3.0)
 
     Returns
     -------
     Path
-        ``root``.
+        ``root`` made absolute; :func:`specsweep.data.datasets.phoneme_corpus_sources` reads it.
     """
-    params = _phoneme_params(
-        seed=seed, n_utterances=n_utterances, words_per_utterance=words_per_utterance, words=words,
-        languages=languages, variants=variants, n_speakers=n_speakers, rate_range=rate_range,
-        pitch_range=pitch_range, snr_db=snr_db, gain_db=gain_db,
-    )
-    n_workers = _default_workers() if workers is None else workers
-    root = Path(root)
-    return _build_atomically(root, params, lambda folder: _build_phonemes(folder, params, n_workers, progress, root.name))
+    return _generate(root, _phoneme_params(seed=seed, **params), _build_phonemes, workers, progress)
 
 
-def ensure_phoneme_corpus(
-    cache_dir: Optional[Union[str, Path]] = None,
-    seed: int = 0,
-    workers: Optional[int] = None,
-    progress: bool = True,
-    **params: Any,
-) -> Path:
+def ensure_phoneme_corpus(cache_dir: Optional[Union[str, Path]] = None, seed: int = 0, workers: Optional[int] = None,
+                          progress: bool = True, **params: Any) -> Path:
     """The embedded phoneme corpus for ``seed`` and ``params``, generated on first use
     into ``<cache_dir>/embedded_phonemes-<hash>`` (see :func:`ensure_speech_commands`)."""
-    resolved = _phoneme_params(seed=seed, **params)
-    parent = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    root = parent / f"embedded_phonemes-{_params_digest(resolved)}"
-    if _is_complete(root, resolved):
-        return root
-    return generate_phoneme_corpus(root, seed=seed, workers=workers, progress=progress, **params)
+    return _ensure(cache_dir, "embedded_phonemes", _phoneme_params(seed=seed, **params), _build_phonemes, workers, progress)
 
 
 def read_phoneme_inventory(root: Union[str, Path]) -> List[str]:
@@ -890,12 +827,10 @@ def read_phoneme_inventory(root: Union[str, Path]) -> List[str]:
 
 
 __all__ = [
-    "KEYWORDS",
     "MARKER",
     "PHONEME_SPLITS",
     "SENTENCE_WORDS",
     "UNKNOWN_WORDS",
-    "default_cache_dir",
     "ensure_phoneme_corpus",
     "ensure_speech_commands",
     "generate_phoneme_corpus",

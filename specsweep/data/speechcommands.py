@@ -23,7 +23,7 @@ from typing import Dict, List, Optional
 
 import soundfile
 
-from specsweep.data.cache import ClipSource
+from specsweep.data.cache import ClipSource, build_atomically
 from specsweep.data.progressbar import progress_bar
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -45,7 +45,7 @@ ARCHIVE_CHECKSUMS = {
 
 # Share of each background-noise file that each split slices its silence from, so
 # that no noise sample is heard in two splits.
-_SILENCE_SPANS = {"train": (0.0, 0.8), "val": (0.8, 0.9), "test": (0.9, 1.0)}
+SILENCE_SPANS = {"train": (0.0, 0.8), "val": (0.8, 0.9), "test": (0.9, 1.0)}
 # The original experiments' silence (AudioLoader's SPEECHCOMMANDS_12C): one-second slices
 # every half second, validation from running_tap only, training from the other noise files.
 PAPER_SILENCE_VAL_FILE = "running_tap.wav"
@@ -211,36 +211,25 @@ def write_archive_layout(root: Path, test_root: Path) -> Path:
     exercises ``test_set: archive`` without a download. The folder appears by an atomic
     rename; an existing one is kept.
     """
-    test_root = Path(test_root).expanduser()
-    if archive_present(test_root):
-        return test_root
-    test_root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{test_root.name}.partial-", dir=test_root.parent))
-    try:
-        for clip in speech_commands_sources(root)["test"]:
-            name = CLASSES[clip.targets[0]]
-            src = Path(clip.path)
-            folder = tmp / name
-            folder.mkdir(exist_ok=True)
-            if clip.frames is not None:
-                audio, rate = soundfile.read(src, start=clip.start, frames=clip.frames, dtype="int16")
-                soundfile.write(folder / f"{src.stem}_{clip.start}_nohash_0.wav", audio, rate, subtype="PCM_16")
-                continue
-            dest = folder / (src.name if name == src.parent.name else f"{src.parent.name}_{src.name}")
-            try:
-                os.link(src, dest)
-            except OSError:
-                shutil.copyfile(src, dest)
-        os.chmod(tmp, 0o755)
+    return build_atomically(test_root, archive_present, lambda folder: _write_test_classes(root, folder),
+                            "class folder")
+
+
+def _write_test_classes(root: Path, folder: Path) -> None:
+    """The test split of ``root`` as one folder of clips per class inside ``folder``."""
+    for clip in speech_commands_sources(root)["test"]:
+        name = CLASSES[clip.targets[0]]
+        src = Path(clip.path)
+        (folder / name).mkdir(exist_ok=True)
+        if clip.frames is not None:
+            audio, rate = soundfile.read(src, start=clip.start, frames=clip.frames, dtype="int16")
+            soundfile.write(folder / name / f"{src.stem}_{clip.start}_nohash_0.wav", audio, rate, subtype="PCM_16")
+            continue
+        dest = folder / name / (src.name if name == src.parent.name else f"{src.parent.name}_{src.name}")
         try:
-            os.rename(tmp, test_root)
+            os.link(src, dest)
         except OSError:
-            # Another process wrote it first (or a non-empty folder is in the way).
-            if not archive_present(test_root):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return test_root
+            shutil.copyfile(src, dest)
 
 
 def _paper_silence(noise_files: List[Path], split: str) -> List[ClipSource]:
@@ -258,7 +247,7 @@ def _paper_silence(noise_files: List[Path], split: str) -> List[ClipSource]:
 
 
 def _silence_slices(noise_files: List[Path], split: str, count: int) -> List[ClipSource]:
-    lo, hi = _SILENCE_SPANS[split]
+    lo, hi = SILENCE_SPANS[split]
     spans = []
     for path in noise_files:
         frames = soundfile.info(str(path)).frames
