@@ -10,16 +10,17 @@ import copy
 import itertools
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from specsweep.backbones import BACKBONES, backbone_param_names
 from specsweep.contract import Seed, argument_problems, pydantic_problems
 from specsweep.data.datasets import DATASET_TASKS, DATASETS, clip_samples, dataset_param_names
 from specsweep.frontends import FRONTENDS, validate_frontend_config
 from specsweep.recipes import RECIPES, apply_recipe
+from specsweep.search import SCHEDULERS, SEARCHERS
 
 SECTIONS = ("data", "frontend", "backbone", "train")
 TASK_METRICS = {"kws": ("val_acc", "max"), "asr": ("val_per", "min")}
@@ -78,7 +79,7 @@ class SearchParam(_Strict):
 
 
 class SearchConfig(_Strict):
-    algorithm: Literal["grid", "random", "optuna"] = "grid"
+    algorithm: Annotated[str, AfterValidator(SEARCHERS.check)] = "grid"
     num_samples: int = Field(1, ge=1)
     metric: Optional[str] = None
     mode: Optional[Literal["max", "min"]] = None
@@ -86,7 +87,7 @@ class SearchConfig(_Strict):
 
 
 class SchedulerConfig(_Strict):
-    name: Literal["fifo", "asha"] = "fifo"
+    name: Annotated[str, AfterValidator(SCHEDULERS.check)] = "fifo"
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(2.0, gt=1)
 
