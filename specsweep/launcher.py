@@ -17,6 +17,7 @@ from specsweep.rundir import (EXPERIMENT_STATE, SPEC_FILE, TRIALS, RunDirError, 
 from specsweep.spec import SpecError, SweepSpec, load_spec, param_space
 from specsweep.status import DamagedRunError, format_table, last_result, read_trials, summary_rows
 
+
 class LaunchError(RuntimeError):
     """Ray could not be started or joined; the message says what failed and how to fix it."""
 
