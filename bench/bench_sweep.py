@@ -27,7 +27,6 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import tempfile
@@ -126,16 +125,10 @@ def ray_start_costs(with_task: bool = True) -> List[Tuple[str, float, float, int
     return rows
 
 
-def last_result(run_dir: Path, trial_id: str) -> Dict[str, Any]:
-    """The trial's final ``result.json`` row (for ``pid``, which the status summary leaves out)."""
-    path = run_dir / f"trial_{trial_id}" / "result.json"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    return rows[-1] if rows else {}
-
-
 def ray_sweep(spec_path: Path, storage: Path, concurrency: int, tiny: bool) -> Dict[str, Any]:
     from specsweep.launcher import run_sweep
-    from specsweep.status import read_trials
+    from specsweep.rundir import RunLocation, trial_folder
+    from specsweep.status import last_result, read_trials
 
     init_s = timed_ray_init(concurrency)
     start_unix, start = time.time(), time.perf_counter()
@@ -143,7 +136,8 @@ def ray_sweep(spec_path: Path, storage: Path, concurrency: int, tiny: bool) -> D
     wall = time.perf_counter() - start
     trials = read_trials(outcome.run_dir)
     for t in trials:
-        t["pid"] = last_result(outcome.run_dir, t["id"]).get("pid")
+        # The final result's pid, which the status summary leaves out.
+        t["pid"] = last_result(RunLocation(outcome.run_dir), trial_folder(t["id"])).get("pid")
     # --tiny skips the task probe: a fresh worker's imports take seconds and the actor shows the same.
     probes = ray_start_costs(with_task=not tiny)
     return {"init_s": init_s, "start_unix": start_unix, "wall": wall, "trials": trials,

@@ -42,9 +42,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from specsweep.launcher import format_table, load_run, summary_rows
-    from specsweep.rundir import RunLocation
-    from specsweep.status import DamagedRunError, read_trials
+    from specsweep.rundir import RunLocation, load_run
+    from specsweep.status import DamagedRunError, format_table, read_trials, summary_rows
 
     run_dir = RunLocation(args.run_dir)
     spec = load_run(run_dir)
@@ -303,9 +302,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from specsweep.data.datasets import DatasetConfigError
     from specsweep.data.speechcommands import DatasetMissingError
-    from specsweep.launcher import LaunchError, RunDirError
+    from specsweep.launcher import LaunchError
     from specsweep.report import ReportError
-    from specsweep.rundir import StorageError
+    from specsweep.rundir import RunDirError, StorageError
     from specsweep.spec import SpecError
 
     try:

@@ -102,7 +102,8 @@ def pydantic_problems(err: ValidationError, prefix: str = "") -> List[str]:
                 # A check across sections that names its own key path.
                 line = msg
             else:
-                line = f"{loc}: {msg}" if "got" in msg else f"{loc}: {msg}, got {_short(values[loc])}"
+                # Messages that name the value already: "..., got 3", "unknown searcher 'x'; allowed: ...".
+                line = f"{loc}: {msg}" if "got" in msg or "allowed:" in msg else f"{loc}: {msg}, got {_short(values[loc])}"
         lines.append(line)
     return lines
 

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shlex
-import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
-
-import yaml
+from typing import Any, Dict, List, Optional, Union
 
 from specsweep.limits import DEFAULT_MAX_TRIALS, check_plan, data_configs, trial_count
-from specsweep.rundir import RunLocation, first_line
-from specsweep.spec import SpecError, SweepSpec, load_spec, param_space, validate_spec
-
-SPEC_FILE = "specsweep.yaml"
-RUN_FILE = "specsweep-run.json"
-
-
-class RunDirError(RuntimeError):
-    """A run directory cannot be created or is not a specsweep run."""
+from specsweep.rundir import (EXPERIMENT_STATE, SPEC_FILE, TRIALS, RunDirError, RunLocation, check_free,
+                              check_run_name, claim_run_dir, first_line, load_run, released_on_failure, run_info,
+                              trial_dirname, write_run)
+from specsweep.spec import SpecError, SweepSpec, load_spec, param_space
+from specsweep.status import DamagedRunError, format_table, last_result, read_trials, summary_rows
 
 
 class LaunchError(RuntimeError):
@@ -210,75 +201,10 @@ def _probe_head(gcs_address: str) -> None:
                 f"as on the cluster") from None
 
 
-def check_run_name(name: str) -> str:
-    """``name`` if it is one printable folder name, else RunDirError (a name such as
-    ``../x`` or ``/tmp/x`` would put the run outside ``--storage``)."""
-    separators = [sep for sep in (os.sep, os.altsep) if sep]
-    if (not name or name in (".", "..") or not name.isprintable() or any(sep in name for sep in separators)
-            or len(name.encode("utf-8", "surrogateescape")) > 255):
-        raise RunDirError(f"--name {name!r}: a run name must be one printable folder name: no '/', "
-                          f"not '.' or '..', at most 255 bytes")
-    return name
-
-
 def _storage_dir(storage: Union[Path, str, None]) -> RunLocation:
     location = RunLocation(storage) if storage else default_storage()
     location.check_can_hold_runs()
     return location
-
-
-def _check_free(run_dir: RunLocation) -> None:
-    # lexists: a dangling symlink is taken too.
-    if os.path.lexists(run_dir.path) if run_dir.is_local else run_dir.exists():
-        raise RunDirError(
-            f"run directory {run_dir} already exists; pick another --name, or continue it with "
-            f"`specsweep resume {shlex.quote(str(run_dir))}`"
-        )
-
-
-def claim_run_dir(storage: Union[Path, RunLocation], name: str) -> Union[Path, RunLocation]:
-    """Create ``storage/name`` for a new run, atomically on local disks: of two runs
-    claiming the same name, exactly one gets it and the other a RunDirError. Object stores
-    have no atomic create; there the name is only checked to be free."""
-    location = RunLocation(storage)
-    if not location.is_local:
-        run_dir = location.child(name)
-        _check_free(run_dir)
-        run_dir.mkdir()
-        return run_dir
-    storage = Path(location.path)
-    run_dir = storage / name
-    try:
-        storage.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise RunDirError(f"--storage {storage}: cannot create the folder ({err.strerror})") from None
-    try:
-        os.mkdir(run_dir)
-    except FileExistsError:
-        _check_free(RunLocation(run_dir))
-        raise
-    except OSError as err:
-        raise RunDirError(f"cannot create run directory {run_dir} ({err.strerror})") from None
-    return run_dir
-
-
-@contextmanager
-def released_on_failure(run_dir: Union[Path, RunLocation], storage_existed: bool) -> Iterator[None]:
-    """Remove the freshly claimed ``run_dir`` (and a storage folder made for it) if the
-    sweep fails before Tune runs a trial: a failed start leaves nothing behind."""
-    try:
-        yield
-    except BaseException:
-        if isinstance(run_dir, RunLocation):
-            run_dir.remove()
-            raise
-        shutil.rmtree(run_dir, ignore_errors=True)
-        if not storage_existed:
-            try:
-                run_dir.parent.rmdir()
-            except OSError:
-                pass  # another run has claimed a name there meanwhile
-        raise
 
 
 def _join_ray(address: Optional[str], num_cpus: Optional[int]) -> None:
@@ -317,10 +243,10 @@ class SweepOutcome:
 def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bool = False,
                  restart_errored: bool = False, verbose: bool = False):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from specsweep import tracking
     from specsweep.progress import SchedulerState, SweepProgress, set_console
+    from specsweep.search import build_scheduler, build_searcher, stops_early
     from specsweep.trainables.trainable import RunContext, train_trial
 
     limits = {}
@@ -349,24 +275,15 @@ def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bo
     if restore:
         return tune.Tuner.restore(run_dir.uri, trainable, resume_unfinished=True, resume_errored=not restart_errored,
                                   restart_errored=restart_errored)
-    search_alg = None
-    if spec.search.algorithm == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
-
-        search_alg = OptunaSearch(metric=spec.metric, mode=spec.mode, seed=spec.seeds[0])
-    scheduler = None
-    if spec.scheduler.name == "asha":
-        # One report per epoch plus the final test report.
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.train.epochs + 1,
-                                  grace_period=spec.scheduler.grace_period,
-                                  reduction_factor=spec.scheduler.reduction_factor)
+    scheduler = build_scheduler(spec)
+    early_stopping = stops_early(scheduler)
     return tune.Tuner(
         trainable,
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
-            metric=spec.metric, mode=spec.mode, search_alg=search_alg, scheduler=scheduler,
+            metric=spec.metric, mode=spec.mode, search_alg=build_searcher(spec), scheduler=scheduler,
             num_samples=spec.search.num_samples, max_concurrent_trials=spec.resources.max_concurrent,
-            trial_dirname_creator=_trial_dirname,
+            trial_dirname_creator=trial_dirname,
             # A trial's process keeps torch, Lightning and the memory-mapped caches loaded
             # for the next trial; trials share no other state (each seeds and sets up anew).
             reuse_actors=True,
@@ -381,16 +298,12 @@ def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bo
             # directory; syncing artifacts brings them to the run directory (or cloud storage).
             sync_config=tune.SyncConfig(sync_artifacts=True),
             # SchedulerState first: Tune keeps callback states by position in this list.
-            callbacks=[*([SchedulerState(scheduler)] if scheduler is not None else []),
+            callbacks=[*([SchedulerState(scheduler)] if early_stopping else []),
                        SweepProgress(spec.metric, spec.mode, spec.train.epochs, trial_count(spec)[0],
-                                     labels=[*spec.search.space, "seed"], early_stopping=scheduler is not None)],
+                                     labels=[*spec.search.space, "seed"], early_stopping=early_stopping)],
             verbose=0,
         ),
     )
-
-
-def _trial_dirname(trial: Any) -> str:
-    return f"trial_{trial.trial_id}"
 
 
 def run_sweep(
@@ -412,7 +325,7 @@ def run_sweep(
     cluster = cluster_address(address)
     check_plan(spec, str(spec_path), max_trials, local=cluster is None, num_cpus=num_cpus)
     storage = _storage_dir(storage)
-    _check_free(storage.child(name))
+    check_free(storage.child(name))
     _prepare_data(spec)
     # Ray is started or joined before the run directory exists: a cluster that cannot be
     # joined or is too small leaves nothing to clean up.
@@ -423,9 +336,7 @@ def run_sweep(
     claimed = claim_run_dir(storage, name)
     run_dir = RunLocation(claimed)
     with released_on_failure(claimed, storage_existed):
-        run_dir.write_text(SPEC_FILE, yaml.safe_dump(spec.model_dump(), sort_keys=False))
-        run_dir.write_text(RUN_FILE, json.dumps({"spec": str(spec_path), "smoke": smoke,
-                                                 "created": datetime.now().isoformat()}))
+        write_run(run_dir, spec, spec_path, smoke)
         tuner = _build_tuner(spec, run_dir, smoke, verbose=verbose)
     return _finish(tuner, spec, run_dir)
 
@@ -442,40 +353,6 @@ def _check_cluster(spec: SweepSpec, address: str) -> None:
         raise SpecError("resources", problems)
 
 
-def load_run(run_dir: Union[Path, str, RunLocation]) -> SweepSpec:
-    """The validated spec of a run directory (local folder or URI); RunDirError naming
-    the file when it is missing or damaged."""
-    run_dir = RunLocation(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir} is not a run directory ({'a file' if run_dir.exists() else 'no such folder'})")
-    path = run_dir.child(SPEC_FILE)
-    if not run_dir.exists(SPEC_FILE):
-        raise RunDirError(f"{run_dir} is not a specsweep run directory (no {SPEC_FILE})")
-    try:
-        raw = yaml.safe_load(run_dir.read_bytes(SPEC_FILE).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise RunDirError(f"{path} is damaged ({str(err).splitlines()[0]}); the trials' results are untouched: "
-                          f"copy the sweep's spec back to {path} (its path is in {run_dir.child(RUN_FILE)})") from None
-    return validate_spec(raw, str(path))
-
-
-def _run_info(run_dir: RunLocation) -> Dict[str, Any]:
-    path = run_dir.child(RUN_FILE)
-    try:
-        if not run_dir.is_file(RUN_FILE):
-            raise FileNotFoundError(str(path))
-        info = json.loads(run_dir.read_bytes(RUN_FILE))
-    except FileNotFoundError:
-        raise RunDirError(f"{path} is missing; write {{\"smoke\": false}} (true if the run was a --smoke-test) "
-                          f"into it to resume") from None
-    except (OSError, ValueError) as err:
-        raise RunDirError(f"{path} is damaged ({err}); write {{\"smoke\": false}} (true if the run was a "
-                          f"--smoke-test) into it to resume") from None
-    if not isinstance(info, dict):
-        raise RunDirError(f"{path} is damaged (not a JSON object); write {{\"smoke\": false}} into it to resume")
-    return info
-
-
 def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, restart_errored: bool = False,
                  num_cpus: Optional[int] = None, verbose: bool = False) -> SweepOutcome:
     """Continue a killed or failed sweep in place: finished trials are kept, unfinished
@@ -486,18 +363,16 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
     """
     from ray import tune
 
-    from specsweep.status import DamagedRunError, read_trials
-
     run_dir = RunLocation(run_dir)
     spec = load_run(run_dir)
-    smoke = _run_info(run_dir).get("smoke", False)
+    smoke = run_info(run_dir).get("smoke", False)
     try:
         trials = read_trials(run_dir)
     except DamagedRunError as err:
         raise RunDirError(f"{err}\nresume refuses to write over a damaged run: `specsweep status {shlex.quote(str(run_dir))}` shows "
                           f"what can still be read; move the damaged files aside to resume the rest") from None
     # Without its experiment state Tune would start the sweep anew inside the old run.
-    if not tune.Tuner.can_restore(run_dir.uri) or not run_dir.glob("experiment_state-*.json"):
+    if not tune.Tuner.can_restore(run_dir.uri) or not run_dir.glob(EXPERIMENT_STATE):
         raise RunDirError(f"{run_dir} has no Tune experiment state to resume (was the sweep started?)")
     # Trials a search has not generated yet (max_concurrent, optuna) are not in the run
     # directory: the sweep is done only when every planned trial is there and finished.
@@ -514,8 +389,6 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
 
 
 def _finish(tuner: Any, spec: SweepSpec, run_dir: RunLocation) -> SweepOutcome:
-    from specsweep.status import read_trials
-
     interrupted = False
     try:
         tuner.fit()
@@ -546,54 +419,15 @@ def _wandb_lines(run_dir: RunLocation, group: str) -> List[str]:
     from specsweep.tracking import group_url, sync_command
 
     lines = []
-    urls = sorted({row["wandb_url"] for row in map(lambda d: _last_result(run_dir, d), run_dir.glob("trial_*"))
+    urls = sorted({row["wandb_url"] for row in map(lambda d: last_result(run_dir, d), run_dir.glob(TRIALS))
                    if row.get("wandb_url")})
     if urls:
         lines.append(f"W&B: {group_url(urls[0], group)}")
-    offline = run_dir.glob("trial_*/wandb/offline-run-*")
+    offline = run_dir.glob(f"{TRIALS}/wandb/offline-run-*")
     if offline and run_dir.is_local:
         lines.append(f"W&B runs of {len(offline)} trial session(s) are offline; upload them with:\n  "
                      + sync_command([Path(run_dir.path, folder) for folder in offline]))
     elif offline:
-        lines.append(f"W&B runs of {len(offline)} trial session(s) are offline in {run_dir}/trial_*/wandb/; "
+        lines.append(f"W&B runs of {len(offline)} trial session(s) are offline in {run_dir}/{TRIALS}/wandb/; "
                      f"copy them to this machine and upload them with `wandb sync FOLDER...`")
     return lines
-
-
-def _last_result(run_dir: RunLocation, trial_dir: str) -> Dict[str, Any]:
-    try:
-        lines = run_dir.read_text(f"{trial_dir}/result.json").splitlines()
-        return json.loads(lines[-1]) if lines else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def summary_rows(trials: List[Dict[str, Any]], spec: SweepSpec) -> List[Dict[str, Any]]:
-    from specsweep.status import describe_config
-
-    test_metric = spec.metric.replace("val_", "test_")
-    rows = []
-    for t in trials:
-        m = t["metrics"]
-        rows.append({"trial": t["id"], **describe_config(t["config"], spec), "status": t["status"],
-                     f"best {spec.metric}": m.get(f"best_{spec.metric}"), test_metric: m.get(test_metric)})
-    return rows
-
-
-def format_table(rows: List[Dict[str, Any]], spec: SweepSpec) -> str:
-    if not rows:
-        return "(no trials)"
-    columns = list(rows[0])
-    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)

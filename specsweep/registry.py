@@ -41,6 +41,25 @@ class Registry:
                 f"unknown {self.kind} {name!r}; registered: {', '.join(sorted(self._builders))}"
             ) from None
 
+    def check(self, name: str) -> str:
+        """``name`` if it is registered, else a ValueError naming the registered names (a
+        pydantic validator for spec fields that select a component).
+
+        Examples
+        --------
+        >>> SHAPES = Registry("shape")
+        >>> _ = SHAPES.register("square")(lambda: 4)
+        >>> SHAPES.check("square")
+        'square'
+        >>> SHAPES.check("circle")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown shape 'circle'; allowed: square
+        """
+        if name not in self._builders:
+            raise ValueError(f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}")
+        return name
+
     def build(self, name: str, **kwargs: Any) -> Any:
         return self.get(name)(**kwargs)
 

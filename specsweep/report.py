@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from specsweep.frontends.base import SETTINGS  # noqa: E402
-from specsweep.rundir import RunLocation  # noqa: E402
+from specsweep.rundir import CHECKPOINTS, REPORT_DIR, RunLocation, load_run, trial_folder  # noqa: E402
 from specsweep.spec import SweepSpec  # noqa: E402
 from specsweep.status import describe_config  # noqa: E402
 
@@ -168,7 +168,7 @@ def tested_state(run_dir: RunLocation, trial_dir: str) -> Optional[Dict[str, Any
     """From the latest Tune checkpoint in ``run_dir``'s folder ``trial_dir``:
     ``{"weights": ..., "initial_filterbank": ...}``, the weights the trial tests (its best
     epoch's when it keeps them, else the latest) and the filterbank it started from."""
-    checkpoints = run_dir.glob(f"{trial_dir}/checkpoint_*/checkpoint.ckpt")
+    checkpoints = run_dir.glob(f"{trial_dir}/{CHECKPOINTS}")
     if not checkpoints:
         return None
     try:
@@ -189,7 +189,7 @@ def _learned_filterbank(run_dir: RunLocation, trial: Dict[str, Any]) -> Optional
     from specsweep.data.datasets import describe_dataset
     from specsweep.spec import TrialConfig
 
-    state = tested_state(run_dir, f"trial_{trial['id']}")
+    state = tested_state(run_dir, trial_folder(trial["id"]))
     if state is None:
         return None
     config = TrialConfig.model_validate(trial["config"])
@@ -227,14 +227,13 @@ def build_report(run_dir: Union[Path, str, RunLocation], out: Optional[Path] = N
     """Write ``report.md``, ``report.csv`` and the PNGs to the local folder ``out``
     (default: ``RUN_DIR/report`` of a local run directory); return their paths."""
     from specsweep import tracking
-    from specsweep.launcher import load_run
     from specsweep.status import DamagedRunError, read_trials
 
     run_dir = RunLocation(run_dir)
     spec = load_run(run_dir)
     if out is None and not run_dir.is_local:
         raise ReportError(f"{run_dir} is in cloud storage: give a local folder (--out) for the report")
-    out = Path(out) if out else Path(run_dir.path) / "report"
+    out = Path(out) if out else Path(run_dir.path) / REPORT_DIR
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out} is a file; give a folder for the report's files")
     try:
@@ -286,8 +285,8 @@ def report_command(args: Any) -> int:
     # The report of a run directory in cloud storage is written there, like its other artifacts.
     with tempfile.TemporaryDirectory() as tmp:
         files = build_report(run_dir, Path(tmp))
-        run_dir.upload(Path(tmp), "report")
-        _print_report(files, {kind: str(run_dir.child(f"report/{path.name}")) for kind, path in files.items()})
+        run_dir.upload(Path(tmp), REPORT_DIR)
+        _print_report(files, {kind: str(run_dir.child(f"{REPORT_DIR}/{path.name}")) for kind, path in files.items()})
     return 0
 
 

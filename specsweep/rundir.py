@@ -1,24 +1,58 @@
-"""Run directories on a local disk or in cloud storage.
+"""Run directories on a local disk or in cloud storage, and what lies in them.
 
 A location is a local path or a URI that pyarrow opens (``s3://bucket/runs``,
 ``gs://bucket/runs``, ``s3://bucket/runs?endpoint_override=HOST:PORT&scheme=http``, ...),
 the same strings Ray Tune takes as ``storage_path``. Every read and write of run-directory
 files by specsweep goes through :class:`RunLocation`, so status, report and resume work on
 either kind.
+
+A run directory holds::
+
+    specsweep.yaml              the validated spec the sweep ran (SPEC_FILE)
+    specsweep-run.json          how it was started: spec path, --smoke-test, time (RUN_FILE)
+    experiment_state-*.json     Tune's experiment state (EXPERIMENT_STATE)
+    trial_<id>/                 one folder per trial (trial_folder)
+        result.json             one JSON row per report (RESULT_FILE)
+        error.txt               the failure of an errored trial (ERROR_FILE)
+        checkpoint_*/checkpoint.ckpt   Tune's checkpoints (CHECKPOINTS)
+    report/                     ``specsweep report``'s files (REPORT_DIR)
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
+import os
+import shlex
+import shutil
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Any, Dict, Iterator, List, Union
 
 import pyarrow.fs as pafs
+import yaml
 from ray.air._internal.uri_utils import URI, is_uri
+
+from specsweep.spec import SweepSpec, validate_spec
+
+SPEC_FILE = "specsweep.yaml"
+RUN_FILE = "specsweep-run.json"
+EXPERIMENT_STATE = "experiment_state-*.json"
+TRIALS = "trial_*"
+RESULT_FILE = "result.json"
+ERROR_FILE = "error.txt"
+CHECKPOINTS = "checkpoint_*/checkpoint.ckpt"
+REPORT_DIR = "report"
+_TRIAL_PREFIX = "trial_"
 
 
 class StorageError(ValueError):
     """A storage location is malformed, unreachable or not a folder."""
+
+
+class RunDirError(RuntimeError):
+    """A run directory cannot be created or is not a specsweep run."""
 
 
 class RunLocation:
@@ -154,3 +188,128 @@ def first_line(err: BaseException) -> str:
     """The first line of an exception's message (the user sees one line, no traceback)."""
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0]
+
+
+def trial_folder(trial_id: str) -> str:
+    """The folder of trial ``trial_id`` inside its run directory."""
+    return f"{_TRIAL_PREFIX}{trial_id}"
+
+
+def trial_id_of(folder: str) -> str:
+    """The trial id that a trial folder's name (as :func:`trial_folder` makes it) carries."""
+    return folder.removeprefix(_TRIAL_PREFIX)
+
+
+def trial_dirname(trial: Any) -> str:
+    """Tune's ``trial_dirname_creator``: a Tune trial's folder name."""
+    return trial_folder(trial.trial_id)
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if it is one printable folder name, else RunDirError (a name such as
+    ``../x`` or ``/tmp/x`` would put the run outside ``--storage``)."""
+    separators = [sep for sep in (os.sep, os.altsep) if sep]
+    if (not name or name in (".", "..") or not name.isprintable() or any(sep in name for sep in separators)
+            or len(name.encode("utf-8", "surrogateescape")) > 255):
+        raise RunDirError(f"--name {name!r}: a run name must be one printable folder name: no '/', "
+                          f"not '.' or '..', at most 255 bytes")
+    return name
+
+
+def check_free(run_dir: RunLocation) -> None:
+    """RunDirError unless nothing exists at ``run_dir`` yet."""
+    # lexists: a dangling symlink is taken too.
+    if os.path.lexists(run_dir.path) if run_dir.is_local else run_dir.exists():
+        raise RunDirError(
+            f"run directory {run_dir} already exists; pick another --name, or continue it with "
+            f"`specsweep resume {shlex.quote(str(run_dir))}`"
+        )
+
+
+def claim_run_dir(storage: Union[Path, RunLocation], name: str) -> Union[Path, RunLocation]:
+    """Create ``storage/name`` for a new run, atomically on local disks: of two runs
+    claiming the same name, exactly one gets it and the other a RunDirError. Object stores
+    have no atomic create; there the name is only checked to be free."""
+    location = RunLocation(storage)
+    if not location.is_local:
+        run_dir = location.child(name)
+        check_free(run_dir)
+        run_dir.mkdir()
+        return run_dir
+    storage = Path(location.path)
+    run_dir = storage / name
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunDirError(f"--storage {storage}: cannot create the folder ({err.strerror})") from None
+    try:
+        os.mkdir(run_dir)
+    except FileExistsError:
+        check_free(RunLocation(run_dir))
+        raise
+    except OSError as err:
+        raise RunDirError(f"cannot create run directory {run_dir} ({err.strerror})") from None
+    return run_dir
+
+
+@contextmanager
+def released_on_failure(run_dir: Union[Path, RunLocation], storage_existed: bool) -> Iterator[None]:
+    """Remove the freshly claimed ``run_dir`` (and a storage folder made for it) if the
+    sweep fails before Tune runs a trial: a failed start leaves nothing behind."""
+    try:
+        yield
+    except BaseException:
+        if isinstance(run_dir, RunLocation):
+            run_dir.remove()
+            raise
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if not storage_existed:
+            try:
+                run_dir.parent.rmdir()
+            except OSError:
+                pass  # another run has claimed a name there meanwhile
+        raise
+
+
+def write_run(run_dir: RunLocation, spec: SweepSpec, spec_path: Union[Path, str], smoke: bool) -> None:
+    """Write the files :func:`load_run` and :func:`run_info` read back: the validated spec
+    and how the sweep was started."""
+    run_dir.write_text(SPEC_FILE, yaml.safe_dump(spec.model_dump(), sort_keys=False))
+    run_dir.write_text(RUN_FILE, json.dumps({"spec": str(spec_path), "smoke": smoke,
+                                             "created": datetime.now().isoformat()}))
+
+
+def load_run(run_dir: Union[Path, str, RunLocation]) -> SweepSpec:
+    """The validated spec of a run directory (local folder or URI); RunDirError naming
+    the file when it is missing or damaged."""
+    run_dir = RunLocation(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is not a run directory ({'a file' if run_dir.exists() else 'no such folder'})")
+    path = run_dir.child(SPEC_FILE)
+    if not run_dir.exists(SPEC_FILE):
+        raise RunDirError(f"{run_dir} is not a specsweep run directory (no {SPEC_FILE})")
+    try:
+        raw = yaml.safe_load(run_dir.read_bytes(SPEC_FILE).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise RunDirError(f"{path} is damaged ({str(err).splitlines()[0]}); the trials' results are untouched: "
+                          f"copy the sweep's spec back to {path} (its path is in {run_dir.child(RUN_FILE)})") from None
+    return validate_spec(raw, str(path))
+
+
+def run_info(run_dir: RunLocation) -> Dict[str, Any]:
+    """How the sweep in ``run_dir`` was started (``{"spec", "smoke", "created"}``);
+    RunDirError naming the file when it is missing or damaged."""
+    path = run_dir.child(RUN_FILE)
+    try:
+        if not run_dir.is_file(RUN_FILE):
+            raise FileNotFoundError(str(path))
+        info = json.loads(run_dir.read_bytes(RUN_FILE))
+    except FileNotFoundError:
+        raise RunDirError(f"{path} is missing; write {{\"smoke\": false}} (true if the run was a --smoke-test) "
+                          f"into it to resume") from None
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"{path} is damaged ({err}); write {{\"smoke\": false}} (true if the run was a "
+                          f"--smoke-test) into it to resume") from None
+    if not isinstance(info, dict):
+        raise RunDirError(f"{path} is damaged (not a JSON object); write {{\"smoke\": false}} into it to resume")
+    return info

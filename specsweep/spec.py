@@ -10,16 +10,17 @@ import copy
 import itertools
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from specsweep.backbones import BACKBONES, backbone_param_names
 from specsweep.contract import Seed, argument_problems, pydantic_problems
 from specsweep.data.datasets import DATASETS, dataset_param_names, dataset_task, describe_dataset
 from specsweep.frontends import FRONTENDS, frontend_setting, validate_frontend_config
 from specsweep.recipes import RECIPES, apply_recipe
+from specsweep.search import SCHEDULERS, SEARCHERS
 from specsweep.tasks import TASKS, Task, get_task
 
 SECTIONS = ("data", "frontend", "backbone", "train")
@@ -74,7 +75,7 @@ class SearchParam(_Strict):
 
 
 class SearchConfig(_Strict):
-    algorithm: Literal["grid", "random", "optuna"] = "grid"
+    algorithm: Annotated[str, AfterValidator(SEARCHERS.check)] = "grid"
     num_samples: int = Field(1, ge=1)
     metric: Optional[str] = None
     mode: Optional[Literal["max", "min"]] = None
@@ -82,7 +83,7 @@ class SearchConfig(_Strict):
 
 
 class SchedulerConfig(_Strict):
-    name: Literal["fifo", "asha"] = "fifo"
+    name: Annotated[str, AfterValidator(SCHEDULERS.check)] = "fifo"
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(2.0, gt=1)
 

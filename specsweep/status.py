@@ -9,14 +9,15 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from specsweep.launcher import RunDirError
-from specsweep.rundir import RunLocation
+from specsweep.rundir import (ERROR_FILE, EXPERIMENT_STATE, RESULT_FILE, TRIALS, RunDirError, RunLocation, load_run,
+                              trial_id_of)
 from specsweep.spec import SweepSpec
 
 STATUSES = ("PENDING", "RUNNING", "TERMINATED", "ERROR")
 # A running sweep rewrites its experiment state in place: a file read mid-write is read
 # again after this many seconds before it counts as damaged.
 _REWRITE_WAIT_S = 0.5
+_READ_FROM_TRIALS = f"trial states are read from each trial's {RESULT_FILE} and {ERROR_FILE} instead"
 
 
 class DamagedRunError(RunDirError):
@@ -31,7 +32,7 @@ class DamagedRunError(RunDirError):
 def _results(run_dir: RunLocation, trial_dir: str, damaged: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     """The rows of the ``result.json`` in ``run_dir``'s folder ``trial_dir``; unreadable
     lines other than the last are named in ``damaged``."""
-    relative = f"{trial_dir}/result.json"
+    relative = f"{trial_dir}/{RESULT_FILE}"
     if not run_dir.is_file(relative):
         return []
     path = run_dir.child(relative)
@@ -56,14 +57,14 @@ def _results(run_dir: RunLocation, trial_dir: str, damaged: Optional[List[str]] 
 def _experiment_state_damage(run_dir: RunLocation) -> List[str]:
     """Tune's experiment state files that are not JSON (e.g. truncated)."""
     damaged = []
-    for relative in run_dir.glob("experiment_state-*.json"):
+    for relative in run_dir.glob(EXPERIMENT_STATE):
         if _is_json(run_dir, relative):
             continue
         # A running sweep rewrites its state file; read mid-write, it is read again once.
         time.sleep(_REWRITE_WAIT_S)
         if not _is_json(run_dir, relative):
-            damaged.append(f"{run_dir.child(relative)}: Tune's experiment state is truncated or not JSON; trial "
-                           f"states are read from each trial's result.json and error.txt instead")
+            damaged.append(f"{run_dir.child(relative)}: Tune's experiment state is truncated or not JSON; "
+                           f"{_READ_FROM_TRIALS}")
     return damaged
 
 
@@ -78,12 +79,12 @@ def _is_json(run_dir: RunLocation, relative: str) -> bool:
 def _trials_from_results(run_dir: RunLocation, metric: str, mode: str, damaged: List[str]) -> List[Dict[str, Any]]:
     """Trials read from their own folders, when Tune's experiment state is damaged."""
     trials = []
-    for trial_dir in run_dir.glob("trial_*"):
+    for trial_dir in run_dir.glob(TRIALS):
         rows = _results(run_dir, trial_dir, damaged)
-        status = "ERROR" if run_dir.is_file(f"{trial_dir}/error.txt") else _live_status("PENDING", rows, metric)
+        status = "ERROR" if run_dir.is_file(f"{trial_dir}/{ERROR_FILE}") else _live_status("PENDING", rows, metric)
         config = rows[-1].get("config", {}) if rows else {}
         trials.append({
-            "id": trial_dir.removeprefix("trial_"),
+            "id": trial_id_of(trial_dir),
             "status": status,
             "config": config if isinstance(config, dict) else {},
             "metrics": trial_metrics(rows, metric, mode),
@@ -108,7 +109,7 @@ def trial_metrics(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[st
 
 def _error(run_dir: RunLocation, trial_dir: str) -> Optional[str]:
     """The last line of the trial's ``error.txt``."""
-    relative = f"{trial_dir}/error.txt"
+    relative = f"{trial_dir}/{ERROR_FILE}"
     if not run_dir.is_file(relative):
         return None
     lines = [line for line in run_dir.read_bytes(relative).decode(errors="replace").strip().splitlines()
@@ -133,16 +134,13 @@ def read_trials(run_dir: Union[Path, str, RunLocation], metric: Optional[str] = 
     Raises :class:`DamagedRunError` naming every damaged file, with the trials that
     could still be read.
     """
-    from specsweep.launcher import load_run
-
     run_dir = RunLocation(run_dir)
     spec = load_run(run_dir)
     metric, mode = metric or spec.metric, mode or spec.mode
-    if not run_dir.glob("experiment_state-*.json"):
-        if not run_dir.glob("trial_*"):
+    if not run_dir.glob(EXPERIMENT_STATE):
+        if not run_dir.glob(TRIALS):
             return []
-        damaged = [f"{run_dir}: Tune's experiment state (experiment_state-*.json) is missing; trial states are read "
-                   f"from each trial's result.json and error.txt instead"]
+        damaged = [f"{run_dir}: Tune's experiment state ({EXPERIMENT_STATE}) is missing; {_READ_FROM_TRIALS}"]
     else:
         damaged = _experiment_state_damage(run_dir)
     if damaged:
@@ -164,7 +162,7 @@ def _tune_trials(run_dir: RunLocation, metric: str, mode: str, damaged: List[str
         analysis = ExperimentAnalysis(run_dir.path, storage_filesystem=run_dir.fs)
     except (ValueError, KeyError, TypeError, OSError) as err:
         damaged.append(f"{run_dir}: Tune cannot read its experiment state ({type(err).__name__}: {err}); "
-                       f"trial states are read from each trial's result.json and error.txt instead")
+                       f"{_READ_FROM_TRIALS}")
         return _trials_from_results(run_dir, metric, mode, damaged)
     trials = []
     for trial in analysis.trials:
@@ -209,3 +207,45 @@ def describe_config(config: Dict[str, Any], spec: SweepSpec) -> Dict[str, Any]:
         out[section if leaf == "name" else leaf] = node
     out["seed"] = config.get("seed")
     return out
+
+
+def last_result(run_dir: RunLocation, trial_dir: str) -> Dict[str, Any]:
+    """The latest row of the ``result.json`` in ``run_dir``'s folder ``trial_dir``; ``{}``
+    when there is none or it cannot be read."""
+    try:
+        lines = run_dir.read_text(f"{trial_dir}/{RESULT_FILE}").splitlines()
+        return json.loads(lines[-1]) if lines else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def summary_rows(trials: List[Dict[str, Any]], spec: SweepSpec) -> List[Dict[str, Any]]:
+    """One row per trial for :func:`format_table`: its id, :func:`describe_config`, status,
+    best validation metric and test metric."""
+    test_metric = spec.metric.replace("val_", "test_")
+    rows = []
+    for t in trials:
+        m = t["metrics"]
+        rows.append({"trial": t["id"], **describe_config(t["config"], spec), "status": t["status"],
+                     f"best {spec.metric}": m.get(f"best_{spec.metric}"), test_metric: m.get(test_metric)})
+    return rows
+
+
+def format_table(rows: List[Dict[str, Any]], spec: SweepSpec) -> str:
+    """``rows`` as a plain-text table with aligned columns (``-`` for missing values)."""
+    if not rows:
+        return "(no trials)"
+    columns = list(rows[0])
+    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from specsweep.cli import main
-from specsweep.launcher import SPEC_FILE, RunDirError, claim_run_dir, released_on_failure
+from specsweep.rundir import SPEC_FILE, RunDirError, claim_run_dir, released_on_failure
 
 ROOT = Path(__file__).resolve().parents[1]
 # The quickstart with one seed: 4 trials.

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from specsweep.cli import main
-from specsweep.launcher import SPEC_FILE, run_sweep
+from specsweep.launcher import run_sweep
+from specsweep.rundir import SPEC_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -49,7 +49,8 @@ BAD_SPECS = [
     (_with("search.space", {"train.lr": {"grid": [0.1], "choice": [0.2]}}), r"exactly one of grid, choice"),
     (_with("search.space", {"train.lr": {"loguniform": [0.0001, 0.1]}}), r"grid cannot sample train\.lr"),
     (_with("search.metric", "val_per"), r"search\.metric: 'val_per' is not reported by task kws"),
-    (_with("scheduler.name", "pbt"), r"scheduler\.name: must be 'fifo' or 'asha'"),
+    (_with("scheduler.name", "pbt"), r"scheduler\.name: unknown scheduler 'pbt'; allowed: asha, fifo$"),
+    (_with("search.algorithm", "bayes"), r"search\.algorithm: unknown searcher 'bayes'; allowed: grid, optuna, random$"),
 ]
 
 

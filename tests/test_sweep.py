@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from specsweep.cli import main
-from specsweep.launcher import RunDirError, run_sweep
+from specsweep.launcher import run_sweep
+from specsweep.rundir import RunDirError
 from specsweep.status import read_trials
 from wandb_records import read_run
 
