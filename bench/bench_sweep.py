@@ -169,20 +169,12 @@ def sequential_trial(config: Dict[str, Any], limits: Dict[str, int], folder: Pat
     import lightning.pytorch as pl
 
     from specsweep.trainables.callbacks import BestWeights, FrontendFigures, RNGState, TaskFigures
-    from specsweep.assembly import build_task
-    from specsweep.spec import TrialConfig
-    from specsweep.trainables.trial import Laps, trainer_options, trial_data
+    from specsweep.trainables.trial import Laps, set_up_trial, trainer_options
 
     lap = Laps()
     times = lap.seconds
-
-    trial = TrialConfig.model_validate(config)
-    pl.seed_everything(trial.seed, workers=True, verbose=False)
-    data, loaders, generator = trial_data(trial)
+    trial, data, loaders, generator, task = set_up_trial(config, lap)
     train = trial.train
-    lap("timing/data_s")
-    task = build_task(trial, data)
-    lap("timing/model_s")
     best = BestWeights("val_acc", "max")
     checkpoint = epoch_checkpoint(folder / "checkpoint.ckpt")
     figures = folder / "figures"

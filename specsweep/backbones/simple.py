@@ -33,14 +33,8 @@ class SimpleModel(nn.Module):
     torch.Size([3, 77, 40])
     """
 
-    def __init__(
-        self,
-        input_shape: Sequence[int],
-        num_outputs: int,
-        head: str = "utterance",
-        hidden_size: PositiveInt = 32,
-        num_layers: PositiveInt = 1,
-    ) -> None:
+    def __init__(self, input_shape: Sequence[int], num_outputs: int, head: str = "utterance",
+                 hidden_size: PositiveInt = 32, num_layers: PositiveInt = 1) -> None:
         super().__init__()
         if head not in ("utterance", "frames"):
             raise ValueError(f"head must be 'utterance' or 'frames', got {head!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import lightning.pytorch as pl
 import torch
@@ -70,6 +70,20 @@ def trial_data(trial: TrialConfig) -> tuple[PreparedData, Dict[str, Any], torch.
         eval_batch_size=train.eval_batch_size, device=trial_device() if on_device else None,
     )
     return data, loaders, generator
+
+
+def set_up_trial(config: Dict[str, Any], lap: "Laps") -> Tuple[TrialConfig, PreparedData, Dict[str, Any],
+                                                                 torch.Generator, SpeechTask]:
+    """A trial up to its fit: the config validated, every generator seeded, the data
+    prepared with its loaders (and the generator that orders training batches), the task
+    assembled; ``lap`` times the data and model parts (``timing/data_s``, ``timing/model_s``)."""
+    trial = TrialConfig.model_validate(config)
+    pl.seed_everything(trial.seed, workers=True, verbose=False)
+    data, loaders, generator = trial_data(trial)
+    lap("timing/data_s")
+    task = build_trial_task(trial, data)
+    lap("timing/model_s")
+    return trial, data, loaders, generator, task
 
 
 class Laps:
@@ -148,7 +162,6 @@ def train_trial(config: Dict[str, Any], run: RunContext, worker_unix: float) -> 
     from ray import tune
 
     entry = time.time()
-    trial = TrialConfig.model_validate(config)
     lap = Laps()
     timings = lap.seconds
     context = tune.get_context()
@@ -156,13 +169,8 @@ def train_trial(config: Dict[str, Any], run: RunContext, worker_unix: float) -> 
     log_file = trial_dir / LOG_FILE
     cpus = context.get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
-    pl.seed_everything(trial.seed, workers=True, verbose=False)
-
-    data, loaders, sampler_generator = trial_data(trial)
+    trial, data, loaders, sampler_generator, task = set_up_trial(config, lap)
     train = trial.train
-    lap("timing/data_s")
-    task = build_trial_task(trial, data)
-    lap("timing/model_s")
 
     trial_id = context.get_trial_id()
     run_obj = tracking.init_run(
