@@ -61,9 +61,23 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num
         _join_cluster(address, origin)
         return
     _keep_on_loopback()
+    _token_auth_for_local_ray()
     # address="local": a new instance, never one that `ray start` left running.
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
              log_to_driver=True, configure_logging=False)
+
+
+def _token_auth_for_local_ray() -> None:
+    """Token authentication for the local Ray, as Ray enables it by default for a new
+    cluster, but chosen explicitly: Ray then keeps quiet about its default (a warning on
+    every sweep). ``RAY_AUTH_MODE`` set by the user wins. Ray caches its configuration when
+    it is imported, so it is read again, as Ray itself does when it turns token auth on."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    from ray._raylet import Config
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    Config.initialize("")
 
 
 def _keep_on_loopback() -> None:
