@@ -293,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", help="run directory: local folder or URI")
     report.add_argument("--out", type=Path, help="local output folder (default RUN_DIR/report, also for a run "
                         "directory in cloud storage)")
+    report.add_argument("--wandb", action="store_true",
+                        help="also log the report as a W&B run when the sweep's W&B mode is offline (an offline run to "
+                             "upload with the printed `wandb sync` command); online sweeps always get one")
     report.set_defaults(func=_cmd_report)
     return parser
 

@@ -17,6 +17,10 @@ from specsweep.rundir import (EXPERIMENT_STATE, SPEC_FILE, TRIALS, RunDirError, 
 from specsweep.spec import SpecError, SweepSpec, load_spec, param_space
 from specsweep.status import DamagedRunError, format_table, last_result, read_trials, summary_rows
 
+# Tune pickles the experiment's ``trial_dirname_creator`` by name: run directories written
+# before the layout moved to rundir.py name it here, and status, report and resume unpickle it.
+_trial_dirname = trial_dirname
+
 
 class LaunchError(RuntimeError):
     """Ray could not be started or joined; the message says what failed and how to fix it."""

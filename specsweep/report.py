@@ -223,9 +223,15 @@ def plot_best_filterbanks(run_dir: RunLocation, trials: List[Dict[str, Any]], sp
     return path
 
 
-def build_report(run_dir: Union[Path, str, RunLocation], out: Optional[Path] = None) -> Dict[str, Path]:
+def build_report(run_dir: Union[Path, str, RunLocation], out: Optional[Path] = None,
+                 wandb: bool = False) -> Dict[str, Any]:
     """Write ``report.md``, ``report.csv`` and the PNGs to the local folder ``out``
-    (default: ``RUN_DIR/report`` of a local run directory); return their paths."""
+    (default: ``RUN_DIR/report`` of a local run directory); return their paths.
+
+    With the sweep's W&B mode online the report is also a W&B run in the sweep's group
+    (:func:`publish_to_wandb`); with ``wandb`` an offline one too (under ``out/wandb``, to
+    upload with ``wandb sync``). ``"wandb"`` in the result is then that run's URL or the
+    ``wandb sync`` command that uploads it."""
     from specsweep import tracking
     from specsweep.status import DamagedRunError, read_trials
 
@@ -258,39 +264,104 @@ def build_report(run_dir: Union[Path, str, RunLocation], out: Optional[Path] = N
     banks = plot_best_filterbanks(run_dir, trials, spec, out / "best_filterbanks.png")
     if banks:
         files["filterbanks"] = banks
-    if tracking.resolve_mode(spec.wandb.mode) == "online":
-        _to_wandb(spec, run_dir, files)
-    return files
+    mode = tracking.resolve_mode(spec.wandb.mode)
+    result: Dict[str, Any] = dict(files)
+    if mode == "online" or (wandb and mode == "offline"):
+        result["wandb"] = publish_to_wandb(spec, run_dir, agg, files, mode)
+    return result
 
 
-def _to_wandb(spec: SweepSpec, run_dir: RunLocation, files: Dict[str, Path]) -> None:
+def side_by_side(agg: Dict[str, Any]) -> Tuple[List[str], List[List[Any]]]:
+    """``(columns, rows)``: one row per setting, and per metric (validation, test, drifts)
+    and swept value a column of its mean over seeds, so that settings A-D compare along a
+    row of columns."""
+    settings = [s for s in SETTINGS if any((s, c) in agg["groups"] for c in agg["columns"])]
+    single = agg["columns"] == ["all"]
+    columns = ["setting"] + [key if single else f"{key} {agg['column']}={c}"
+                             for key in agg["keys"].values() for c in agg["columns"]]
+    rows = []
+    for setting in settings:
+        row: List[Any] = [setting]
+        for kind in agg["keys"]:
+            for c in agg["columns"]:
+                values = agg["groups"].get((setting, c), {}).get(kind, [])
+                row.append(_mean_std(values)[0] if values else None)
+        rows.append(row)
+    return columns, rows
+
+
+def publish_to_wandb(spec: SweepSpec, run_dir: RunLocation, agg: Dict[str, Any], files: Dict[str, Path],
+                     mode: str) -> str:
+    """Log the report as one W&B run in the sweep's group (``job_type: report``) beside its
+    trials: the settings side by side (a table with one row per setting, and a chart of the
+    test metric per setting: bars, or lines over a numeric swept value), the long table of
+    ``report.csv``, the figures, and the test metric per setting in the summary. Returns
+    the run's URL, or offline the ``wandb sync`` command that uploads it."""
     import wandb
 
+    from specsweep import tracking
+
     with open(files["csv"]) as f:
-        rows = list(csv.reader(f))
+        long_rows = list(csv.reader(f))
+    columns, rows = side_by_side(agg)
+    test_key = agg["test_key"]
     run = wandb.init(project=spec.wandb.project, entity=spec.wandb.entity, group=spec.wandb.group or run_dir.name,
-                     name=f"{run_dir.name}-report", job_type="report", dir=str(files["csv"].parent))
-    run.log({"results": wandb.Table(columns=rows[0], data=rows[1:]),
-             **{k: wandb.Image(str(p)) for k, p in files.items() if p.suffix == ".png"}})
-    run.finish()
+                     name=f"{run_dir.name}-report", job_type="report", dir=str(files["csv"].parent), mode=mode,
+                     tags=spec.wandb.tags, config={"sweep": spec.name, "metric": spec.metric, "mode": spec.mode,
+                                                   "protocol": protocol_line(spec)},
+                     reinit="finish_previous", settings=wandb.Settings(silent=True, console="off"))
+    try:
+        table = wandb.Table(columns=columns, data=rows)
+        logged: Dict[str, Any] = {"settings": table, "results": wandb.Table(columns=long_rows[0], data=long_rows[1:]),
+                                  **{kind: wandb.Image(str(p)) for kind, p in files.items() if p.suffix == ".png"}}
+        numeric = [c for c in agg["columns"] if isinstance(agg["raw_columns"][c], (int, float))]
+        if len(numeric) > 1:
+            logged[f"{test_key}_vs_{agg['column']}"] = wandb.plot.line_series(
+                xs=[agg["raw_columns"][c] for c in numeric], keys=[f"setting {r[0]}" for r in rows],
+                ys=[[_mean_or_nan(agg, r[0], c, "test") for c in numeric] for r in rows],
+                title=f"{test_key} over {agg['column']}", xname=agg["column"])
+        elif agg["columns"] == ["all"]:
+            logged[f"{test_key}_by_setting"] = wandb.plot.bar(table, "setting", test_key, title=f"{test_key} by setting")
+        run.log(logged)
+        for setting, *_ in rows:
+            for c in agg["columns"]:
+                values = agg["groups"].get((setting, c), {}).get("test", [])
+                if values:
+                    suffix = "" if agg["columns"] == ["all"] else f"/{agg['column']}={c}"
+                    run.summary[f"{test_key}/{setting}{suffix}"] = _mean_std(values)[0]
+        where = tracking.sync_command([Path(run.dir).parent]) if run.offline else run.url
+    finally:
+        run.finish()
+    return where
+
+
+def _mean_or_nan(agg: Dict[str, Any], setting: str, column: str, kind: str) -> float:
+    values = agg["groups"].get((setting, column), {}).get(kind, [])
+    return _mean_std(values)[0] if values else float("nan")
 
 
 def report_command(args: Any) -> int:
     """``specsweep report``: build the report of ``args.run_dir`` into ``args.out`` and print it."""
     run_dir = RunLocation(args.run_dir)
     if run_dir.is_local or args.out:
-        files = build_report(run_dir, args.out)
-        _print_report(files, {kind: str(path) for kind, path in files.items()})
+        files = build_report(run_dir, args.out, wandb=args.wandb)
+        _print_report(files, {kind: str(path) for kind, path in files.items() if kind != "wandb"})
         return 0
+    if args.wandb:
+        raise ReportError(f"{run_dir} is in cloud storage: give a local folder (--out) to keep the offline W&B run of "
+                          f"the report in")
     # The report of a run directory in cloud storage is written there, like its other artifacts.
     with tempfile.TemporaryDirectory() as tmp:
         files = build_report(run_dir, Path(tmp))
         run_dir.upload(Path(tmp), REPORT_DIR)
-        _print_report(files, {kind: str(run_dir.child(f"{REPORT_DIR}/{path.name}")) for kind, path in files.items()})
+        _print_report(files, {kind: str(run_dir.child(f"{REPORT_DIR}/{path.name}")) for kind, path in files.items()
+                              if kind != "wandb"})
     return 0
 
 
-def _print_report(files: Dict[str, Path], shown: Dict[str, str]) -> None:
+def _print_report(files: Dict[str, Any], shown: Dict[str, str]) -> None:
     print(files["markdown"].read_text())
     for kind, where in shown.items():
         print(f"{kind}: {where}")
+    if "wandb" in files:
+        print(f"W&B: {files['wandb']}")

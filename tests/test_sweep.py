@@ -97,6 +97,25 @@ def test_report_tables_and_figures(quickstart_run, tmp_path, capsys):
     assert (tmp_path / "best_filterbanks.png").stat().st_size > 1000
 
 
+def test_report_as_a_wandb_run_with_the_settings_side_by_side(quickstart_run, tmp_path, capsys):
+    assert main(["report", str(quickstart_run.run_dir), "--out", str(tmp_path), "--wandb"]) == 0
+    (folder,) = tmp_path.glob("wandb/offline-run-*")
+    assert f"W&B: wandb sync {folder}" in capsys.readouterr().out
+    logged = read_run(folder)
+    assert logged["config"]["sweep"] == "quickstart" and "Protocol: recipe quick" in logged["config"]["protocol"]
+    (history,) = [h for h in logged["history"] if "settings/_type" in h]
+    assert history["settings/_type"] == "table-file" and history["settings/nrows"] == 4
+    assert history["results/nrows"] == 4 * 4 and history["test_acc_by_setting_table/_type"] == "table-file"
+    assert history["filterbanks/_type"] == "image-file"
+    table = json.loads((folder / "files" / history["settings/path"]).read_text())
+    assert [row[0] for row in table["data"]] == ["A", "B", "C", "D"]
+    assert table["columns"][:3] == ["setting", "best_val_acc", "test_acc"]
+    by_setting = {t["config"]["frontend"]["setting"]: t["metrics"]["test_acc"] for t in read_trials(quickstart_run.run_dir)}
+    assert {row[0]: row[2] for row in table["data"]} == pytest.approx(by_setting)
+    assert {k: v for k, v in logged["summary"].items() if k.startswith("test_acc/")} == pytest.approx(
+        {f"test_acc/{s}": v for s, v in by_setting.items()})
+
+
 def _descendants(pid: int) -> set:
     children: dict = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
