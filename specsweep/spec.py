@@ -293,7 +293,7 @@ def _section_problems(section: str, config: Dict[str, Any], task: Optional[str],
     problems += [f"{section}.{p}" for p in argument_problems(registry.get(name), known, skip)]
     if section == "data":
         kind = dataset_task(name)
-        if task and kind != task:
+        if task and kind != get_task(task).datasets_of:
             problems.append(f"data.name: dataset {name!r} is for task {kind!r}, but task is {task!r}")
     return problems
 

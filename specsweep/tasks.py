@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, Literal
+from typing import Any, Dict, FrozenSet, Literal, Optional
 
 from specsweep.registry import Registry
 
@@ -51,6 +51,9 @@ class Task:
         Training clips can be drawn with per-class weights (classification).
     module : str
         ``"package.module:Class"`` of the Lightning module, imported only when built.
+    data_task : str, optional
+        The task whose datasets this one trains on (None: its own): a variant of a task,
+        e.g. keyword spotting scored otherwise, keeps its datasets.
     """
 
     name: str
@@ -62,6 +65,12 @@ class Task:
     fixed_length: bool
     class_sampling: bool
     module: str
+    data_task: Optional[str] = None
+
+    @property
+    def datasets_of(self) -> str:
+        """The task its datasets are registered for."""
+        return self.data_task or self.name
 
     def num_outputs(self, n_labels: int) -> int:
         """Outputs of the model for ``n_labels`` labels."""

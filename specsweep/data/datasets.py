@@ -114,7 +114,7 @@ class PreparedData:
 
 def _cache_speech_commands(sources: Dict[str, List[ClipSource]], root: Path, cache_dir: Optional[str],
                            name: str, info: DatasetInfo) -> PreparedData:
-    return PreparedData.from_info(info, _cache_splits(sources, info.sample_rate, cache_dir, name, root))
+    return PreparedData.from_info(info, cache_splits(sources, info.sample_rate, cache_dir, name, root))
 
 
 def _describe_speech_commands(test_set: str = "list", silence: str = "spans", **_: Any) -> DatasetInfo:
@@ -196,8 +196,10 @@ def embedded_kws(seed: Seed = 0, clips_per_word: Optional[PositiveInt] = None, c
     return _cache_speech_commands(sources, root, cache_dir, "embedded_kws", _describe_embedded_kws(seed, clips_per_word))
 
 
-def _cache_splits(sources: Dict[str, List[ClipSource]], sample_rate: int, cache_dir: Optional[str], name: str,
-                  root: Path) -> Dict[str, str]:
+def cache_splits(sources: Dict[str, List[ClipSource]], sample_rate: int, cache_dir: Optional[str], name: str,
+                 root: Path) -> Dict[str, str]:
+    """Each split's clips decoded into the cache (built once, then found): the ``splits``
+    of a :class:`PreparedData`."""
     return {
         split: str(build_cache(clips, sample_rate, cache_dir and Path(cache_dir), label=f"{name} {split}",
                                description={"root": str(root), "split": split}))
@@ -229,7 +231,7 @@ def timit(root: str, cache_dir: Optional[str] = None, protocol: Literal["standar
     root_path = Path(root).expanduser()
     info = _describe_timit(protocol)
     sources = timit_layout.timit_sources(root_path, protocol)
-    return PreparedData.from_info(info, _cache_splits(sources, info.sample_rate, cache_dir, f"timit ({protocol})", root_path))
+    return PreparedData.from_info(info, cache_splits(sources, info.sample_rate, cache_dir, f"timit ({protocol})", root_path))
 
 
 def phoneme_corpus_sources(root: Path) -> tuple[List[str], Dict[str, List[ClipSource]]]:
@@ -267,7 +269,7 @@ def embedded_phonemes(seed: Seed = 0, n_utterances: Optional[UtteranceCounts] = 
     params = {} if n_utterances is None else {"n_utterances": n_utterances}
     root = ensure_phoneme_corpus(cache_dir and Path(cache_dir), seed=seed, **params)
     inventory, sources = phoneme_corpus_sources(root)
-    return PreparedData("asr", inventory, _cache_splits(sources, 16000, cache_dir, "embedded_phonemes", root), 16000, None)
+    return PreparedData("asr", inventory, cache_splits(sources, 16000, cache_dir, "embedded_phonemes", root), 16000, None)
 
 
 def dataset_param_names(name: str) -> set[str]:
@@ -344,6 +346,6 @@ def declared_train_clips(config: Dict[str, Any]) -> Optional[int]:
     return describe_dataset(config).split_sizes.get("train")
 
 
-__all__ = ["DATASETS", "DESCRIBERS", "DatasetConfigError", "DatasetInfo", "PreparedData", "dataset_config_problems",
+__all__ = ["DATASETS", "DESCRIBERS", "cache_splits", "DatasetConfigError", "DatasetInfo", "PreparedData", "dataset_config_problems",
            "dataset_param_names", "dataset_task", "declared_train_clips", "default_cache_root", "describe_dataset",
            "prepare_dataset", "register_dataset"]
