@@ -15,6 +15,7 @@ A run directory holds::
         result.json             one JSON row per report (RESULT_FILE)
         error.txt               the failure of an errored trial (ERROR_FILE)
         checkpoint_*/checkpoint.ckpt   Tune's checkpoints (CHECKPOINTS)
+        trial.log, figures/, wandb/    what the trial writes (specsweep.trainables)
     report/                     ``specsweep report``'s files (REPORT_DIR)
 """
 
@@ -39,12 +40,12 @@ from specsweep.spec import SweepSpec, validate_spec
 SPEC_FILE = "specsweep.yaml"
 RUN_FILE = "specsweep-run.json"
 EXPERIMENT_STATE = "experiment_state-*.json"
-TRIALS = "trial_*"
+_TRIAL_PREFIX = "trial_"
+TRIALS = f"{_TRIAL_PREFIX}*"
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
 CHECKPOINTS = "checkpoint_*/checkpoint.ckpt"
 REPORT_DIR = "report"
-_TRIAL_PREFIX = "trial_"
 
 
 class StorageError(ValueError):
