@@ -48,8 +48,8 @@ def model_key(config: Dict[str, Any]) -> str:
     compile switch (not the seed, learning rate or data), as one JSON string."""
     train = config["train"]
     return json.dumps({"task": config["task"], "data": config["data"]["name"], "frontend": config["frontend"],
-                       "backbone": config["backbone"], "batch_size": train.get("batch_size"),
-                       "compile": bool(train.get("compile", False))}, sort_keys=True, default=str)
+                       "backbone": config["backbone"], "batch_size": train["batch_size"],
+                       "compile": bool(train["compile"])}, sort_keys=True, default=str)
 
 
 def clip_steps(config: Dict[str, Any], limit_train_batches: Optional[int] = None) -> Optional[int]:
@@ -57,7 +57,7 @@ def clip_steps(config: Dict[str, Any], limit_train_batches: Optional[int] = None
     (a sampled epoch count or batch size, an undeclared dataset size).
 
     ``limit_train_batches`` caps the batches per epoch (smoke tests)."""
-    epochs, batch = config["train"].get("epochs"), config["train"].get("batch_size")
+    epochs, batch = config["train"]["epochs"], config["train"]["batch_size"]
     clips = declared_train_clips(config["data"])
     if not isinstance(epochs, int) or not isinstance(batch, int) or clips is None:
         return None
@@ -79,7 +79,7 @@ def recorded_rate(config: Dict[str, Any], gpus: float) -> Tuple[Optional[float],
         # The figures are of one-second keyword clips; utterances are longer and vary.
         return None, f"no recorded figure for task {config['task']}: use --calibrate"
     if gpus > 0:
-        rate = GPU_RATES.get((backbone, bool(config["train"].get("compile", False))))
+        rate = GPU_RATES.get((backbone, bool(config["train"]["compile"])))
         if rate is None:
             return None, "no recorded GPU figure for this model: use --calibrate"
         share = rate.alone if rate.per_gpu is None else min(rate.alone, rate.per_gpu * min(1.0, gpus))
@@ -152,7 +152,7 @@ def sweep_cost(configs: List[Dict[str, Any]], cpus: float, gpus: float, limit_tr
         else:
             rate, source = recorded_rate(config, gpus)
         hours = steps / rate / 3600 if steps is not None and rate else None
-        per_trial.append({"trial": i, "epochs": config["train"].get("epochs"),
+        per_trial.append({"trial": i, "epochs": config["train"]["epochs"],
                           "train_clips": declared_train_clips(config["data"]), "clip_steps": steps,
                           "clips_per_s": rate, "hours": hours, "rate_source": source})
 

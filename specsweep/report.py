@@ -332,6 +332,9 @@ def publish_to_wandb(spec: SweepSpec, run_dir: RunLocation, agg: Dict[str, Any],
         where = tracking.sync_command([Path(run.dir).parent]) if run.offline else run.url
     finally:
         run.finish()
+        # The service this run started would outlive it, and processes started from this one
+        # later (Ray workers) would find it through WANDB_SERVICE and use it.
+        wandb.teardown()
     return where
 
 

@@ -1,6 +1,8 @@
 """End-to-end sweeps with real Ray (local), real Lightning and W&B offline."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,10 +99,12 @@ def test_report_tables_and_figures(quickstart_run, tmp_path, capsys):
     assert (tmp_path / "best_filterbanks.png").stat().st_size > 1000
 
 
-def test_report_as_a_wandb_run_with_the_settings_side_by_side(quickstart_run, tmp_path, capsys):
-    assert main(["report", str(quickstart_run.run_dir), "--out", str(tmp_path), "--wandb"]) == 0
+def test_report_as_a_wandb_run_with_the_settings_side_by_side(quickstart_run, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "specsweep", "report", str(quickstart_run.run_dir), "--out",
+                           str(tmp_path), "--wandb"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
     (folder,) = tmp_path.glob("wandb/offline-run-*")
-    assert f"W&B: wandb sync {folder}" in capsys.readouterr().out
+    assert f"W&B: wandb sync {folder}" in done.stdout
     logged = read_run(folder)
     assert logged["config"]["sweep"] == "quickstart" and "Protocol: recipe quick" in logged["config"]["protocol"]
     (history,) = [h for h in logged["history"] if "settings/_type" in h]
