@@ -15,7 +15,8 @@ names without loading Ray.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from specsweep.registry import Registry
 
@@ -25,18 +26,51 @@ if TYPE_CHECKING:
 
 SEARCHERS = Registry("searcher")
 SCHEDULERS = Registry("scheduler")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class SearchRules:
+    """What a searcher can do with a spec's search space, checked before any trial starts:
+    ``grid`` values (tried each in turn), ``sampled`` dimensions (choice and ranges), and
+    ``several_seeds`` (each configuration run once per seed)."""
+
+    grid: bool = True
+    sampled: bool = True
+    several_seeds: bool = True
+
+
+def rules(**allowed: bool) -> Callable[[F], F]:
+    """Give a searcher's builder its :class:`SearchRules` (by default it can do everything)."""
+
+    def mark(builder: F) -> F:
+        builder.rules = SearchRules(**allowed)  # type: ignore[attr-defined]
+        return builder
+
+    return mark
+
+
+def search_rules(name: str) -> SearchRules:
+    """The rules of the searcher registered as ``name``."""
+    return getattr(SEARCHERS.get(name), "rules", SearchRules())
 
 
 @SEARCHERS.register("grid")
+@rules(sampled=False)
+def grid_search(config: Any, metric: str, mode: str, seed: int) -> Optional["Searcher"]:
+    """Every point of the grid, a trial each: Tune's variant generator (None)."""
+    return None
+
+
 @SEARCHERS.register("random")
-def variant_generator(config: Any, metric: str, mode: str, seed: int) -> Optional["Searcher"]:
+def random_search(config: Any, metric: str, mode: str, seed: int) -> Optional["Searcher"]:
     """Tune's variant generator (None): every grid point of the space, each with
-    ``num_samples`` independent draws of the sampled dimensions. ``grid`` and ``random``
-    differ only in the dimensions the spec validation lets them have."""
+    ``num_samples`` independent draws of the sampled dimensions."""
     return None
 
 
 @SEARCHERS.register("optuna")
+@rules(grid=False, several_seeds=False)
 def optuna_searcher(config: Any, metric: str, mode: str, seed: int) -> "Searcher":
     """Optuna's TPE sampler, seeded by ``seed``, proposing each trial from the results so far."""
     from ray.tune.search.optuna import OptunaSearch

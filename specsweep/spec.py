@@ -20,7 +20,7 @@ from specsweep.contract import Seed, argument_problems, pydantic_problems
 from specsweep.data.datasets import DATASETS, dataset_param_names, dataset_task, describe_dataset
 from specsweep.frontends import FRONTENDS, frontend_setting, validate_frontend_config
 from specsweep.recipes import RECIPES, apply_recipe
-from specsweep.search import SCHEDULERS, SEARCHERS
+from specsweep.search import SCHEDULERS, SEARCHERS, search_rules
 from specsweep.tasks import TASKS, Task, get_task
 
 SECTIONS = ("data", "frontend", "backbone", "train")
@@ -375,6 +375,7 @@ def _check_space(raw: Dict[str, Any], task: Optional[str], base_problems: List[s
         return []  # reported by the spec's own validation
     problems = []
     known = set(base_problems)
+    can = search_rules(search.algorithm)
     for key, param in search.space.items():
         where = f"search.space.{key}"
         section, _, leaf = key.partition(".")
@@ -384,8 +385,8 @@ def _check_space(raw: Dict[str, Any], task: Optional[str], base_problems: List[s
         if section not in SECTIONS or not leaf:
             problems.append(f"{where}: keys must start with one of {', '.join(SECTIONS)} (e.g. frontend.n_mels)")
             continue
-        if search.algorithm == "optuna" and param.form == "grid":
-            problems.append(f"{where}: grid values cannot be used with search.algorithm optuna; use choice")
+        if param.form == "grid" and not can.grid:
+            problems.append(f"{where}: grid values cannot be used with search.algorithm {search.algorithm}; use choice")
             continue
         values = param.values()
         if values is None:
@@ -405,12 +406,14 @@ def _check_space(raw: Dict[str, Any], task: Optional[str], base_problems: List[s
                 break
             problems += [f"{where}: value {value!r}: {p}" for p in _config_problems(trial, task) if p not in known]
     seeds = raw.get("seeds")
-    if search.algorithm == "optuna" and isinstance(seeds, list) and len(seeds) > 1:
-        problems.append("seeds: optuna samples one configuration per trial; give one seed (or run one sweep per seed)")
-    if search.algorithm == "grid":
-        sampled = [k for k, p in search.space.items() if p.form != "grid"]
-        if sampled:
-            problems.append(f"search.algorithm: grid cannot sample {', '.join(sampled)}; use algorithm random or optuna")
+    if not can.several_seeds and isinstance(seeds, list) and len(seeds) > 1:
+        problems.append(f"seeds: {search.algorithm} samples one configuration per trial; give one seed (or run one "
+                        f"sweep per seed)")
+    sampled = [k for k, p in search.space.items() if p.form != "grid"]
+    if sampled and not can.sampled:
+        samplers = [name for name in SEARCHERS.names() if search_rules(name).sampled]
+        problems.append(f"search.algorithm: {search.algorithm} cannot sample {', '.join(sampled)}; use algorithm "
+                        f"{' or '.join(samplers)}")
     if task is not None:
         metric = search.metric or get_task(task).metric
         allowed = get_task(task).metrics
