@@ -6,7 +6,7 @@ one-second clips of the embedded keyword set's train split from the ``DataLoader
 (shuffled, ``num_workers=0``), or with ``--data-path device`` gathered on the device from
 the split's audio copied there once (``train.data_path``), forward through front-end and backbone, cross-entropy,
 backward, optimizer step, and the front-end's post-step clamping. The task comes from
-``specsweep.trainables.trial.build_task`` with a quickstart-like config; the optimizer is
+``specsweep.assembly.build_task`` with a quickstart-like config; the optimizer is
 the task's own (Adam, its parameter groups) without the learning-rate schedule, which
 needs a Lightning trainer and costs nothing measurable. Lightning's loop and logging are
 not included (see ``bench_sweep`` for whole trials under Ray).
