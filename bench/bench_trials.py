@@ -61,7 +61,7 @@ def trial_config(backbone: Dict[str, Any], setting: str, data_config: Dict[str, 
 def batches(data: PreparedData, device: torch.device, data_path: str) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
     """Training batches forever, reshuffled each pass, as the trial's batches come:
     ``data_path`` ``loader`` (a ``DataLoader``) or ``device`` (gathered on ``device``)."""
-    on_device = resolve_data_path(data_path, data) == "device"
+    on_device = resolve_data_path(data_path, data, device) == "device"
     loader = make_loaders(data, BATCH, torch.Generator().manual_seed(0), device=device if on_device else None)["train"]
     for waveform, targets in itertools.chain.from_iterable(itertools.repeat(loader)):
         yield waveform.to(device, non_blocking=True), targets[:, 0].to(device, non_blocking=True)
@@ -171,7 +171,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         machine_line(),
         versions_line("torch", "nnAudio"),
         f"- device {device}; data `{args.data}` ({train_clips:,} train clips), data path "
-        f"{resolve_data_path(args.data_path, data)}; batch {BATCH} one-second clips; "
+        f"{resolve_data_path(args.data_path, data, device)}; batch {BATCH} one-second clips; "
         f"nnAudio front-end (n_fft 480, hop 160, 40 Mel bins); Adam",
         f"- {args.warmup} warm-up steps, then steps for {args.seconds:g} s (at least {args.min_steps}) per cell; "
         "s/epoch = train clips / clips/s",

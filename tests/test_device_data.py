@@ -79,9 +79,11 @@ def test_a_trial_fits_the_same_on_either_data_path(speech_commands_tree, cache_d
 
 def test_auto_data_path_and_what_the_device_path_refuses(speech_commands_tree, cache_dir, tmp_path):
     data = prepare_dataset({"name": "speechcommands", "root": str(speech_commands_tree)})
-    assert resolve_data_path("auto", data) == "device"
-    assert resolve_data_path("loader", data) == "loader"
-    assert resolve_data_path("auto", type(data)("asr", data.labels, data.splits, data.sample_rate, None)) == "loader"
+    cuda = torch.device("cuda", 0)
+    assert resolve_data_path("auto", data, cuda) == "device" and resolve_data_path("auto", data, CPU) == "loader"
+    assert resolve_data_path("loader", data, cuda) == "loader" and resolve_data_path("device", data, CPU) == "device"
+    utterances = type(data)("asr", data.labels, data.splits, data.sample_rate, None)
+    assert resolve_data_path("auto", utterances, cuda) == "loader"
     clips = [speech_commands_tree / "yes" / "aa11_nohash_0.wav", speech_commands_tree / "yes" / "bb22_nohash_0.wav"]
     uneven = CachedAudio(build_cache([ClipSource(str(c), (0,)) for c in clips], 16000, tmp_path / "c"))
     with pytest.raises(ValueError, match="clips of one length.*2 clip lengths.*data_path: loader"):

@@ -111,14 +111,17 @@ class DeviceBatches:
 Batches = Union[DataLoader, DeviceBatches]
 
 
-def resolve_data_path(data_path: str, data: PreparedData) -> str:
-    """``loader`` or ``device`` for ``train.data_path``: ``auto`` is ``device`` for
-    fixed-length clips (keyword spotting) and ``loader`` for variable-length utterances,
-    whose padding stays with the loader's collate function."""
+def resolve_data_path(data_path: str, data: PreparedData, device: torch.device) -> str:
+    """``loader`` or ``device`` for ``train.data_path`` on ``device``: ``auto`` is ``device``
+    for fixed-length clips (keyword spotting) on a GPU, and ``loader`` for variable-length
+    utterances, whose padding stays with the loader's collate function, and on the CPU,
+    where gathering from the memory-mapped cache saved nothing (the simple model in setting
+    D trained 11 % slower that way, bench/recorded/trials_cpu_data_path.md). Both give the
+    same batches."""
     if data_path not in DATA_PATHS:
         raise ValueError(f"train.data_path must be one of {', '.join(DATA_PATHS)}, got {data_path!r}")
     if data_path == "auto":
-        return "loader" if data.clip_samples is None else "device"
+        return "device" if data.clip_samples is not None and device.type == "cuda" else "loader"
     return data_path
 
 

@@ -61,7 +61,7 @@ def trial_data(trial: TrialConfig) -> tuple[PreparedData, Dict[str, Any], torch.
     train = trial.train
     data = prepare_dataset(trial.data)
     generator = torch.Generator().manual_seed(trial.seed)
-    on_device = resolve_data_path(train.data_path, data) == "device"
+    on_device = resolve_data_path(train.data_path, data, trial_device()) == "device"
     by_class = trial.task_info.class_sampling
     loaders = make_loaders(
         data, train.batch_size, generator, train.num_workers,
