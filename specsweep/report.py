@@ -127,9 +127,14 @@ def write_csv(agg: Dict[str, Any], path: Path) -> None:
                     writer.writerow([setting, col, key, f"{mean:.6f}", f"{std:.6f}", len(cell[kind])])
 
 
+def _numeric_columns(agg: Dict[str, Any]) -> List[str]:
+    """The swept values that are numbers (n_mels), which a line over them can show."""
+    return [c for c in agg["columns"] if isinstance(agg["raw_columns"][c], (int, float))]
+
+
 def plot_metric_vs_column(agg: Dict[str, Any], path: Path) -> Optional[Path]:
     """Test metric against a numeric swept value (n_mels), one line per setting."""
-    numeric = [c for c in agg["columns"] if isinstance(agg["raw_columns"][c], (int, float))]
+    numeric = _numeric_columns(agg)
     if len(numeric) < 2:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -279,15 +284,15 @@ def side_by_side(agg: Dict[str, Any]) -> Tuple[List[str], List[List[Any]]]:
     single = agg["columns"] == ["all"]
     columns = ["setting"] + [key if single else f"{key} {agg['column']}={c}"
                              for key in agg["keys"].values() for c in agg["columns"]]
-    rows = []
-    for setting in settings:
-        row: List[Any] = [setting]
-        for kind in agg["keys"]:
-            for c in agg["columns"]:
-                values = agg["groups"].get((setting, c), {}).get(kind, [])
-                row.append(_mean_std(values)[0] if values else None)
-        rows.append(row)
+    rows = [[setting, *(_cell_mean(agg, setting, c, kind) for kind in agg["keys"] for c in agg["columns"])]
+            for setting in settings]
     return columns, rows
+
+
+def _cell_mean(agg: Dict[str, Any], setting: str, column: str, kind: str) -> Optional[float]:
+    """Mean over seeds of metric ``kind`` of a setting at a swept value; None without results."""
+    values = agg["groups"].get((setting, column), {}).get(kind, [])
+    return _mean_std(values)[0] if values else None
 
 
 def publish_to_wandb(spec: SweepSpec, run_dir: RunLocation, agg: Dict[str, Any], files: Dict[str, Path],
@@ -314,21 +319,21 @@ def publish_to_wandb(spec: SweepSpec, run_dir: RunLocation, agg: Dict[str, Any],
         table = wandb.Table(columns=columns, data=rows)
         logged: Dict[str, Any] = {"settings": table, "results": wandb.Table(columns=long_rows[0], data=long_rows[1:]),
                                   **{kind: wandb.Image(str(p)) for kind, p in files.items() if p.suffix == ".png"}}
-        numeric = [c for c in agg["columns"] if isinstance(agg["raw_columns"][c], (int, float))]
+        numeric = _numeric_columns(agg)
         if len(numeric) > 1:
             logged[f"{test_key}_vs_{agg['column']}"] = wandb.plot.line_series(
                 xs=[agg["raw_columns"][c] for c in numeric], keys=[f"setting {r[0]}" for r in rows],
-                ys=[[_mean_or_nan(agg, r[0], c, "test") for c in numeric] for r in rows],
+                ys=[[_nan_if_none(_cell_mean(agg, r[0], c, "test")) for c in numeric] for r in rows],
                 title=f"{test_key} over {agg['column']}", xname=agg["column"])
         elif agg["columns"] == ["all"]:
             logged[f"{test_key}_by_setting"] = wandb.plot.bar(table, "setting", test_key, title=f"{test_key} by setting")
         run.log(logged)
         for setting, *_ in rows:
             for c in agg["columns"]:
-                values = agg["groups"].get((setting, c), {}).get("test", [])
-                if values:
+                mean = _cell_mean(agg, setting, c, "test")
+                if mean is not None:
                     suffix = "" if agg["columns"] == ["all"] else f"/{agg['column']}={c}"
-                    run.summary[f"{test_key}/{setting}{suffix}"] = _mean_std(values)[0]
+                    run.summary[f"{test_key}/{setting}{suffix}"] = mean
         where = tracking.sync_command([Path(run.dir).parent]) if run.offline else run.url
     finally:
         run.finish()
@@ -338,9 +343,9 @@ def publish_to_wandb(spec: SweepSpec, run_dir: RunLocation, agg: Dict[str, Any],
     return where
 
 
-def _mean_or_nan(agg: Dict[str, Any], setting: str, column: str, kind: str) -> float:
-    values = agg["groups"].get((setting, column), {}).get(kind, [])
-    return _mean_std(values)[0] if values else float("nan")
+def _nan_if_none(value: Optional[float]) -> float:
+    # A line chart leaves a gap at NaN where a setting has no result at that value.
+    return float("nan") if value is None else value
 
 
 def report_command(args: Any) -> int:
