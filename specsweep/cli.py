@@ -303,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line ``argv``; return the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
+    from specsweep.data.cache import AudioDecodeError
     from specsweep.data.datasets import DatasetConfigError
     from specsweep.data.speechcommands import DatasetMissingError
     from specsweep.launcher import LaunchError
@@ -313,7 +314,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.func(args)
     except (SpecError, UsageError, RunDirError, LaunchError, StorageError, ReportError, DatasetMissingError,
-            DatasetConfigError, FileNotFoundError) as err:
+            DatasetConfigError, AudioDecodeError, FileNotFoundError) as err:
         if getattr(args, "debug", False):
             raise
         print(f"specsweep: {err}", file=sys.stderr)

@@ -8,6 +8,7 @@ import pytest
 import soundfile
 import torch
 
+from specsweep.cli import main
 from specsweep.data.cache import AudioDecodeError, CachedAudio, ClipSource, build_cache
 from specsweep.data.datasets import prepare_dataset
 from specsweep.data.loaders import class_sampling_weights, make_loaders
@@ -73,6 +74,24 @@ def test_corrupt_file_stops_preparation_naming_it(speech_commands_tree, tmp_path
     with pytest.raises(AudioDecodeError, match="aa11_nohash_0.wav"):
         build_cache(speech_commands_sources(speech_commands_tree)["train"], 16000, tmp_path / "c")
     assert not any(p.name.endswith("meta.json") for p in (tmp_path / "c").rglob("*"))
+
+
+def test_corrupt_file_from_the_command_line_is_named_with_exit_2(speech_commands_tree, cache_dir, capsys):
+    (speech_commands_tree / "yes" / "aa11_nohash_0.wav").write_bytes(b"RIFF\x00\x00not really a wav")
+    assert main(["data", "prepare", "speechcommands", "--root", str(speech_commands_tree)]) == 2
+    err = capsys.readouterr().err
+    assert "aa11_nohash_0.wav" in err and "Traceback" not in err
+
+
+def test_damaged_cache_entry_is_named(speech_commands_tree, tmp_path):
+    folder = build_cache(speech_commands_sources(speech_commands_tree)["train"], 16000, tmp_path / "c")
+    audio = folder / "audio.int16"
+    audio.write_bytes(audio.read_bytes()[:-100])
+    with pytest.raises(AudioDecodeError, match=f"{folder}: damaged cache entry .*holds"):
+        CachedAudio(folder)
+    (folder / "index.npz").write_bytes(b"not a zip")
+    with pytest.raises(AudioDecodeError, match=f"{folder}: damaged cache entry"):
+        CachedAudio(folder)
 
 
 def test_truncated_slice_is_an_error(tmp_path):

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Tuple
@@ -230,13 +231,23 @@ class CachedAudio(Dataset):
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self.meta = json.loads((self.folder / "meta.json").read_text())
-        with np.load(self.folder / "index.npz") as index:
-            self.offsets = index["offsets"]
-            self.lengths = index["lengths"]
-            self.target_offsets = index["target_offsets"]
-            self.target_lengths = index["target_lengths"]
-            self.targets = index["targets"]
+        try:
+            self.meta = json.loads((self.folder / "meta.json").read_text())
+            with np.load(self.folder / "index.npz") as index:
+                self.offsets = index["offsets"]
+                self.lengths = index["lengths"]
+                self.target_offsets = index["target_offsets"]
+                self.target_lengths = index["target_lengths"]
+                self.targets = index["targets"]
+            samples = int(self.offsets[-1] + self.lengths[-1]) if len(self.offsets) else 0
+            size = (self.folder / "audio.int16").stat().st_size
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            raise AudioDecodeError(f"{self.folder}: damaged cache entry ({type(err).__name__}: {err}); delete the "
+                                   f"folder and it is decoded again") from None
+        # A truncated audio file would give short clips that fail far from here.
+        if size != 2 * samples:
+            raise AudioDecodeError(f"{self.folder}: damaged cache entry (audio.int16 holds {size // 2} samples, the "
+                                   f"index {samples}); delete the folder and it is decoded again")
         self._audio: Optional[np.memmap] = None
 
     @property
