@@ -8,6 +8,7 @@ from typing import Any, Dict, List
 import torch
 from speechbrain.processing.features import Filterbank
 from torch import nn
+from torchaudio.functional import amplitude_to_DB
 
 from specsweep.frontends.base import is_number, raise_problems, with_defaults
 from specsweep.frontends.stft import StftFrontEnd
@@ -197,9 +198,11 @@ class FastAudioFrontEnd(StftFrontEnd):
     def project(self, spec: torch.Tensor) -> torch.Tensor:
         """``(batch, n_freq, frames)`` spectrogram to ``(batch, n_mels, frames)`` dB."""
         energies = torch.matmul(self._matrix(perturb=self.training), spec)
-        db = self.db_scale * torch.log10(energies.clamp(min=self.amin))
-        peak = db.amax() if self.top_db_over == "batch" else db.amax(dim=(1, 2), keepdim=True)
-        return torch.maximum(db, peak - self.top_db)
+        # torchaudio floors at top_db below the maximum over its last three dimensions:
+        # the whole batch here, or one clip given a channel dimension.
+        if self.top_db_over == "batch":
+            return amplitude_to_DB(energies, self.db_scale, self.amin, 0.0, self.top_db)
+        return amplitude_to_DB(energies[:, None], self.db_scale, self.amin, 0.0, self.top_db)[:, 0]
 
     def _order(self) -> torch.Tensor:
         return torch.argsort(self.centre_hz().detach(), stable=True)
