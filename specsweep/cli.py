@@ -151,7 +151,10 @@ def _data_settings(name: str, settings: Sequence[str]) -> Dict[str, Any]:
         key, sep, value = setting.partition("=")
         if not sep or key not in allowed:
             raise DatasetConfigError(f"--set {setting}: expected KEY=VALUE with KEY one of {', '.join(sorted(allowed))}")
-        config[key] = yaml.safe_load(value)
+        try:
+            config[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise DatasetConfigError(f"--set {setting}: the value is not valid YAML ({getattr(err, 'problem', err)})") from None
     return config
 
 

@@ -264,6 +264,8 @@ COMMAND_CASES = [
     ("resume-no-run-file", _no_run_file_resume, "specsweep-run.json is missing"),
     ("prepare-unknown-dataset", lambda ws: ["data", "prepare", "librispeech"], "unknown dataset 'librispeech'"),
     ("prepare-without-root", lambda ws: ["data", "prepare", "timit"], "--root: missing"),
+    ("prepare-set-not-yaml", lambda ws: ["data", "prepare", "speechcommands", "--root", str(ws["tmp"]), "--set",
+                                         "test_set=["], "--set test_set=[: the value is not valid YAML"),
     ("prepare-missing-root", lambda ws: ["data", "prepare", "speechcommands", "--root", str(ws["tmp"] / "no")],
      "Speech Commands v2 not found"),
     ("max-trials-zero", lambda ws: ["inspect", "x.yaml", "--max-trials", "0"], "--max-trials"),
