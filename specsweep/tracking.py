@@ -43,12 +43,11 @@ def has_wandb_credentials() -> bool:
     ``~/.netrc``) or wandb's settings, without keeping or showing the key."""
     import wandb
     from wandb.errors import AuthenticationError
-    from wandb.sdk.lib.wbauth import HostUrl
-    from wandb.sdk.lib.wbauth.authenticate import _use_system_auth
+    from wandb.sdk.lib import wbauth
 
     try:
-        host = HostUrl(wandb.Settings().base_url)
-        return _use_system_auth(host=host, source="specsweep", update_session=False) is not None
+        return wbauth.authenticate_session(host=wandb.Settings().base_url, source="specsweep", prompt=False,
+                                           update_session=False) is not None
     except (AuthenticationError, ValueError) as err:
         # Found but unusable (e.g. both a key and a token file): wandb.init would refuse them too.
         log.warning("W&B credentials found but not usable (%s); logging offline", type(err).__name__)
