@@ -112,13 +112,10 @@ class SweepProgress(Callback):
 
     def label(self, trial: Any) -> str:
         """``<trial id> setting=B seed=1``: the trial id and its swept values."""
-        parts = [trial.trial_id]
-        for key in self.labels:
-            node: Any = trial.config
-            for part in key.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
-            parts.append(f"{key.rsplit('.', 1)[-1]}={node}")
-        return " ".join(parts)
+        from specsweep.spec import swept_values
+
+        values = swept_values(trial.config, self.labels)
+        return " ".join([trial.trial_id, *(f"{name}={value}" for name, value in values.items())])
 
     def _better(self, value: float) -> bool:
         return self.best is None or (value > self.best if self.mode == "max" else value < self.best)

@@ -361,6 +361,26 @@ def _set_dotted(config: Dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
+def swept_values(config: Dict[str, Any], keys: List[str]) -> Dict[str, Any]:
+    """The values at dotted ``keys`` of a trial config (None where absent), each under a
+    short name: the key's last part, or its section for ``frontend.name`` and
+    ``backbone.name``, which would both be "name".
+
+    Examples
+    --------
+    >>> swept_values({"frontend": {"name": "nnaudio", "n_mels": 20}, "seed": 1},
+    ...              ["frontend.name", "frontend.n_mels", "seed", "train.lr"])
+    {'frontend': 'nnaudio', 'n_mels': 20, 'seed': 1, 'lr': None}
+    """
+    out: Dict[str, Any] = {}
+    for key in keys:
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        out[key.split(".")[0] if key.endswith(".name") else key.rsplit(".", 1)[-1]] = node
+    return out
+
+
 def _sections(raw: Dict[str, Any]) -> Dict[str, Any]:
     """A copy of the sections a search or smoke override may change."""
     return {"task": raw.get("task"), **{k: copy.deepcopy(raw.get(k, {})) for k in SECTIONS}}

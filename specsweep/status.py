@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from specsweep.rundir import (ERROR_FILE, EXPERIMENT_STATE, RESULT_FILE, TRIALS, RunDirError, RunLocation, load_run,
                               trial_id_of)
-from specsweep.spec import SweepSpec
+from specsweep.spec import SweepSpec, swept_values
 
 STATUSES = ("PENDING", "RUNNING", "TERMINATED", "ERROR")
 # A running sweep rewrites its experiment state in place: a file read mid-write is read
@@ -195,18 +195,8 @@ def describe_config(config: Dict[str, Any], spec: SweepSpec) -> Dict[str, Any]:
     except ValueError:
         # A run written by another version may name a front-end this one does not know.
         setting = "?"
-    out: Dict[str, Any] = {"setting": setting}
-    for key in spec.search.space:
-        if key == "frontend.setting":
-            continue
-        node: Any = config
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        section, leaf = key.split(".", 1)
-        # "frontend.name" and "backbone.name" would both be "name".
-        out[section if leaf == "name" else leaf] = node
-    out["seed"] = config.get("seed")
-    return out
+    swept = swept_values(config, [key for key in spec.search.space if key != "frontend.setting"])
+    return {"setting": setting, **swept, "seed": config.get("seed")}
 
 
 def last_result(run_dir: RunLocation, trial_dir: str) -> Dict[str, Any]:
