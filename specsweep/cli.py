@@ -119,11 +119,12 @@ def _inspect_spec(path: Path, args: argparse.Namespace) -> Dict[str, Any]:
     if args.json:
         return result
     rows = [{"#": i, **describe_config(p["config"], spec), **{f"{k} params": v for k, v in p["trainable_params"].items()},
+             **({"gpus": f"{c['gpus']:g}"} if spec.resources.auto_gpus else {}),
              "clip_steps": _count(c["clip_steps"]), "hours": _hours(c["hours"])}
             for i, (p, c) in enumerate(zip(plan, cost["per_trial"]))]
     recipe = f"recipe {spec.recipe}, " if spec.recipe else ""
     print(f"{recipe}{spec.search.algorithm} search, {spec.scheduler.name} scheduler, "
-          f"metric {spec.metric} ({spec.mode}), {spec.resources.cpus} CPU / {spec.resources.gpus} GPU per trial")
+          f"metric {spec.metric} ({spec.mode}), {spec.resources.cpus:g} CPU / {_gpus_text(spec.resources.gpus)} per trial")
     total = cost["total"]
     sources = sorted({c["rate_source"] for c in cost["per_trial"]})
     print(f"cost: {_count(total['clip_steps'])} training clip-steps (epochs x training clips), about "
@@ -159,18 +160,27 @@ def _data_settings(name: str, settings: Sequence[str]) -> Dict[str, Any]:
 
 
 def _sweep_cost(spec: Any, trials: List[Dict[str, Any]], calibrate: bool, smoke: bool) -> Dict[str, Any]:
-    from specsweep.cost import calibrate as time_model
-    from specsweep.cost import model_key, sweep_cost
+    from specsweep.cost import measure_steps, model_key, sweep_cost
 
-    rates = None
+    measures, shares = None, None
     if calibrate:
-        rates = {}
+        measures = {}
         for config in trials:
             key = model_key(config)
-            if key not in rates:
-                rates[key] = time_model(config, spec.resources.cpus)
+            if key not in measures:
+                measures[key] = measure_steps(config, spec.resources.cpus)
+        if spec.resources.auto_gpus and all(m.device != "cpu" for m in measures.values()):
+            from specsweep.packing import plan_packing
+
+            shares = {key: plan.gpus for key, plan in plan_packing(measures, trials).items()}
     limit = spec.smoke.limit_train_batches if smoke else None
-    return sweep_cost(trials, spec.resources.cpus, spec.resources.gpus, limit, rates)
+    return sweep_cost(trials, spec.resources.cpus, spec.resources.gpus, limit, measures, shares)
+
+
+def _gpus_text(gpus: Any) -> str:
+    if gpus == "auto":
+        return "GPUs auto (each model measured on a GPU at launch; CPUs where Ray has none)"
+    return f"{gpus:g} GPU"
 
 
 def _count(value: Optional[float]) -> str:
@@ -310,14 +320,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from specsweep.data.datasets import DatasetConfigError
     from specsweep.data.speechcommands import DatasetMissingError
     from specsweep.launcher import LaunchError
+    from specsweep.packing import PackingError
     from specsweep.report import ReportError
     from specsweep.rundir import RunDirError, StorageError
     from specsweep.spec import SpecError
 
     try:
         return args.func(args)
-    except (SpecError, UsageError, RunDirError, LaunchError, StorageError, ReportError, DatasetMissingError,
-            DatasetConfigError, AudioDecodeError, FileNotFoundError) as err:
+    except (SpecError, UsageError, RunDirError, LaunchError, PackingError, StorageError, ReportError,
+            DatasetMissingError, DatasetConfigError, AudioDecodeError, FileNotFoundError) as err:
         if getattr(args, "debug", False):
             raise
         print(f"specsweep: {err}", file=sys.stderr)

@@ -10,9 +10,11 @@ of a few training steps of each distinct model timed on this machine's device.
 from __future__ import annotations
 
 import json
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from specsweep.data.datasets import declared_train_clips
 
@@ -27,20 +29,31 @@ CPU_RATES: Dict[Tuple[str, str], float] = {
 @dataclass(frozen=True)
 class GpuRate:
     """A trial's training clips/s alone on a GPU, and all trials' together on one GPU
-    (None: not measured; the trial's own rate is then used at any share)."""
+    with ``trials`` of them sharing it (None: not measured; the trial's own rate is then
+    used at any share)."""
 
     alone: float
     per_gpu: Optional[float]
     source: str
+    trials: Optional[int] = None
 
 
 # Whole trials on an NVIDIA H200, batch 32 (bench/recorded/gpu_packing_h200*.md, gpu_trials_h200.md).
 GPU_RATES: Dict[Tuple[str, bool], GpuRate] = {
-    ("bcresnet", True): GpuRate(2_946, 12_199, "H200, compiled, device data path (gpu_packing)"),
-    ("bcresnet", False): GpuRate(1_053, 3_523, "H200, eager, DataLoader (gpu_packing)"),
+    ("bcresnet", True): GpuRate(2_946, 12_199, "H200, compiled, device data path (gpu_packing)", 16),
+    ("bcresnet", False): GpuRate(1_053, 3_523, "H200, eager, DataLoader (gpu_packing)", 8),
     ("simple", False): GpuRate(8_636, None, "H200, eager bare step, setting D (gpu_trials)"),
     ("simple", True): GpuRate(8_636, None, "H200, eager bare step, setting D (gpu_trials); compiled not measured"),
 }
+
+
+def shared_rate(alone: float, busy: Optional[float], share: float) -> float:
+    """Training clips/s of a trial holding ``share`` of a GPU beside trials like it: its
+    rate ``alone`` while the GPU has time for all of them, else its share of what the
+    GPU does when always busy (``alone / busy``; ``busy`` unknown: ``alone``)."""
+    if share >= 1 or share <= 0 or not busy:
+        return alone
+    return min(alone, alone / busy * share)
 
 
 def model_key(config: Dict[str, Any]) -> str:
@@ -66,34 +79,80 @@ def clip_steps(config: Dict[str, Any], limit_train_batches: Optional[int] = None
     return epochs * clips
 
 
-def recorded_rate(config: Dict[str, Any], gpus: float) -> Tuple[Optional[float], str]:
-    """A trial's training clips/s from the recorded figures, and where it comes from.
+def recorded_rate(config: Dict[str, Any], gpus: Union[float, str]) -> Tuple[Optional[float], str, float]:
+    """A trial's training clips/s from the recorded figures, where it comes from, and the
+    GPU share it holds.
 
     On a GPU share ``gpus`` (< 1: that many trials share a GPU) the rate is the trial's
-    own, at most its share of what the GPU did for all trials together."""
+    own, at most its share of what the GPU did for all trials together; ``auto`` shares
+    a GPU as the recorded figure's trials did."""
     from specsweep.frontends import frontend_setting
 
     backbone = config["backbone"]["name"]
     setting = frontend_setting(config["frontend"])
+    share = 0.0 if gpus == "auto" else float(gpus)
     if config["task"] != "kws":
         # The figures are of one-second keyword clips; utterances are longer and vary.
-        return None, f"no recorded figure for task {config['task']}: use --calibrate"
-    if gpus > 0:
+        return None, f"no recorded figure for task {config['task']}: use --calibrate", share
+    if gpus == "auto" or share > 0:
         rate = GPU_RATES.get((backbone, bool(config["train"]["compile"])))
         if rate is None:
-            return None, "no recorded GPU figure for this model: use --calibrate"
-        share = rate.alone if rate.per_gpu is None else min(rate.alone, rate.per_gpu * min(1.0, gpus))
-        return share, f"recorded: {rate.source}"
+            return None, "no recorded GPU figure for this model: use --calibrate", share
+        source = f"recorded: {rate.source}"
+        if gpus == "auto":
+            share = 1.0 / rate.trials if rate.trials else 1.0
+            source += f", {rate.trials or 1} per GPU"
+        own = rate.alone if rate.per_gpu is None else min(rate.alone, rate.per_gpu * min(1.0, share))
+        return own, source, share
     cpu = CPU_RATES.get((backbone, setting))
     if cpu is None:
-        return None, "no recorded CPU figure for this model: use --calibrate"
-    return cpu, f"recorded: CPU one thread, {backbone} setting {setting} (bench_trials)"
+        return None, "no recorded CPU figure for this model: use --calibrate", share
+    return cpu, f"recorded: CPU one thread, {backbone} setting {setting} (bench_trials)", share
 
 
-def calibrate(config: Dict[str, Any], cpus: float, seconds: float = 2.0, warmup: int = 2) -> float:
-    """Training clips/s of ``config``'s model on this machine's device: forward,
-    backward and optimizer steps on random batches of the trial's size, with the
-    trial's torch threads, after ``warmup`` untimed steps (where compiling happens)."""
+@dataclass(frozen=True)
+class StepMeasure:
+    """Training steps of one model timed on this machine's device: ``clips_per_s``; on a
+    GPU also the device's name and memory, the peak memory the steps reserved
+    (``torch.cuda.max_memory_reserved``, the allocator's pools and any CUDA graphs'), and
+    ``busy``, the fraction of the steps' wall time the GPU spent running their kernels and
+    copies (``torch.profiler``; None where the profiler gave nothing)."""
+
+    clips_per_s: float
+    device: str
+    total_mib: Optional[float] = None
+    peak_mib: Optional[float] = None
+    busy: Optional[float] = None
+
+
+@contextmanager
+def _trial_algorithms() -> Iterator[None]:
+    """Deterministic algorithms as a trial's Trainer sets them (``deterministic=True``),
+    restored afterwards: the kernels timed are the kernels trials run."""
+    import torch
+
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+             torch.utils.deterministic.fill_uninitialized_memory, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0])
+        torch.backends.cudnn.benchmark = saved[1]
+        torch.utils.deterministic.fill_uninitialized_memory = saved[2]
+        if saved[3] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+def measure_steps(config: Dict[str, Any], cpus: float, seconds: float = 2.0, warmup: int = 3,
+                  profiled: int = 10) -> StepMeasure:
+    """Time ``config``'s model on this machine's device: forward, backward and optimizer
+    steps on random batches of the trial's size, with the trial's torch threads and
+    algorithms, after ``warmup`` untimed steps (where compiling and graph capture happen);
+    on a GPU then ``profiled`` more steps under ``torch.profiler`` for the GPU's busy time."""
     import torch
 
     from specsweep.data.datasets import PreparedData, describe_dataset
@@ -105,40 +164,79 @@ def calibrate(config: Dict[str, Any], cpus: float, seconds: float = 2.0, warmup:
     info = describe_dataset(trial.data)
     n_labels, clip_samples = len(info.labels), info.nominal_samples
     device = trial_device()
-    task = build_trial_task(trial, PreparedData.from_info(info, {})).to(device)
-    task.train()
-    optimizer = task.configure_optimizers()
-    batch = trial.train.batch_size
-    generator = torch.Generator().manual_seed(0)
-    waves = (torch.randn(batch, clip_samples, generator=generator) * 0.1).to(device)
-    if trial.task_info.head == "utterance":
-        inputs: Tuple[Any, ...] = (waves, torch.randint(0, n_labels, (batch, 1), generator=generator).to(device))
-    else:
-        targets = torch.randint(0, n_labels, (batch, 10), generator=generator).to(device)
-        inputs = (waves, torch.full((batch,), clip_samples, device=device), targets,
-                  torch.full((batch,), 10, device=device))
+    cuda = device.type == "cuda"
+    with _trial_algorithms():
+        task = build_trial_task(trial, PreparedData.from_info(info, {})).to(device)
+        task.train()
+        optimizer = task.configure_optimizers()
+        batch = trial.train.batch_size
+        generator = torch.Generator().manual_seed(0)
+        waves = (torch.randn(batch, clip_samples, generator=generator) * 0.1).to(device)
+        if trial.task_info.head == "utterance":
+            inputs: Tuple[Any, ...] = (waves, torch.randint(0, n_labels, (batch, 1), generator=generator).to(device))
+        else:
+            targets = torch.randint(0, n_labels, (batch, 10), generator=generator).to(device)
+            inputs = (waves, torch.full((batch,), clip_samples, device=device), targets,
+                      torch.full((batch,), 10, device=device))
 
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        task._step(inputs)[0].backward()
-        optimizer.step()
-        task.net.frontend.after_optimizer_step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            task._step(inputs)[0].backward()
+            optimizer.step()
+            task.net.frontend.after_optimizer_step()
 
-    for _ in range(warmup):
-        step()
-    start, n = time.perf_counter(), 0
-    while n < 3 or time.perf_counter() - start < seconds:
-        step()
-        n += 1
-    return n * batch / (time.perf_counter() - start)
+        def sync() -> None:
+            if cuda:
+                torch.cuda.synchronize(device)
+
+        for _ in range(warmup):
+            step()
+        sync()
+        start, n = time.perf_counter(), 0
+        # Synchronised once at the end, as in training: the CPU may run ahead of the GPU.
+        while n < 3 or time.perf_counter() - start < seconds:
+            step()
+            n += 1
+            if n % 10 == 0:
+                sync()
+        sync()
+        wall = (time.perf_counter() - start) / n
+        if not cuda:
+            return StepMeasure(clips_per_s=batch / wall, device="cpu")
+        return StepMeasure(clips_per_s=batch / wall, device=torch.cuda.get_device_name(device),
+                           total_mib=torch.cuda.get_device_properties(device).total_memory / 2**20,
+                           peak_mib=torch.cuda.max_memory_reserved(device) / 2**20,
+                           busy=_busy_fraction(step, sync, profiled, wall))
 
 
-def sweep_cost(configs: List[Dict[str, Any]], cpus: float, gpus: float, limit_train_batches: Optional[int] = None,
-               rates: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
-    """Per trial and in total: clip-steps, clips/s and hours; ``rates`` maps
-    :func:`model_key` to calibrated clips/s (others use the recorded figures).
+def _busy_fraction(step: Callable[[], None], sync: Callable[[], None], steps: int, wall: float) -> Optional[float]:
+    """GPU time (kernels, copies, fills) per step from ``torch.profiler`` over ``steps``
+    steps, as a fraction of ``wall`` seconds per step; None when the profiler recorded
+    no GPU activity (no CUPTI)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        sync()
+    gpu_us = sum(e.self_device_time_total for e in prof.key_averages())
+    if gpu_us <= 0:
+        return None
+    return min(1.0, gpu_us / 1e6 / steps / wall)
+
+
+def calibrate(config: Dict[str, Any], cpus: float, seconds: float = 2.0, warmup: int = 2) -> float:
+    """Training clips/s of ``config``'s model on this machine's device (:func:`measure_steps`)."""
+    return measure_steps(config, cpus, seconds, warmup).clips_per_s
+
+
+def sweep_cost(configs: List[Dict[str, Any]], cpus: float, gpus: Union[float, str],
+               limit_train_batches: Optional[int] = None, measures: Optional[Dict[str, StepMeasure]] = None,
+               shares: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
+    """Per trial and in total: clip-steps, clips/s, GPU share and hours. ``measures`` maps
+    :func:`model_key` to a calibration on this machine (others use the recorded
+    figures); ``shares`` maps it to the GPU share ``gpus: auto`` chose from a GPU
+    calibration (:mod:`specsweep.packing`).
 
     Totals: ``clip_steps``; ``trial_hours`` (the trials one after another);
     ``cpu_hours`` and ``gpu_hours`` (trial hours x the CPUs and GPUs each holds). A total
@@ -147,20 +245,28 @@ def sweep_cost(configs: List[Dict[str, Any]], cpus: float, gpus: float, limit_tr
     for i, config in enumerate(configs):
         steps = clip_steps(config, limit_train_batches)
         key = model_key(config)
-        if rates is not None and key in rates:
-            rate, source = rates[key], "calibrated on this machine"
+        measure = (measures or {}).get(key)
+        if measure is None:
+            rate, source, share = recorded_rate(config, gpus)
+        elif measure.device == "cpu":
+            # On this machine, auto finds no GPU and trials run on CPUs.
+            share = 0.0 if gpus == "auto" else float(gpus)
+            rate, source = measure.clips_per_s, "calibrated on this machine (CPU)"
         else:
-            rate, source = recorded_rate(config, gpus)
+            share = (shares or {}).get(key, 1.0) if gpus == "auto" else float(gpus)
+            rate = shared_rate(measure.clips_per_s, measure.busy, share)
+            source = f"calibrated on this machine ({measure.device})"
         hours = steps / rate / 3600 if steps is not None and rate else None
         per_trial.append({"trial": i, "epochs": config["train"]["epochs"],
                           "train_clips": declared_train_clips(config["data"]), "clip_steps": steps,
-                          "clips_per_s": rate, "hours": hours, "rate_source": source})
+                          "clips_per_s": rate, "gpus": share, "hours": hours, "rate_source": source})
 
     def total(field: str, factor: int | float = 1) -> Optional[float]:
         values = [t[field] for t in per_trial]
         return None if any(v is None for v in values) else sum(values) * factor
 
+    gpu_hours = None if any(t["hours"] is None for t in per_trial) else sum(t["hours"] * t["gpus"] for t in per_trial)
     return {"per_trial": per_trial,
             "total": {"trials": len(per_trial), "clip_steps": total("clip_steps"), "trial_hours": total("hours"),
-                      "cpu_hours": total("hours", cpus), "gpu_hours": total("hours", gpus) if gpus > 0 else 0.0},
-            "calibrated": rates is not None}
+                      "cpu_hours": total("hours", cpus), "gpu_hours": gpu_hours},
+            "calibrated": measures is not None}

@@ -258,8 +258,27 @@ class SweepOutcome:
         return 1 if self.errored or self.unfinished else 0
 
 
+def _trial_resources(spec: SweepSpec, gpu_packing: Optional[List[Dict[str, Any]]]) -> Any:
+    """Tune's resources of a trial: the spec's, or with ``gpus: auto`` each model's share."""
+    if not spec.resources.auto_gpus:
+        return {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
+    from specsweep.packing import TrialResources, packing_from_record
+
+    return TrialResources(spec.resources.cpus, packing_from_record(gpu_packing or []))
+
+
+def _resolve_gpus(spec: SweepSpec) -> Optional[List[Dict[str, Any]]]:
+    """What ``resources.gpus: auto`` chooses on the joined Ray (None for a fixed number)."""
+    if not spec.resources.auto_gpus:
+        return None
+    from specsweep.packing import packing_configs, packing_record, resolve_gpus
+
+    return packing_record(resolve_gpus(packing_configs(spec), spec.resources.cpus))
+
+
 def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bool = False,
-                 restart_errored: bool = False, verbose: bool = False):
+                 restart_errored: bool = False, verbose: bool = False,
+                 gpu_packing: Optional[List[Dict[str, Any]]] = None):
     from ray import tune
 
     from specsweep import tracking
@@ -288,8 +307,8 @@ def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bo
         # happens within seconds; short epochs do that by design, and a local run
         # directory's snapshot is a file write.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
-    trainable = tune.with_resources(tune.with_parameters(train_trial, run=context), resources)
+    trainable = tune.with_resources(tune.with_parameters(train_trial, run=context),
+                                    _trial_resources(spec, gpu_packing))
     if restore:
         return tune.Tuner.restore(run_dir.uri, trainable, resume_unfinished=True, resume_errored=not restart_errored,
                                   restart_errored=restart_errored)
@@ -350,12 +369,13 @@ def run_sweep(
     _join_ray(address, num_cpus)
     if cluster:
         _check_cluster(spec, cluster)
+    gpu_packing = _resolve_gpus(spec)
     storage_existed = storage.is_dir()
     claimed = claim_run_dir(storage, name)
     run_dir = RunLocation(claimed)
     with released_on_failure(claimed, storage_existed):
-        write_run(run_dir, spec, spec_path, smoke)
-        tuner = _build_tuner(spec, run_dir, smoke, verbose=verbose)
+        write_run(run_dir, spec, spec_path, smoke, gpu_packing)
+        tuner = _build_tuner(spec, run_dir, smoke, verbose=verbose, gpu_packing=gpu_packing)
     return _finish(tuner, spec, run_dir)
 
 
@@ -365,7 +385,7 @@ def _check_cluster(spec: SweepSpec, address: str) -> None:
 
     have = ray.cluster_resources()
     problems = [f"resources.{key}: a trial asks for {asked:g} but the cluster at {address} has {have.get(kind, 0):g}"
-                for key, kind, asked in (("cpus", "CPU", spec.resources.cpus), ("gpus", "GPU", spec.resources.gpus))
+                for key, kind, asked in (("cpus", "CPU", spec.resources.cpus), ("gpus", "GPU", spec.resources.fixed_gpus))
                 if asked > have.get(kind, 0)]
     if problems:
         raise SpecError("resources", problems)
@@ -383,7 +403,8 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
 
     run_dir = RunLocation(run_dir)
     spec = load_run(run_dir)
-    smoke = run_info(run_dir).get("smoke", False)
+    info = run_info(run_dir)
+    smoke = info.get("smoke", False)
     try:
         trials = read_trials(run_dir)
     except DamagedRunError as err:
@@ -402,7 +423,12 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
                local=cluster_address(address) is None, num_cpus=num_cpus)
     _prepare_data(spec)
     _join_ray(address, num_cpus)
-    tuner = _build_tuner(spec, run_dir, smoke, restore=True, restart_errored=restart_errored, verbose=verbose)
+    # The resources the sweep started with; a run from before gpus: auto was recorded measures anew.
+    gpu_packing = info.get("gpu_packing")
+    if gpu_packing is None:
+        gpu_packing = _resolve_gpus(spec)
+    tuner = _build_tuner(spec, run_dir, smoke, restore=True, restart_errored=restart_errored, verbose=verbose,
+                         gpu_packing=gpu_packing)
     return _finish(tuner, spec, run_dir)
 
 

@@ -162,8 +162,8 @@ def local_resource_problems(spec: SweepSpec, num_cpus: Optional[int] = None) -> 
                         f"allowed: at most {cpus} (or join a larger cluster with --address)")
     # Counts devices without creating a CUDA context.
     gpus = torch.cuda.device_count()
-    if spec.resources.gpus > gpus:
-        problems.append(f"resources.gpus: a trial asks for {spec.resources.gpus:g} GPUs but this machine has {gpus}; "
+    if spec.resources.fixed_gpus > gpus:
+        problems.append(f"resources.gpus: a trial asks for {spec.resources.fixed_gpus:g} GPUs but this machine has {gpus}; "
                         f"allowed: at most {gpus} (or join a cluster with GPUs with --address)")
     return problems
 

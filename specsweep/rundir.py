@@ -9,7 +9,8 @@ either kind.
 A run directory holds::
 
     specsweep.yaml              the validated spec the sweep ran (SPEC_FILE)
-    specsweep-run.json          how it was started: spec path, --smoke-test, time (RUN_FILE)
+    specsweep-run.json          how it was started: spec path, --smoke-test, time and
+                                what resources.gpus: auto chose (RUN_FILE)
     experiment_state-*.json     Tune's experiment state (EXPERIMENT_STATE)
     trial_<id>/                 one folder per trial (trial_folder)
         result.json             one JSON row per report (RESULT_FILE)
@@ -29,7 +30,7 @@ import shutil
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import pyarrow.fs as pafs
 import yaml
@@ -272,12 +273,17 @@ def released_on_failure(run_dir: Union[Path, RunLocation], storage_existed: bool
         raise
 
 
-def write_run(run_dir: RunLocation, spec: SweepSpec, spec_path: Union[Path, str], smoke: bool) -> None:
+def write_run(run_dir: RunLocation, spec: SweepSpec, spec_path: Union[Path, str], smoke: bool,
+              gpu_packing: Optional[List[Dict[str, Any]]] = None) -> None:
     """Write the files :func:`load_run` and :func:`run_info` read back: the validated spec
-    and how the sweep was started."""
+    and how the sweep was started, with what ``resources.gpus: auto`` chose
+    (``gpu_packing``, rows of :func:`specsweep.packing.packing_record`; empty: no GPUs),
+    so that a resume asks for the same resources."""
+    info: Dict[str, Any] = {"spec": str(spec_path), "smoke": smoke, "created": datetime.now().isoformat()}
+    if gpu_packing is not None:
+        info["gpu_packing"] = gpu_packing
     run_dir.write_text(SPEC_FILE, yaml.safe_dump(spec.model_dump(), sort_keys=False))
-    run_dir.write_text(RUN_FILE, json.dumps({"spec": str(spec_path), "smoke": smoke,
-                                             "created": datetime.now().isoformat()}))
+    run_dir.write_text(RUN_FILE, json.dumps(info, indent=1))
 
 
 def load_run(run_dir: Union[Path, str, RunLocation]) -> SweepSpec:

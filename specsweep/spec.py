@@ -89,16 +89,29 @@ class SchedulerConfig(_Strict):
 
 
 class ResourcesConfig(_Strict):
+    """What each trial holds. ``gpus``: GPUs per trial (a fraction below 1 shares one), or
+    ``auto``: each model measured on a GPU at launch decides how many of its trials share
+    one (:mod:`specsweep.packing`), and trials run on CPUs where Ray has no GPU."""
+
     cpus: float = Field(1.0, gt=0)
-    gpus: float = Field(0.0, ge=0)
+    gpus: Union[Literal["auto"], Annotated[float, Field(ge=0)]] = 0.0
     max_concurrent: Optional[int] = Field(None, ge=1)
 
     @field_validator("gpus")
     @classmethod
-    def _whole_above_one(cls, v: float) -> float:
-        if v > 1 and v != int(v):
-            raise ValueError(f"fractional GPUs must be at most 1 (e.g. 0.25 for four trials per GPU); got {v}")
+    def _whole_above_one(cls, v: Union[str, float]) -> Union[str, float]:
+        if not isinstance(v, str) and v > 1 and v != int(v):
+            raise ValueError(f"fractional GPUs must be at most 1 (e.g. 0.25 for four trials per GPU) or auto; got {v}")
         return v
+
+    @property
+    def auto_gpus(self) -> bool:
+        return self.gpus == "auto"
+
+    @property
+    def fixed_gpus(self) -> float:
+        """GPUs per trial as a number: ``auto`` counts 0 until measured."""
+        return 0.0 if isinstance(self.gpus, str) else self.gpus
 
 
 class FailureConfig(_Strict):

@@ -27,6 +27,7 @@ from typing import Dict, List, Set
 
 import pyarrow.fs as pafs
 import pytest
+import yaml
 from ray.tune import ExperimentAnalysis
 
 from specsweep.status import read_trials
@@ -71,7 +72,9 @@ class Head:
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
-    """``ray start --head --block`` on 127.0.0.1 with 2 CPUs and its own ports and temp dir.
+    """``ray start --head --block`` on 127.0.0.1 with 2 CPUs and its own ports and temp dir,
+    and one GPU that this machine does not have (``--num-gpus=1``), as a node started that
+    way on a machine without a usable GPU would claim.
 
     HOME is a fresh folder holding a token in ``~/.ray/auth_token``, which makes
     ``ray start`` turn token authentication on, as on a machine where Ray ran before.
@@ -94,7 +97,7 @@ def ray_head(tmp_path_factory):
         [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
          f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
-         f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}", "--num-cpus=2",
+         f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}", "--num-cpus=2", "--num-gpus=1",
          f"--temp-dir={temp_dir}"],
         env={**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, stdout=log, stderr=subprocess.STDOUT, cwd=home)
     try:
@@ -158,6 +161,23 @@ def test_a_wrong_token_fails_in_one_line(ray_head, tmp_path):
     assert "refused this machine's authentication token" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_gpus_auto_on_a_gpu_torch_cannot_see_fails_before_the_run(ray_head, tmp_path):
+    """``resources.gpus: auto`` measures each model in a Ray task on a GPU of the
+    cluster; on the head's claimed GPU torch finds none, and the run stops there with the
+    node and what to check, before any run directory exists."""
+    spec = yaml.safe_load((ROOT / QUICKSTART).read_text())
+    spec["resources"]["gpus"] = "auto"
+    path = tmp_path / "auto.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    done = _specsweep("run", str(path), "--smoke-test", "--address", ray_head.address, "--storage",
+                      str(tmp_path / "runs"), "--name", "auto", env=ray_head.env, timeout=300)
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "resources.gpus: auto: measuring 4 model(s) on a GPU each" in done.stdout
+    assert "Ray gave a GPU on node 127.0.0.1" in done.stderr and "torch sees no CUDA device" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "runs" / "auto").exists()
 
 
 @pytest.mark.parametrize("setting, message", [

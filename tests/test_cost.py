@@ -71,7 +71,7 @@ def test_smoke_cost_and_calibration_on_this_machine(capsys, cache_dir, tmp_path)
     assert [t["clip_steps"] for t in cost["per_trial"]] == [96, 96]
     assert cost["calibrated"]
     for trial in cost["per_trial"]:
-        assert trial["rate_source"] == "calibrated on this machine" and trial["clips_per_s"] > 0
+        assert trial["rate_source"] == "calibrated on this machine (CPU)" and trial["clips_per_s"] > 0
         assert trial["hours"] == pytest.approx(96 / trial["clips_per_s"] / 3600)
     # Two settings, two models timed: their figures differ as their measurements do.
     assert cost["per_trial"][0]["clips_per_s"] != cost["per_trial"][1]["clips_per_s"]

@@ -102,8 +102,18 @@ class DeviceBatches:
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         torch.empty((), dtype=torch.int64).random_(generator=self.generator)
-        for indices in self.batches:
-            index = torch.as_tensor(indices, device=self.device)
+        # The samplers draw a whole pass at its start, so taking every batch's indices now
+        # draws the same numbers; they then reach the device in one copy per pass. A copy
+        # per batch from a Python list would wait for the GPU to finish the previous step.
+        batches = list(self.batches)
+        order = torch.tensor([i for indices in batches for i in indices], dtype=torch.int64)
+        if self.device.type == "cuda":
+            order = order.pin_memory()
+        order = order.to(self.device, non_blocking=True)
+        start = 0
+        for indices in batches:
+            index = order[start:start + len(indices)]
+            start += len(indices)
             # int16 / 2**15 in float32 is exact, as the loader's NumPy conversion.
             yield self.audio[index].float() / 32768.0, self.targets[index]
 

@@ -6,7 +6,8 @@ The tasks registry (:mod:`specsweep.tasks`) names them and builds them with ``fo
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
 import torch
@@ -35,6 +36,7 @@ class SpeechTask(pl.LightningModule):
         self.optim = optim
         self.labels = list(labels)
         self.figures: Dict[str, Figure] = {}
+        self._pending_checks: Deque[Tuple[torch.Tensor, torch.Tensor, int, int, Any]] = deque()
 
     @classmethod
     def for_data(cls, net: SpectrogramModel, train: TrainConfig, data: PreparedData) -> "SpeechTask":
@@ -50,14 +52,41 @@ class SpeechTask(pl.LightningModule):
         return None
 
     def _check_finite(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
-                "stopping this trial (lower the learning rate?)"
-            )
+        """Stop on a non-finite training loss. On a GPU the check must not wait for the
+        step to finish (a CPU-bound trial would lose its lead over the GPU every step):
+        the flag is copied back without blocking and read once its copy is done, at a
+        later step or at the epoch's last step at the latest, naming the step it came from."""
+        bad = ~torch.isfinite(loss.detach())
+        if loss.device.type != "cuda":
+            if bad:
+                self._raise_non_finite(float(loss), self.current_epoch, self.global_step)
+            return
+        event = torch.cuda.Event()
+        pending = (bad.to("cpu", non_blocking=True), loss.detach().to("cpu", non_blocking=True),
+                   self.current_epoch, self.global_step, event)
+        event.record()
+        self._pending_checks.append(pending)
+
+    def _read_checks(self, wait: bool) -> None:
+        while self._pending_checks and (wait or self._pending_checks[0][-1].query()):
+            bad, value, epoch, step, event = self._pending_checks.popleft()
+            event.synchronize()
+            if bad:
+                self._raise_non_finite(float(value), epoch, step)
+
+    def _raise_non_finite(self, value: float, epoch: int, step: int) -> None:
+        raise NonFiniteLossError(
+            f"training loss is {value} at epoch {epoch}, step {step}; stopping this trial (lower the learning rate?)"
+        )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.net.frontend.after_optimizer_step()
+        # Validation and the epoch's checkpoint come after the last step: they must not
+        # see weights that a non-finite loss has spoiled.
+        self._read_checks(wait=batch_idx + 1 >= self.trainer.num_training_batches)
+
+    def on_train_epoch_end(self) -> None:
+        self._read_checks(wait=True)
 
     def configure_optimizers(self) -> Any:
         o = self.optim
@@ -65,12 +94,16 @@ class SpeechTask(pl.LightningModule):
         groups: List[Dict[str, Any]] = [{"params": [p for p in self.net.backbone.parameters() if p.requires_grad]}]
         if frontend:
             groups.append({"params": frontend, "lr": o.frontend_lr if o.frontend_lr is not None else o.lr})
+        # On a GPU one fused kernel updates every parameter; the default (foreach) launches
+        # several per parameter group and step, which small models are bound by.
+        params = [p for g in groups for p in g["params"]]
+        fused = {"fused": True} if params and all(p.is_cuda for p in params) else {}
         if o.optimizer == "adam":
-            opt = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+            opt = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay, **fused)
         elif o.optimizer == "adamw":
-            opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+            opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay, **fused)
         elif o.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+            opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **fused)
         else:
             raise ValueError(f"train.optimizer must be adam, adamw or sgd, got {o.optimizer!r}")
         if o.schedule == "constant" and o.warmup_epochs == 0:

@@ -1,0 +1,275 @@
+"""``resources.gpus: auto``: how many trials share a GPU, from each model measured on one.
+
+Small models leave a GPU mostly idle: one compiled BC-ResNet-1 trial kept an H200 busy
+19 % of the time, four side by side 96 %, and sixteen trained 22 % more clips/s than four
+(README, "Benchmarks"). So trials are packed until their GPU work, measured alone, adds
+up to :data:`GPU_LOAD` times the GPU's time, or until their memory fills the GPU,
+whichever comes first.
+
+Each distinct model of a sweep (:func:`specsweep.cost.model_key`: task, front-end,
+backbone, batch size, compile switch) is measured once by a Ray task that holds a whole
+GPU (:func:`specsweep.cost.measure_steps`): its peak GPU memory and the fraction of the
+time the GPU ran its kernels (``busy``). Its trials then ask for ``1 / n`` of a GPU
+(:func:`trials_per_gpu`); Ray places them, and a node's CPUs may hold fewer.
+
+Examples
+--------
+>>> n, why = trials_per_gpu(peak_mib=700, data_mib=3_300, busy=0.19, total_mib=81_559)
+>>> n, gpu_share(n)
+(11, 0.0909)
+>>> print(why)
+memory allows 15 (4.5 GiB each of 71.7 GiB usable), GPU time 11 (busy 19% alone, packed to 200%)
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import itertools
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+
+from specsweep.cost import StepMeasure, model_key
+from specsweep.data.datasets import describe_dataset
+
+if TYPE_CHECKING:
+    from specsweep.spec import SweepSpec
+
+# Trials per GPU until their GPU time measured alone sums to this many GPUs: kernels of
+# different processes take turns on a GPU, and a trial's CPU work leaves gaps that others fill.
+GPU_LOAD = 2.0
+# Per trial process, outside torch's allocator: the CUDA context, cuBLAS and cuDNN workspaces.
+CONTEXT_MIB = 600.0
+# Of the GPU's memory, what trials may fill; the rest is slack for fragmentation and the driver.
+USABLE = 0.9
+MAX_PER_GPU = 64
+# Search keys that change what model_key sees, and so a trial's memory and GPU time.
+_MODEL_KEYS = ("task", "data.name", "frontend.", "backbone.", "train.batch_size", "train.compile", "train.data_path")
+
+
+class PackingError(RuntimeError):
+    """``resources.gpus: auto`` could not be resolved; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Packing:
+    """What ``auto`` chose for one model: ``per_gpu`` trials share a GPU, each asking for
+    ``gpus``; ``why`` names the limits; ``measure`` is the model's measurement alone."""
+
+    model: str
+    label: str
+    per_gpu: int
+    gpus: float
+    why: str
+    measure: Dict[str, Any]
+
+
+def gpu_share(per_gpu: int) -> float:
+    """The GPU fraction each of ``per_gpu`` trials asks Ray for: rounded down to Ray's
+    resource precision (1e-4), so that ``per_gpu`` of them fit on one GPU."""
+    return 1.0 if per_gpu <= 1 else math.floor(10_000 / per_gpu) / 10_000
+
+
+def device_data_mib(config: Mapping[str, Any]) -> Optional[float]:
+    """GPU memory a trial's data takes on the device data path: every split's int16 clips
+    and int64 targets (one per clip). 0 for the DataLoader path. Split sizes the dataset
+    does not declare are counted from its prepared caches on this machine (a launch has
+    prepared them); None when it is not prepared here."""
+    info = describe_dataset(config["data"])
+    data_path = config["train"].get("data_path", "auto")
+    if data_path == "loader" or info.clip_samples is None:
+        return 0.0
+    sizes = list(info.split_sizes.values())
+    if any(n is None for n in sizes):
+        counted = _prepared_sizes(json.dumps(config["data"], sort_keys=True))
+        if counted is None:
+            return None
+        sizes = counted
+    return sum(sizes) * (info.clip_samples * 2 + 8) / 2**20
+
+
+@functools.lru_cache(maxsize=16)
+def _prepared_sizes(data_json: str) -> Optional[List[int]]:
+    from specsweep.data.datasets import DatasetConfigError, prepare_dataset
+    from specsweep.data.speechcommands import DatasetMissingError
+
+    try:
+        prepared = prepare_dataset(json.loads(data_json))
+    except (DatasetMissingError, DatasetConfigError, OSError):
+        return None
+    return [len(prepared.dataset(split)) for split in prepared.splits]
+
+
+def trials_per_gpu(peak_mib: float, data_mib: float, busy: Optional[float], total_mib: float) -> Tuple[int, str]:
+    """Trials of one model per GPU, and why: the fewest of what the GPU's memory holds
+    (each trial: ``peak_mib`` of its steps + ``data_mib`` + :data:`CONTEXT_MIB`, out of
+    :data:`USABLE` of ``total_mib``) and of what fills :data:`GPU_LOAD` GPUs' time at
+    ``busy`` each (memory alone when ``busy`` is unknown). Raises PackingError when not
+    even one trial fits."""
+    each = peak_mib + data_mib + CONTEXT_MIB
+    usable = USABLE * total_mib
+    by_memory = int(usable // each)
+    memory = f"memory allows {by_memory} ({each / 1024:.1f} GiB each of {usable / 1024:.1f} GiB usable)"
+    if by_memory < 1:
+        raise PackingError(f"{memory}: a trial needs more GPU memory than the GPU has")
+    if busy is None or busy <= 0:
+        n = min(by_memory, MAX_PER_GPU)
+        return n, f"{memory}, GPU time not measured (no profiler data)"
+    by_load = max(1, math.ceil(GPU_LOAD / busy - 1e-9))
+    n = min(by_memory, by_load, MAX_PER_GPU)
+    return n, f"{memory}, GPU time {by_load} (busy {busy:.0%} alone, packed to {GPU_LOAD:.0%})"
+
+
+def _measure_on_gpu(config: Dict[str, Any], cpus: float) -> Dict[str, Any]:
+    """Body of the Ray task that measures one model on the GPU Ray gave it."""
+    import os
+
+    import torch
+
+    from specsweep.cost import measure_steps
+
+    if not torch.cuda.is_available():
+        import ray
+
+        raise PackingError(
+            f"Ray gave a GPU on node {ray.util.get_node_ip_address()} (CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}) but torch sees no CUDA device there "
+            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); was the node started with "
+            f"`ray start --num-gpus` on a machine without a usable GPU?")
+    return asdict(measure_steps(config, cpus))
+
+
+def _label(config: Mapping[str, Any]) -> str:
+    from specsweep.frontends import frontend_setting
+
+    train = config["train"]
+    return (f"{config['frontend']['name']}+{config['backbone']['name']} setting {frontend_setting(config['frontend'])}, "
+            f"batch {train['batch_size']}{', compiled' if train.get('compile') else ''}")
+
+
+def plan_packing(measures: Mapping[str, StepMeasure], configs: List[Dict[str, Any]]) -> Dict[str, Packing]:
+    """A :class:`Packing` per distinct model of ``configs`` from its GPU measurement."""
+    plans = {}
+    for config in configs:
+        key = model_key(config)
+        if key in plans:
+            continue
+        m = measures[key]
+        data = device_data_mib(config)
+        if m.peak_mib is None or m.total_mib is None:
+            raise PackingError(f"{_label(config)}: measured on {m.device}, not a GPU")
+        try:
+            n, why = trials_per_gpu(m.peak_mib, data or 0.0, m.busy, m.total_mib)
+        except PackingError as err:
+            raise PackingError(f"{_label(config)} on {m.device}: {err} (steps {m.peak_mib:,.0f} MiB, data on the "
+                               f"device {data or 0:,.0f} MiB); lower train.batch_size, use train.data_path: "
+                               f"loader, or give whole GPUs (resources.gpus: 1)") from None
+        if data is None:
+            why += "; the data's size is unknown, so its GPU memory is not counted"
+        plans[key] = Packing(key, _label(config), n, gpu_share(n), why, asdict(m))
+    return plans
+
+
+def packing_configs(spec: "SweepSpec") -> List[Dict[str, Any]]:
+    """One trial config per distinct model the sweep can run. A sampled search dimension
+    that shapes the model is represented by its choices, or by the two ends of its range
+    (memory and GPU time grow with sizes); a trial whose model was not measured as such
+    gets the most cautious packing (:class:`TrialResources`)."""
+    from specsweep.spec import _set_dotted, expand_trials
+
+    sampled: Dict[str, List[Any]] = {}
+    for key, param in spec.search.space.items():
+        if param.form == "grid" or not (key == "task" or key.startswith(_MODEL_KEYS)):
+            continue
+        if param.form == "choice":
+            sampled[key] = list(param.choice or [])
+        elif param.form == "randint":
+            low, high = param.randint or (0, 1)
+            sampled[key] = [low, high - 1]
+        else:
+            sampled[key] = list(getattr(param, param.form))
+    configs: Dict[str, Dict[str, Any]] = {}
+    for trial in expand_trials(spec):
+        for combo in itertools.product(*sampled.values()):
+            config = copy.deepcopy(trial)
+            for key, value in zip(sampled, combo):
+                _set_dotted(config, key, value)
+            configs.setdefault(model_key(config), config)
+    return list(configs.values())
+
+
+def measure_models(configs: List[Dict[str, Any]], cpus: float) -> Dict[str, Packing]:
+    """Measure each distinct model of ``configs`` on a GPU of the joined Ray cluster (one
+    Ray task per model, each holding a whole GPU, as many at once as there are GPUs) and
+    plan its packing. Prints a line per model as its measurement comes in."""
+    import ray
+
+    distinct: Dict[str, Dict[str, Any]] = {}
+    for config in configs:
+        distinct.setdefault(model_key(config), config)
+    task = ray.remote(num_gpus=1, num_cpus=cpus, max_retries=0)(_measure_on_gpu)
+    print(f"[specsweep] resources.gpus: auto: measuring {len(distinct)} model(s) on a GPU each "
+          f"(compiling ones take about a minute)", flush=True)
+    pending = {task.remote(config, cpus): key for key, config in distinct.items()}
+    measures: Dict[str, StepMeasure] = {}
+    plans: Dict[str, Packing] = {}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        key = pending.pop(done[0])
+        try:
+            measures[key] = StepMeasure(**ray.get(done[0]))
+        except ray.exceptions.RayTaskError as err:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            cause = err.cause if isinstance(getattr(err, "cause", None), Exception) else err
+            raise PackingError(f"measuring {_label(distinct[key])} on a GPU failed: "
+                               f"{str(cause).strip().splitlines()[-1]}") from None
+        plans.update(plan_packing({key: measures[key]}, [distinct[key]]))
+        p = plans[key]
+        m = measures[key]
+        print(f"[specsweep]   {p.label}: {p.per_gpu} per GPU ({p.gpus:g} GPU each) on {m.device}: {p.why}; "
+              f"{m.clips_per_s:,.0f} clips/s alone", flush=True)
+    return plans
+
+
+def resolve_gpus(configs: List[Dict[str, Any]], cpus: float) -> Dict[str, Packing]:
+    """``auto`` on the joined Ray cluster: a packing per model when it has GPUs, none
+    (trials on CPUs, with a line saying so) when it has none."""
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus <= 0:
+        print("[specsweep] resources.gpus: auto: Ray has no GPUs here; trials run on CPUs", flush=True)
+        return {}
+    return measure_models(configs, cpus)
+
+
+class TrialResources:
+    """Tune's resource request of a trial, by its config: ``cpus`` each, and the GPU
+    share its model's packing chose; a model that was not measured (a sampled value
+    between the measured ends) gets the largest share any measured model got."""
+
+    def __init__(self, cpus: float, plans: Mapping[str, Packing]) -> None:
+        self.cpus = cpus
+        self.shares = {key: p.gpus for key, p in plans.items()}
+        self.cautious = max(self.shares.values(), default=0.0)
+
+    def gpus(self, config: Mapping[str, Any]) -> float:
+        return self.shares.get(model_key(config), self.cautious)
+
+    def __call__(self, config: Dict[str, Any]) -> Any:
+        from ray.tune import PlacementGroupFactory
+
+        gpus = self.gpus(config)
+        return PlacementGroupFactory([{"CPU": self.cpus, **({"GPU": gpus} if gpus else {})}])
+
+
+def packing_record(plans: Mapping[str, Packing]) -> List[Dict[str, Any]]:
+    """The plans as JSON-ready rows, for the run directory."""
+    return [asdict(p) for p in plans.values()]
+
+
+def packing_from_record(rows: List[Dict[str, Any]]) -> Dict[str, Packing]:
+    return {row["model"]: Packing(**row) for row in rows}
