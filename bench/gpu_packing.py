@@ -16,7 +16,8 @@ utilisation and memory are ``nvidia-smi`` samples in that window.
 
 Runs, in order, until ``--budget-s`` is spent (a run that would not fit is skipped and
 named): see :data:`RUNS`. ``quickstart`` is BC-ResNet-1 + nnAudio at batch 32 over
-settings A-D (as ``sweeps/quickstart.yaml``); ``kws`` cycles the eight models of
+settings A-D (as ``sweeps/quickstart.yaml``), ``paper`` the same models at the paper grid's
+batch of 100 (issue 17's targets); ``kws`` cycles the eight models of
 ``sweeps/paper/kws_settings.yaml`` ({nnaudio, fastaudio} x {bcresnet, simple} x settings
 A, D) at its batch of 100.
 
@@ -57,7 +58,7 @@ class Run:
     """``trials`` processes at a time on the GPU, cycling through ``models``."""
 
     name: str
-    models: str  # "quickstart" or "kws"
+    models: str  # "quickstart", "paper" (the quickstart's models at the paper's batch) or "kws"
     trials: int
     data_path: str
     compile: bool
@@ -69,8 +70,13 @@ class Run:
 
 
 def _runs() -> List[Run]:
-    q, k = "quickstart", "kws"
+    q, k, p = "quickstart", "kws", "paper"
     return [
+        # Issue 17's targets at the paper grid's batch of 100: one trial alone, then 16 per GPU.
+        Run("p1-device-compiled", p, 1, "device", True, 150),
+        Run("p16-device-compiled", p, 16, "device", True, 80),
+        Run("p1-device", p, 1, "device", False, 60),
+        Run("p8-device-compiled", p, 8, "device", True, 100),
         Run("q1-loader", q, 1, "loader", False, 60),
         Run("q1-device", q, 1, "device", False, 80),
         Run("q1-device-compiled", q, 1, "device", True, 300),
@@ -123,9 +129,9 @@ def write_tree(root: Path, clips_per_word: int, seed: int = 0) -> Path:
 def trial_config(run: Run, index: int, root: Path, epochs: int) -> Dict[str, Any]:
     from specsweep.spec import TrainConfig
 
-    models = QUICKSTART if run.models == "quickstart" else KWS_MODELS
+    models = KWS_MODELS if run.models == "kws" else QUICKSTART
     frontend, backbone, setting = models[index % len(models)]
-    lr = {"lr": 0.02, "frontend_lr": 0.0005} if run.models == "quickstart" else {"lr": 0.001}
+    lr = {"lr": 0.001} if run.models == "kws" else {"lr": 0.02, "frontend_lr": 0.0005}
     return {
         "task": "kws", "seed": 1 + index // len(models),
         "data": {"name": "speechcommands", "root": str(root)},

@@ -209,7 +209,9 @@ def measure_models(configs: List[Dict[str, Any]], cpus: float) -> Dict[str, Pack
     distinct: Dict[str, Dict[str, Any]] = {}
     for config in configs:
         distinct.setdefault(model_key(config), config)
-    task = ray.remote(num_gpus=1, num_cpus=cpus, max_retries=0)(_measure_on_gpu)
+    # max_calls=1: the worker exits after its task, so its CUDA context and cached memory
+    # leave the GPU before trials arrive.
+    task = ray.remote(num_gpus=1, num_cpus=cpus, max_retries=0, max_calls=1)(_measure_on_gpu)
     print(f"[specsweep] resources.gpus: auto: measuring {len(distinct)} model(s) on a GPU each "
           f"(compiling ones take about a minute)", flush=True)
     pending = {task.remote(config, cpus): key for key, config in distinct.items()}
