@@ -9,7 +9,9 @@ backward, optimizer step, and the front-end's post-step clamping. The task comes
 ``specsweep.assembly.build_task`` with a quickstart-like config; the optimizer is
 the task's own (Adam, its parameter groups) without the learning-rate schedule, which
 needs a Lightning trainer and costs nothing measurable. Lightning's loop and logging are
-not included (see ``bench_sweep`` for whole trials under Ray).
+not included there; a second table times setting A's step through the trial's Lightning
+loop (``trial_data``, ``build_trial_task``, ``trainer_options``) against the bare step, for
+Lightning's own time per step (``bench_sweep`` has whole trials under Ray).
 
 Each cell runs warm-up steps, then steps until ``--seconds`` have passed; 1 torch thread,
 as a trial with 1 CPU in a sweep. ``bench/gpu_trials.py`` runs the same on a GPU.
@@ -108,6 +110,55 @@ def steps_per_second(config: Dict[str, Any], data: PreparedData, device: torch.d
     return n / (time.perf_counter() - start), n
 
 
+def lightning_seconds_per_step(config: Dict[str, Any], data: PreparedData, device: torch.device, data_path: str,
+                               epochs: int = 3) -> float:
+    """Seconds per training step of ``config``'s trial through Lightning's loop, as a sweep
+    trial runs it (``trial_data``, ``build_trial_task``, the trial's trainer options; no
+    validation, Ray, W&B or checkpoints): the median over epochs after the first."""
+    import tempfile
+    from pathlib import Path
+
+    import lightning.pytorch as pl
+
+    from specsweep.spec import TrialConfig
+    from specsweep.trainables.trial import build_trial_task, trainer_options, trial_data
+
+    config = {**config, "train": {**config["train"], "epochs": epochs, "data_path": data_path}}
+    trial = TrialConfig.model_validate(config)
+    pl.seed_everything(trial.seed, verbose=False)
+    data, loaders, _ = trial_data(trial)
+    task = build_trial_task(trial, data)
+    per_step: List[float] = []
+
+    class Clock(pl.Callback):
+        def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            per_step.append((time.perf_counter() - self.start) / trainer.num_training_batches)
+
+    with tempfile.TemporaryDirectory(prefix="bench-trials-") as root:
+        trainer = pl.Trainer(logger=False, callbacks=[Clock()],
+                             **trainer_options(trial.train, None, 0, Path(root), len(loaders["train"])))
+        trainer.fit(task, loaders["train"], loaders["val"])
+    timed = sorted(per_step[1:] or per_step)
+    return timed[len(timed) // 2]
+
+
+def lightning_table(data_config: Dict[str, Any], results: Dict[Tuple[str, str], Tuple[float, int]],
+                    data: PreparedData, device: torch.device, data_path: str, epochs: int) -> str:
+    """Lightning's own time per step in setting A (the least compute per step): the step
+    through the trial's Lightning loop against the bare step of :func:`measure`."""
+    rows = []
+    for label, backbone in BACKBONES.items():
+        bare = BATCH / results["A", label][0]
+        through = lightning_seconds_per_step(trial_config(backbone, "A", data_config), data, device, data_path, epochs)
+        rows.append([label, fmt(bare * 1e3, 2), fmt(through * 1e3, 2), fmt((through - bare) * 1e3, 2)])
+    return table(["backbone (setting A)", "bare step ms", "through Lightning ms", "Lightning's own ms per step"], rows)
+
+
 def measure(data_config: Dict[str, Any], settings: Sequence[str], device: torch.device, seconds: float,
             warmup: int, min_steps: int, data_path: str = "loader"
             ) -> Tuple[Dict[Tuple[str, str], Tuple[float, int]], PreparedData]:
@@ -145,6 +196,8 @@ def build_parser(name: str, description: str, default_device: str) -> argparse.A
     p.add_argument("--settings", default="ABCD")
     p.add_argument("--device", default=default_device)
     p.add_argument("--threads", type=int, default=1, help="torch threads (sweeps give each trial 1 per CPU)")
+    p.add_argument("--lightning-epochs", type=int, default=4,
+                   help="epochs of the Lightning-loop comparison in setting A (the first untimed)")
     p.add_argument("--data-path", choices=DATA_PATHS, default="auto",
                    help="train.data_path: DataLoader, or batches gathered on the device (auto: device for KWS)")
     return p
@@ -179,7 +232,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     ]
     section = "## Training clips/s (data + forward + backward + optimizer step)\n\n" + result_table(
         results, args.settings, train_clips)
-    publish(document("Whole-trial training throughput", header, [section]), out_path(args.out, NAME))
+    sections = [section]
+    if "A" in args.settings:
+        epochs = 2 if args.tiny else args.lightning_epochs
+        sections.append(f"## Lightning's loop per step (median of epochs 2-{epochs}, the trial's trainer options)\n\n"
+                        + lightning_table(args.data, results, data, device, args.data_path, epochs))
+    publish(document("Whole-trial training throughput", header, sections), out_path(args.out, NAME))
 
 
 if __name__ == "__main__":

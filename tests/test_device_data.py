@@ -92,3 +92,43 @@ def test_auto_data_path_and_what_the_device_path_refuses(speech_commands_tree, c
             "backbone": {"name": "simple"}, "train": {"data_path": "device"}}
     with pytest.raises(SpecError, match="train.data_path: device needs clips of one length"):
         validate_spec(spec)
+
+
+@pytest.mark.parametrize("task", ["kws", "asr"])
+def test_epoch_training_metrics_are_the_mean_over_every_step(task, cache_dir, tmp_path):
+    """The training loss is logged once per epoch (at its last step); its value is still
+    the mean over the epoch's clips of every step's loss, and the accuracy is logged."""
+    if task == "kws":
+        config = {"task": "kws", "seed": 2, "data": {"name": "embedded_kws", "clips_per_word": 6},
+                  "frontend": {"name": "nnaudio", "n_mels": 20, "setting": "B"}, "backbone": {"name": "simple"},
+                  "train": TrainConfig(epochs=2, batch_size=7, lr=0.003).model_dump()}
+    else:
+        config = {"task": "asr", "seed": 2, "data": {"name": "embedded_phonemes", "n_utterances": 40},
+                  "frontend": {"name": "nnaudio", "n_mels": 20, "setting": "B"}, "backbone": {"name": "simple"},
+                  "train": TrainConfig(epochs=2, batch_size=3, lr=0.003).model_dump()}
+    trial = TrialConfig.model_validate(config)
+    pl.seed_everything(trial.seed, workers=True, verbose=False)
+    data, loaders, _ = trial_data(trial)
+    task_module = build_trial_task(trial, data)
+    steps: list = []
+    epochs: list = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            steps.append((trainer.current_epoch, float(outputs["loss"]), len(batch[0])))
+
+        def on_train_epoch_end(self, trainer, module):
+            epochs.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train_")})
+
+    trainer = pl.Trainer(logger=False, callbacks=[Record()],
+                         **trainer_options(trial.train, None, 1, tmp_path, len(loaders["train"])))
+    trainer.fit(task_module, loaders["train"], loaders["val"])
+    assert len(epochs) == 2 and len(steps) == 2 * len(loaders["train"])
+    for epoch, logged in enumerate(epochs):
+        losses = [(loss, n) for e, loss, n in steps if e == epoch]
+        mean = sum(loss * n for loss, n in losses) / sum(n for _, n in losses)
+        assert logged["train_loss"] == pytest.approx(mean, rel=1e-5)
+        if task == "kws":
+            assert 0.0 <= logged["train_acc"] <= 1.0
+    # Different epochs, different values: the sums start again each epoch.
+    assert epochs[0]["train_loss"] != epochs[1]["train_loss"]

@@ -14,6 +14,7 @@ import torch
 import torchaudio
 from matplotlib.figure import Figure
 from torch import nn
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from specsweep.data.datasets import PreparedData
@@ -37,6 +38,7 @@ class SpeechTask(pl.LightningModule):
         self.labels = list(labels)
         self.figures: Dict[str, Figure] = {}
         self._pending_checks: Deque[Tuple[torch.Tensor, torch.Tensor, int, int, Any]] = deque()
+        self._train_loss: Optional[Tuple[torch.Tensor, int]] = None
 
     @classmethod
     def for_data(cls, net: SpectrogramModel, train: TrainConfig, data: PreparedData) -> "SpeechTask":
@@ -78,6 +80,30 @@ class SpeechTask(pl.LightningModule):
         raise NonFiniteLossError(
             f"training loss is {value} at epoch {epoch}, step {step}; stopping this trial (lower the learning rate?)"
         )
+
+    def _log_training(self, loss: torch.Tensor, batch_size: int, batch_idx: int, **metrics: Metric) -> None:
+        """Log the epoch's training loss (its mean over clips, as Lightning's epoch mean
+        weighted by batch size) and ``metrics`` (updated by the caller every step) once,
+        at the epoch's last step, where callbacks read them at the epoch's end. Logging
+        through Lightning every step cost more CPU time than a small model's step: moving
+        each logged metric object to the device on every call."""
+        batches = self.trainer.num_training_batches
+        if not math.isfinite(batches):
+            # An epoch of unknown length has no last step to log at.
+            self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+            for name, metric in metrics.items():
+                self.log(name, metric, on_step=False, on_epoch=True)
+            return
+        weighted = loss.detach() * batch_size
+        if batch_idx == 0 or self._train_loss is None:
+            self._train_loss = (weighted, batch_size)
+        else:
+            self._train_loss = (self._train_loss[0] + weighted, self._train_loss[1] + batch_size)
+        if batch_idx + 1 >= batches:
+            total, clips = self._train_loss
+            self.log("train_loss", total / clips, on_step=False, on_epoch=True, prog_bar=True, batch_size=1)
+            for name, metric in metrics.items():
+                self.log(name, metric, on_step=False, on_epoch=True)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.net.frontend.after_optimizer_step()
@@ -153,8 +179,7 @@ class KWSTask(SpeechTask):
         self._check_finite(loss)
         # update, not forward: only the epoch's accuracy is logged, so no per-batch value is computed.
         self.train_acc.update(logits, targets)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        self._log_training(loss, len(targets), batch_idx, train_acc=self.train_acc)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -258,7 +283,7 @@ class ASRTask(SpeechTask):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, _, _ = self._step(batch)
         self._check_finite(loss)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
+        self._log_training(loss, len(batch[0]), batch_idx)
         return loss
 
     def _score(self, batch: Any, stage: str) -> None:
