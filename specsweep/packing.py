@@ -28,6 +28,7 @@ import functools
 import itertools
 import json
 import math
+import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
@@ -45,6 +46,8 @@ CONTEXT_MIB = 600.0
 # Of the GPU's memory, what trials may fill; the rest is slack for fragmentation and the driver.
 USABLE = 0.9
 MAX_PER_GPU = 64
+# Seconds between notes while the measurements wait for GPUs.
+_WAIT_NOTE_S = 120.0
 # Search keys that change what model_key sees, and so a trial's memory and GPU time.
 _MODEL_KEYS = ("task", "data.name", "frontend.", "backbone.", "train.batch_size", "train.compile", "train.data_path")
 
@@ -217,8 +220,14 @@ def measure_models(configs: List[Dict[str, Any]], cpus: float) -> Dict[str, Pack
     pending = {task.remote(config, cpus): key for key, config in distinct.items()}
     measures: Dict[str, StepMeasure] = {}
     plans: Dict[str, Packing] = {}
+    started = time.monotonic()
     while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=_WAIT_NOTE_S)
+        if not done:
+            # A GPU busy with other work, or one the autoscaler has yet to add, holds the task.
+            print(f"[specsweep]   still measuring {len(pending)} model(s) after {time.monotonic() - started:.0f} s "
+                  f"(each needs a whole free GPU; `ray status` shows what holds them)", flush=True)
+            continue
         key = pending.pop(done[0])
         try:
             measures[key] = StepMeasure(**ray.get(done[0]))

@@ -85,9 +85,15 @@ def test_cli(tmp_path):
 def test_trials(tmp_path):
     out = tmp_path / "trials.md"
     text = written(run_bench("bench.bench_trials", out), out)
-    (t,) = tables(text)
+    t, loop = tables(text)
     assert {"BC-ResNet-1 clips/s", "simple clips/s"} <= set(t["headers"])
     assert [r[0][:1] for r in t["rows"]] == list("ABCD")
+    # Setting A's step through the trial's Lightning loop beside the bare step.
+    assert loop["headers"][1:] == ["bare step ms", "through Lightning ms", "Lightning's own ms per step"]
+    assert [r[0] for r in loop["rows"]] == ["BC-ResNet-1", "simple"]
+    for row in loop["rows"]:
+        bare, through, own = (float(v.replace(",", "")) for v in row[1:])
+        assert bare > 0 and through > 0 and own == pytest.approx(through - bare, abs=0.011)
 
 
 def test_sweep(tmp_path):
