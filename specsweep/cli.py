@@ -162,7 +162,7 @@ def _data_settings(name: str, settings: Sequence[str]) -> Dict[str, Any]:
 def _sweep_cost(spec: Any, trials: List[Dict[str, Any]], calibrate: bool, smoke: bool) -> Dict[str, Any]:
     from specsweep.cost import measure_steps, model_key, sweep_cost
 
-    measures, shares = None, None
+    measures, share_of = None, None
     if calibrate:
         measures = {}
         for config in trials:
@@ -170,11 +170,11 @@ def _sweep_cost(spec: Any, trials: List[Dict[str, Any]], calibrate: bool, smoke:
             if key not in measures:
                 measures[key] = measure_steps(config, spec.resources.cpus)
         if spec.resources.auto_gpus and all(m.device != "cpu" for m in measures.values()):
-            from specsweep.packing import plan_packing
+            from specsweep.packing import TrialResources, plan_packing
 
-            shares = {key: plan.gpus for key, plan in plan_packing(measures, trials).items()}
+            share_of = TrialResources(spec.resources.cpus, plan_packing(measures, trials)).gpus
     limit = spec.smoke.limit_train_batches if smoke else None
-    return sweep_cost(trials, spec.resources.cpus, spec.resources.gpus, limit, measures, shares)
+    return sweep_cost(trials, spec.resources.cpus, spec.resources.gpus, limit, measures, share_of)
 
 
 def _gpus_text(gpus: Any) -> str:

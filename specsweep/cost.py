@@ -232,11 +232,11 @@ def calibrate(config: Dict[str, Any], cpus: float, seconds: float = 2.0, warmup:
 
 def sweep_cost(configs: List[Dict[str, Any]], cpus: float, gpus: Union[float, str],
                limit_train_batches: Optional[int] = None, measures: Optional[Dict[str, StepMeasure]] = None,
-               shares: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
+               share_of: Optional[Callable[[Dict[str, Any]], float]] = None) -> Dict[str, Any]:
     """Per trial and in total: clip-steps, clips/s, GPU share and hours. ``measures`` maps
     :func:`model_key` to a calibration on this machine (others use the recorded
-    figures); ``shares`` maps it to the GPU share ``gpus: auto`` chose from a GPU
-    calibration (:mod:`specsweep.packing`).
+    figures); ``share_of`` gives a trial's GPU share as ``gpus: auto`` chose it from a GPU
+    calibration (:class:`specsweep.packing.TrialResources`).
 
     Totals: ``clip_steps``; ``trial_hours`` (the trials one after another);
     ``cpu_hours`` and ``gpu_hours`` (trial hours x the CPUs and GPUs each holds). A total
@@ -253,7 +253,7 @@ def sweep_cost(configs: List[Dict[str, Any]], cpus: float, gpus: Union[float, st
             share = 0.0 if gpus == "auto" else float(gpus)
             rate, source = measure.clips_per_s, "calibrated on this machine (CPU)"
         else:
-            share = (shares or {}).get(key, 1.0) if gpus == "auto" else float(gpus)
+            share = (share_of(config) if share_of else 1.0) if gpus == "auto" else float(gpus)
             rate = shared_rate(measure.clips_per_s, measure.busy, share)
             source = f"calibrated on this machine ({measure.device})"
         hours = steps / rate / 3600 if steps is not None and rate else None

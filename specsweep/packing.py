@@ -10,7 +10,9 @@ Each distinct model of a sweep (:func:`specsweep.cost.model_key`: task, front-en
 backbone, batch size, compile switch) is measured once by a Ray task that holds a whole
 GPU (:func:`specsweep.cost.measure_steps`): its peak GPU memory and the fraction of the
 time the GPU ran its kernels (``busy``). Its trials then ask for ``1 / n`` of a GPU
-(:func:`trials_per_gpu`); Ray places them, and a node's CPUs may hold fewer.
+(:func:`trials_per_gpu`), planned per model and data (:func:`packing_key`: the data a
+trial holds on the device path adds to its memory); Ray places them, and a node's CPUs
+may hold fewer.
 
 Examples
 --------
@@ -48,8 +50,8 @@ USABLE = 0.9
 MAX_PER_GPU = 64
 # Seconds between notes while the measurements wait for GPUs.
 _WAIT_NOTE_S = 120.0
-# Search keys that change what model_key sees, and so a trial's memory and GPU time.
-_MODEL_KEYS = ("task", "data.name", "frontend.", "backbone.", "train.batch_size", "train.compile", "train.data_path")
+# Search keys that change what packing_key sees, and so a trial's GPU memory and time.
+_PACKING_KEYS = ("task", "data.", "frontend.", "backbone.", "train.batch_size", "train.compile", "train.data_path")
 
 
 class PackingError(RuntimeError):
@@ -67,6 +69,13 @@ class Packing:
     gpus: float
     why: str
     measure: Dict[str, Any]
+
+
+def packing_key(config: Mapping[str, Any]) -> str:
+    """What a trial's packing depends on: its model (:func:`specsweep.cost.model_key`),
+    its data and its data path (the data it holds on the GPU), as one JSON string."""
+    return json.dumps({"model": model_key(dict(config)), "data": config["data"],
+                       "data_path": config["train"].get("data_path", "auto")}, sort_keys=True, default=str)
 
 
 def gpu_share(per_gpu: int) -> float:
@@ -149,26 +158,28 @@ def _label(config: Mapping[str, Any]) -> str:
 
     train = config["train"]
     return (f"{config['frontend']['name']}+{config['backbone']['name']} setting {frontend_setting(config['frontend'])}, "
-            f"batch {train['batch_size']}{', compiled' if train.get('compile') else ''}")
+            f"batch {train['batch_size']}{', compiled' if train.get('compile') else ''}, {config['data']['name']}")
 
 
 def plan_packing(measures: Mapping[str, StepMeasure], configs: List[Dict[str, Any]]) -> Dict[str, Packing]:
-    """A :class:`Packing` per distinct model of ``configs`` from its GPU measurement."""
+    """A :class:`Packing` per :func:`packing_key` of ``configs`` from the GPU measurement
+    of its model (``measures`` by :func:`specsweep.cost.model_key`)."""
     plans = {}
     for config in configs:
-        key = model_key(config)
+        key = packing_key(config)
         if key in plans:
             continue
-        m = measures[key]
+        m = measures[model_key(config)]
         data = device_data_mib(config)
         if m.peak_mib is None or m.total_mib is None:
             raise PackingError(f"{_label(config)}: measured on {m.device}, not a GPU")
         try:
             n, why = trials_per_gpu(m.peak_mib, data or 0.0, m.busy, m.total_mib)
         except PackingError as err:
+            held = "unknown (not prepared here)" if data is None else f"{data:,.0f} MiB"
             raise PackingError(f"{_label(config)} on {m.device}: {err} (steps {m.peak_mib:,.0f} MiB, data on the "
-                               f"device {data or 0:,.0f} MiB); lower train.batch_size, use train.data_path: "
-                               f"loader, or give whole GPUs (resources.gpus: 1)") from None
+                               f"device {held}); lower train.batch_size or the model's size, or keep the data off "
+                               f"the GPU with train.data_path: loader") from None
         if data is None:
             why += "; the data's size is unknown, so its GPU memory is not counted"
         plans[key] = Packing(key, _label(config), n, gpu_share(n), why, asdict(m))
@@ -184,7 +195,7 @@ def packing_configs(spec: "SweepSpec") -> List[Dict[str, Any]]:
 
     sampled: Dict[str, List[Any]] = {}
     for key, param in spec.search.space.items():
-        if param.form == "grid" or not (key == "task" or key.startswith(_MODEL_KEYS)):
+        if param.form == "grid" or not (key == "task" or key.startswith(_PACKING_KEYS)):
             continue
         if param.form == "choice":
             sampled[key] = list(param.choice or [])
@@ -199,7 +210,7 @@ def packing_configs(spec: "SweepSpec") -> List[Dict[str, Any]]:
             config = copy.deepcopy(trial)
             for key, value in zip(sampled, combo):
                 _set_dotted(config, key, value)
-            configs.setdefault(model_key(config), config)
+            configs.setdefault(packing_key(config), config)
     return list(configs.values())
 
 
@@ -219,7 +230,6 @@ def measure_models(configs: List[Dict[str, Any]], cpus: float) -> Dict[str, Pack
           f"(compiling ones take about a minute)", flush=True)
     pending = {task.remote(config, cpus): key for key, config in distinct.items()}
     measures: Dict[str, StepMeasure] = {}
-    plans: Dict[str, Packing] = {}
     started = time.monotonic()
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1, timeout=_WAIT_NOTE_S)
@@ -237,12 +247,11 @@ def measure_models(configs: List[Dict[str, Any]], cpus: float) -> Dict[str, Pack
             cause = err.cause if isinstance(getattr(err, "cause", None), Exception) else err
             raise PackingError(f"measuring {_label(distinct[key])} on a GPU failed: "
                                f"{str(cause).strip().splitlines()[-1]}") from None
-        plans.update(plan_packing({key: measures[key]}, [distinct[key]]))
-        p = plans[key]
         m = measures[key]
-        print(f"[specsweep]   {p.label}: {p.per_gpu} per GPU ({p.gpus:g} GPU each) on {m.device}: {p.why}; "
-              f"{m.clips_per_s:,.0f} clips/s alone", flush=True)
-    return plans
+        for p in plan_packing(measures, [c for c in configs if model_key(c) == key]).values():
+            print(f"[specsweep]   {p.label}: {p.per_gpu} per GPU ({p.gpus:g} GPU each) on {m.device}: {p.why}; "
+                  f"{m.clips_per_s:,.0f} clips/s alone", flush=True)
+    return plan_packing(measures, configs)
 
 
 def resolve_gpus(configs: List[Dict[str, Any]], cpus: float) -> Dict[str, Packing]:
@@ -268,7 +277,7 @@ class TrialResources:
         self.cautious = max(self.shares.values(), default=0.0)
 
     def gpus(self, config: Mapping[str, Any]) -> float:
-        return self.shares.get(model_key(config), self.cautious)
+        return self.shares.get(packing_key(config), self.cautious)
 
     def __call__(self, config: Dict[str, Any]) -> Any:
         from ray.tune import PlacementGroupFactory

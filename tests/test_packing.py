@@ -27,6 +27,7 @@ from specsweep.packing import (
     device_data_mib,
     gpu_share,
     packing_configs,
+    packing_key,
     packing_from_record,
     packing_record,
     plan_packing,
@@ -146,7 +147,8 @@ def test_a_model_too_large_for_the_gpu_is_named(tmp_path):
     spec = load_spec(_auto(KWS_SETTINGS, tmp_path))
     configs = packing_configs(spec)
     measures = {model_key(c): _gpu_measure(79_000, 0.5) for c in configs}
-    with pytest.raises(PackingError, match=r"setting A, batch 100 on NVIDIA H100.*lower train.batch_size"):
+    with pytest.raises(PackingError, match=r"setting A, batch 100, speechcommands on NVIDIA H100.*"
+                                           r"data on the device unknown.*lower train.batch_size"):
         plan_packing(measures, configs)
 
 
@@ -161,8 +163,8 @@ def test_cost_of_auto_from_recorded_packing_and_from_a_gpu_calibration(tmp_path)
     assert cost["total"]["gpu_hours"] == pytest.approx(sum(t["hours"] * t["gpus"] for t in cost["per_trial"]))
     # Calibrated on a GPU: each trial gets its share of what the GPU does when always busy.
     measures = {model_key(c): _gpu_measure(600, 0.25, rate=4_000) for c in trials}
-    shares = {k: p.gpus for k, p in plan_packing(measures, trials).items()}
-    cost = sweep_cost(trials, spec.resources.cpus, "auto", None, measures, shares)
+    share_of = TrialResources(spec.resources.cpus, plan_packing(measures, trials)).gpus
+    cost = sweep_cost(trials, spec.resources.cpus, "auto", None, measures, share_of)
     first = cost["per_trial"][0]
     assert first["gpus"] == gpu_share(8) and first["clips_per_s"] == pytest.approx(4_000 / 0.25 * gpu_share(8))
     assert shared_rate(4_000, 0.25, 0.5) == 4_000 and shared_rate(4_000, None, 0.1) == 4_000
@@ -187,3 +189,25 @@ def test_bad_gpus_values_name_the_field(value):
     raw = {**yaml.safe_load(QUICKSTART.read_text()), "resources": {"cpus": 1, "gpus": value}}
     with pytest.raises(SpecError, match=r"resources\.gpus: .*(auto|at most 1)"):
         validate_spec(raw, "spec.yaml")
+
+
+def test_the_same_model_on_larger_data_packs_fewer(tmp_path):
+    """One measurement per model, one plan per model and data: the data a trial holds on
+    the device path counts towards its memory."""
+    spec = load_spec(_auto(QUICKSTART, tmp_path, **{"frontend.setting": {"grid": ["A"]},
+                                                   "data.clips_per_word": {"grid": [6, 2000]}}))
+    configs = packing_configs(spec)
+    assert len(configs) == 2 and len({model_key(c) for c in configs}) == 1
+    measures = {model_key(configs[0]): StepMeasure(clips_per_s=3_000.0, device="GPU", total_mib=24_000.0,
+                                                   peak_mib=1_000.0, busy=0.01)}
+    plans = plan_packing(measures, configs)
+    per_gpu = {}
+    for config in configs:
+        plan = plans[packing_key(config)]
+        expected = int(USABLE * 24_000 // (1_000 + device_data_mib(config) + CONTEXT_MIB))
+        assert plan.per_gpu == expected
+        per_gpu[config["data"]["clips_per_word"]] = plan.per_gpu
+    assert per_gpu[2000] < per_gpu[6]
+    resources = TrialResources(1.0, plans)
+    for trial in expand_trials(spec):
+        assert resources(trial).required_resources["GPU"] == gpu_share(per_gpu[trial["data"]["clips_per_word"]])
