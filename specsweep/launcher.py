@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from specsweep.limits import DEFAULT_MAX_TRIALS, check_plan, data_configs, trial_count
-from specsweep.rundir import (EXPERIMENT_STATE, SPEC_FILE, TRIALS, RunDirError, RunLocation, check_free,
+from specsweep.rundir import (EXPERIMENT_STATE, RUN_FILE, SPEC_FILE, TRIALS, RunDirError, RunLocation, check_free,
                               check_run_name, claim_run_dir, first_line, load_run, released_on_failure, run_info,
                               trial_dirname, write_run)
 from specsweep.spec import SpecError, SweepSpec, load_spec, param_space
@@ -427,9 +427,23 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
     gpu_packing = info.get("gpu_packing")
     if gpu_packing is None:
         gpu_packing = _resolve_gpus(spec)
+    else:
+        _require_recorded_gpus(gpu_packing, run_dir)
     tuner = _build_tuner(spec, run_dir, smoke, restore=True, restart_errored=restart_errored, verbose=verbose,
                          gpu_packing=gpu_packing)
     return _finish(tuner, spec, run_dir)
+
+
+def _require_recorded_gpus(gpu_packing: List[Dict[str, Any]], run_dir: RunLocation) -> None:
+    """Refuse to resume trials packed onto GPUs on a Ray without GPUs, where Tune would
+    wait for them forever."""
+    import ray
+
+    shares = [row["gpus"] for row in gpu_packing if row.get("gpus")]
+    if shares and ray.cluster_resources().get("GPU", 0) <= 0:
+        raise LaunchError(f"{run_dir}: its trials were packed onto GPUs when the sweep started (resources.gpus: auto, "
+                          f"up to {max(shares):g} GPU each, recorded in {RUN_FILE}), and the Ray here has no GPU; "
+                          f"resume it on a machine with GPUs, or join a cluster with them (--address)")
 
 
 def _finish(tuner: Any, spec: SweepSpec, run_dir: RunLocation) -> SweepOutcome:

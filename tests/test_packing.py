@@ -17,7 +17,7 @@ import yaml
 
 from specsweep.cost import GPU_RATES, StepMeasure, model_key, shared_rate, sweep_cost
 from specsweep.data.datasets import prepare_dataset
-from specsweep.launcher import _trial_resources, run_sweep
+from specsweep.launcher import LaunchError, _trial_resources, resume_sweep, run_sweep
 from specsweep.packing import (
     CONTEXT_MIB,
     MAX_PER_GPU,
@@ -211,3 +211,24 @@ def test_the_same_model_on_larger_data_packs_fewer(tmp_path):
     resources = TrialResources(1.0, plans)
     for trial in expand_trials(spec):
         assert resources(trial).required_resources["GPU"] == gpu_share(per_gpu[trial["data"]["clips_per_word"]])
+
+
+def test_trials_packed_onto_gpus_are_not_resumed_where_ray_has_none(ray_session, tmp_path):
+    """A sweep started with gpus: auto on GPUs records each model's share; resuming it on
+    a Ray without GPUs is refused before Tune starts (it would wait for GPUs forever)."""
+    path = _spec(tmp_path, "packed", train__epochs=1, train__optimizer="sgd", failure__max_failures=0,
+                 resources={"cpus": 1, "gpus": "auto"}, search={"space": {"train.lr": {"grid": [0.003, 1e30]}}})
+    outcome = run_sweep(path, storage=tmp_path / "runs", name="packed")
+    assert outcome.exit_code == 1  # the 1e30 trial errored: there is something to resume
+    run_file = tmp_path / "runs" / "packed" / RUN_FILE
+    info = json.loads(run_file.read_text())
+    assert info["gpu_packing"] == []
+    # What a start on a GPU would have recorded for this model.
+    spec = load_spec(path)
+    measures = {model_key(c): _gpu_measure(600, 0.2) for c in packing_configs(spec)}
+    info["gpu_packing"] = packing_record(plan_packing(measures, packing_configs(spec)))
+    run_file.write_text(json.dumps(info))
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "runs").rglob("*"))
+    with pytest.raises(LaunchError, match=r"packed onto GPUs .*up to 0\.1 GPU each.*the Ray here has no GPU"):
+        resume_sweep(tmp_path / "runs" / "packed")
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "runs").rglob("*")) == before
