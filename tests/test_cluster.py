@@ -30,12 +30,17 @@ import pytest
 import yaml
 from ray.tune import ExperimentAnalysis
 
+from specsweep.cost import StepMeasure, model_key
+from specsweep.packing import MEASURES_FILE, MeasureCache, packing_configs
+from specsweep.spec import load_spec
 from specsweep.status import read_trials
 from test_resume import _spec, _wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = "sweeps/quickstart.yaml"
 RAY = str(Path(sys.executable).with_name("ray"))
+# The accelerator type of the GPU the test head claims.
+FAKE_GPU = "FAKE"
 # What Ray prints when ray.init starts a new instance instead of joining one.
 LOCAL_RAY_STARTED = "Started a local Ray instance"
 
@@ -73,8 +78,9 @@ class Head:
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """``ray start --head --block`` on 127.0.0.1 with 2 CPUs and its own ports and temp dir,
-    and one GPU that this machine does not have (``--num-gpus=1``), as a node started that
-    way on a machine without a usable GPU would claim.
+    and one GPU that this machine does not have (``--num-gpus=1``, of accelerator type
+    :data:`FAKE_GPU`), as a node started that way on a machine without a usable GPU would
+    claim.
 
     HOME is a fresh folder holding a token in ``~/.ray/auth_token``, which makes
     ``ray start`` turn token authentication on, as on a machine where Ray ran before.
@@ -98,6 +104,7 @@ def ray_head(tmp_path_factory):
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
          f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
          f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}", "--num-cpus=2", "--num-gpus=1",
+         f"--resources={json.dumps({'accelerator_type:' + FAKE_GPU: 1})}",
          f"--temp-dir={temp_dir}"],
         env={**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, stdout=log, stderr=subprocess.STDOUT, cwd=home)
     try:
@@ -167,10 +174,8 @@ def test_gpus_auto_on_a_gpu_torch_cannot_see_fails_before_the_run(ray_head, tmp_
     """``resources.gpus: auto`` measures each model in a Ray task on a GPU of the
     cluster; on the head's claimed GPU torch finds none, and the run stops there with the
     node and what to check, before any run directory exists."""
-    spec = yaml.safe_load((ROOT / QUICKSTART).read_text())
-    spec["resources"]["gpus"] = "auto"
-    path = tmp_path / "auto.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path = _auto_quickstart(tmp_path)
+    (Path(ray_head.env["SPECSWEEP_CACHE"]) / MEASURES_FILE).unlink(missing_ok=True)
     done = _specsweep("run", str(path), "--smoke-test", "--address", ray_head.address, "--storage",
                       str(tmp_path / "runs"), "--name", "auto", env=ray_head.env, timeout=300)
     assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
@@ -178,6 +183,44 @@ def test_gpus_auto_on_a_gpu_torch_cannot_see_fails_before_the_run(ray_head, tmp_
     assert "Ray gave a GPU on node 127.0.0.1" in done.stderr and "torch sees no CUDA device" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "runs" / "auto").exists()
+
+
+def _auto_quickstart(tmp_path: Path) -> Path:
+    spec = yaml.safe_load((ROOT / QUICKSTART).read_text())
+    spec["resources"]["gpus"] = "auto"
+    path = tmp_path / "auto.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_gpus_auto_packs_trials_from_kept_measurements(ray_head, tmp_path):
+    """Measurements kept from an earlier launch on GPUs of the same accelerator type are
+    used without measuring again, and Tune gives every trial its model's share: here
+    each model kept the GPU always busy, so two share it (0.5 GPU each). The trials run
+    on the CPU, as torch sees no GPU on this machine."""
+    path = _auto_quickstart(tmp_path)
+    configs = packing_configs(load_spec(path, smoke=True))
+    cache_file = Path(ray_head.env["SPECSWEEP_CACHE"]) / MEASURES_FILE
+    cache = MeasureCache(cache_file, FAKE_GPU, 1.0)
+    for config in configs:
+        cache.put(model_key(config), StepMeasure(clips_per_s=3_000.0, device="a fake GPU", total_mib=16_000.0,
+                                                 peak_mib=500.0, busy=1.0))
+    try:
+        done = _specsweep("run", str(path), "--smoke-test", "--address", ray_head.address, "--storage",
+                          str(tmp_path / "runs"), "--name", "packed", env=ray_head.env)
+    finally:
+        cache_file.unlink(missing_ok=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"4 model(s) measured before on {FAKE_GPU} GPUs" in done.stdout
+    assert "measuring" not in done.stdout and done.stdout.count("2 per GPU (0.5 GPU each)") == 4
+    run_dir = tmp_path / "runs" / "packed"
+    packing = json.loads((run_dir / "specsweep-run.json").read_text())["gpu_packing"]
+    assert [(row["per_gpu"], row["gpus"]) for row in packing] == [(2, 0.5)] * 4
+    trials = ExperimentAnalysis(str(run_dir)).trials
+    assert len(trials) == 4
+    assert all(t.placement_group_factory.required_resources == {"CPU": 1.0, "GPU": 0.5} for t in trials)
+    nodes = _trial_nodes(run_dir)
+    assert nodes and nodes <= ray_head.node_ids()
 
 
 @pytest.mark.parametrize("setting, message", [

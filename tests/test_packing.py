@@ -21,6 +21,8 @@ from specsweep.launcher import LaunchError, _trial_resources, resume_sweep, run_
 from specsweep.packing import (
     CONTEXT_MIB,
     MAX_PER_GPU,
+    MEASURES_FILE,
+    MeasureCache,
     USABLE,
     PackingError,
     TrialResources,
@@ -232,3 +234,22 @@ def test_trials_packed_onto_gpus_are_not_resumed_where_ray_has_none(ray_session,
     with pytest.raises(LaunchError, match=r"packed onto GPUs .*up to 0\.1 GPU each.*the Ray here has no GPU"):
         resume_sweep(tmp_path / "runs" / "packed")
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "runs").rglob("*")) == before
+
+
+def test_kept_measurements_are_per_gpu_type_and_cpus_and_survive_a_damaged_file(tmp_path):
+    path = tmp_path / "cache" / MEASURES_FILE
+    measure = _gpu_measure(700, 0.3)
+    MeasureCache(path, "H100", 1.0).put("model-a", measure)
+    assert MeasureCache(path, "H100", 1.0).get("model-a") == measure
+    # Another GPU type, another CPU count or another model was not measured.
+    assert MeasureCache(path, "A10G", 1.0).get("model-a") is None
+    assert MeasureCache(path, "H100", 2.0).get("model-a") is None
+    assert MeasureCache(path, "H100", 1.0).get("model-b") is None
+    # Entries add up; a damaged file counts as none and is replaced by the next measurement.
+    MeasureCache(path, "A10G", 1.0).put("model-a", _gpu_measure(900, 0.5))
+    assert MeasureCache(path, "H100", 1.0).get("model-a") == measure
+    path.write_text("{not json")
+    assert MeasureCache(path, "H100", 1.0).get("model-a") is None
+    MeasureCache(path, "H100", 1.0).put("model-a", measure)
+    assert MeasureCache(path, "H100", 1.0).get("model-a") == measure
+    assert [p.name for p in path.parent.iterdir()] == [MEASURES_FILE]
