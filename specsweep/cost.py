@@ -57,12 +57,14 @@ def shared_rate(alone: float, busy: Optional[float], share: float) -> float:
 
 
 def model_key(config: Dict[str, Any]) -> str:
-    """What sets a trial's training speed: task, front-end, backbone, batch size and
-    compile switch (not the seed, learning rate or data), as one JSON string."""
+    """What sets a trial's training speed and its GPU memory apart from its data: task,
+    front-end, backbone, batch sizes (training, and evaluation, which validation and
+    test run at) and compile switch (not the seed, learning rate or data), as one JSON string."""
     train = config["train"]
     return json.dumps({"task": config["task"], "data": config["data"]["name"], "frontend": config["frontend"],
                        "backbone": config["backbone"], "batch_size": train["batch_size"],
-                       "compile": bool(train["compile"])}, sort_keys=True, default=str)
+                       "eval_batch_size": train.get("eval_batch_size"), "compile": bool(train["compile"])},
+                      sort_keys=True, default=str)
 
 
 def clip_steps(config: Dict[str, Any], limit_train_batches: Optional[int] = None) -> Optional[int]:
@@ -131,8 +133,9 @@ def _trial_algorithms() -> Iterator[None]:
     restored afterwards: the kernels timed are the kernels trials run."""
     import torch
 
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
-             torch.utils.deterministic.fill_uninitialized_memory, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.utils.deterministic.fill_uninitialized_memory,
+             os.environ.get("CUBLAS_WORKSPACE_CONFIG"), torch.get_num_threads())
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
@@ -140,11 +143,12 @@ def _trial_algorithms() -> Iterator[None]:
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(saved[0])
-        torch.backends.cudnn.benchmark = saved[1]
-        torch.utils.deterministic.fill_uninitialized_memory = saved[2]
-        if saved[3] is None:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
+        torch.utils.deterministic.fill_uninitialized_memory = saved[3]
+        if saved[4] is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        torch.set_num_threads(saved[5])
 
 
 def measure_steps(config: Dict[str, Any], cpus: float, seconds: float = 2.0, warmup: int = 3,
@@ -152,32 +156,37 @@ def measure_steps(config: Dict[str, Any], cpus: float, seconds: float = 2.0, war
     """Time ``config``'s model on this machine's device: forward, backward and optimizer
     steps on random batches of the trial's size, with the trial's torch threads and
     algorithms, after ``warmup`` untimed steps (where compiling and graph capture happen);
-    on a GPU then ``profiled`` more steps under ``torch.profiler`` for the GPU's busy time."""
+    on a GPU then ``profiled`` more steps under ``torch.profiler`` for the GPU's busy time,
+    and two evaluation passes at ``train.eval_batch_size`` (validation and test run at that
+    size, in another compiled graph) before the peak memory is read."""
     import torch
 
     from specsweep.data.datasets import PreparedData, describe_dataset
     from specsweep.spec import TrialConfig
     from specsweep.trainables.trial import build_trial_task, trial_device
 
-    torch.set_num_threads(max(1, int(cpus)))
     trial = TrialConfig.model_validate({**config, "train": {**config["train"], "schedule": "constant", "warmup_epochs": 0}})
     info = describe_dataset(trial.data)
     n_labels, clip_samples = len(info.labels), info.nominal_samples
     device = trial_device()
     cuda = device.type == "cuda"
+    generator = torch.Generator().manual_seed(0)
+
+    def random_batch(size: int) -> Tuple[Any, ...]:
+        waves = (torch.randn(size, clip_samples, generator=generator) * 0.1).to(device)
+        if trial.task_info.head == "utterance":
+            return waves, torch.randint(0, n_labels, (size, 1), generator=generator).to(device)
+        targets = torch.randint(0, n_labels, (size, 10), generator=generator).to(device)
+        return (waves, torch.full((size,), clip_samples, device=device), targets,
+                torch.full((size,), 10, device=device))
+
     with _trial_algorithms():
+        torch.set_num_threads(max(1, int(cpus)))
         task = build_trial_task(trial, PreparedData.from_info(info, {})).to(device)
         task.train()
         optimizer = task.configure_optimizers()
         batch = trial.train.batch_size
-        generator = torch.Generator().manual_seed(0)
-        waves = (torch.randn(batch, clip_samples, generator=generator) * 0.1).to(device)
-        if trial.task_info.head == "utterance":
-            inputs: Tuple[Any, ...] = (waves, torch.randint(0, n_labels, (batch, 1), generator=generator).to(device))
-        else:
-            targets = torch.randint(0, n_labels, (batch, 10), generator=generator).to(device)
-            inputs = (waves, torch.full((batch,), clip_samples, device=device), targets,
-                      torch.full((batch,), 10, device=device))
+        inputs = random_batch(batch)
 
         def step() -> None:
             optimizer.zero_grad(set_to_none=True)
@@ -203,10 +212,16 @@ def measure_steps(config: Dict[str, Any], cpus: float, seconds: float = 2.0, war
         wall = (time.perf_counter() - start) / n
         if not cuda:
             return StepMeasure(clips_per_s=batch / wall, device="cpu")
+        busy = _busy_fraction(step, sync, profiled, wall)
+        task.eval()
+        evaluation = random_batch(trial.train.eval_batch_size or batch)
+        with torch.no_grad():
+            for _ in range(2):
+                task._step(evaluation)
+        sync()
         return StepMeasure(clips_per_s=batch / wall, device=torch.cuda.get_device_name(device),
                            total_mib=torch.cuda.get_device_properties(device).total_memory / 2**20,
-                           peak_mib=torch.cuda.max_memory_reserved(device) / 2**20,
-                           busy=_busy_fraction(step, sync, profiled, wall))
+                           peak_mib=torch.cuda.max_memory_reserved(device) / 2**20, busy=busy)
 
 
 def _busy_fraction(step: Callable[[], None], sync: Callable[[], None], steps: int, wall: float) -> Optional[float]:

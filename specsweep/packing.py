@@ -57,7 +57,8 @@ MEASURES_FILE = "gpu_measures.json"
 # Seconds between notes while the measurements wait for GPUs.
 _WAIT_NOTE_S = 120.0
 # Search keys that change what packing_key sees, and so a trial's GPU memory and time.
-_PACKING_KEYS = ("task", "data.", "frontend.", "backbone.", "train.batch_size", "train.compile", "train.data_path")
+_PACKING_KEYS = ("task", "data.", "frontend.", "backbone.", "train.batch_size", "train.eval_batch_size",
+                 "train.compile", "train.data_path")
 
 
 class PackingError(RuntimeError):
@@ -333,10 +334,13 @@ def measure_models(configs: List[Dict[str, Any]], cpus: float) -> Dict[str, Pack
             key = pending.pop(done[0])
             try:
                 measures[key] = StepMeasure(**ray.get(done[0]))
-            except ray.exceptions.RayTaskError as err:
-                cause = err.cause if isinstance(getattr(err, "cause", None), Exception) else err
+            except ray.exceptions.RayError as err:
+                # A task's own exception (RayTaskError.cause), or its worker crashed, ran out
+                # of memory, lost its node.
+                cause = getattr(err, "cause", None) or err
+                lines = str(cause).strip().splitlines()
                 raise PackingError(f"measuring {_label(distinct[key])} on a GPU failed: "
-                                   f"{str(cause).strip().splitlines()[-1]}") from None
+                                   f"{lines[-1] if lines else type(cause).__name__}") from None
             if cache:
                 cache.put(key, measures[key])
             _print_plans(measures, configs, key, "measured now")

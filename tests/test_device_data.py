@@ -132,3 +132,35 @@ def test_epoch_training_metrics_are_the_mean_over_every_step(task, cache_dir, tm
             assert 0.0 <= logged["train_acc"] <= 1.0
     # Different epochs, different values: the sums start again each epoch.
     assert epochs[0]["train_loss"] != epochs[1]["train_loss"]
+
+
+def test_a_resumed_optimizer_keeps_its_implementation(cache_dir):
+    """Loading a checkpoint's optimizer state keeps the optimizer as the trial built it:
+    on the CPU not fused even from a GPU trial's (fused) checkpoint, and a fused one stays
+    fused, its step counts on the parameters' device, from a checkpoint without fusion."""
+    config = {"task": "kws", "seed": 1, "data": {"name": "embedded_kws", "clips_per_word": 6},
+              "frontend": {"name": "nnaudio", "setting": "D"}, "backbone": {"name": "simple"},
+              "train": TrainConfig(epochs=1, batch_size=4, schedule="constant").model_dump()}
+    trial = TrialConfig.model_validate(config)
+    data, loaders, _ = trial_data(trial)
+    task = build_trial_task(trial, data)
+    ours = task.configure_optimizers()
+    params = [p for group in ours.param_groups for p in group["params"]]
+    fused = torch.optim.Adam([{"params": g["params"], "lr": g["lr"]} for g in ours.param_groups], fused=True)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    fused.step()
+    ours.load_state_dict(fused.state_dict())
+    assert all(group["fused"] is None for group in ours.param_groups)
+    ours.step()
+    assert all(ours.state[p]["step"].item() == 2.0 for p in params)
+    # The other way round: keep_implementation on a fused optimizer, a plain checkpoint.
+    from specsweep.trainables.tasks import keep_implementation
+
+    again = torch.optim.Adam([{"params": g["params"], "lr": g["lr"]} for g in ours.param_groups], fused=True)
+    keep_implementation(again)
+    again.load_state_dict(ours.state_dict())
+    assert all(group["fused"] is True for group in again.param_groups)
+    assert all(again.state[p]["step"].dtype == torch.float32 and again.state[p]["step"].device == p.device
+               for p in params)
+    again.step()

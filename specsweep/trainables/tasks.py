@@ -132,6 +132,7 @@ class SpeechTask(pl.LightningModule):
             opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **fused)
         else:
             raise ValueError(f"train.optimizer must be adam, adamw or sgd, got {o.optimizer!r}")
+        keep_implementation(opt)
         if o.schedule == "constant" and o.warmup_epochs == 0:
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
@@ -148,6 +149,40 @@ class SpeechTask(pl.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def keep_implementation(optimizer: torch.optim.Optimizer) -> None:
+    """Keep ``optimizer``'s implementation (fused, foreach) when a checkpoint's state is
+    loaded into it. ``load_state_dict`` takes each parameter group's flags, and where its
+    ``step`` counters live, from the checkpoint: a GPU trial resumed from a checkpoint a
+    CPU trial wrote would fall back from the fused kernel, and a CPU trial resumed from a
+    GPU checkpoint would run a fused CPU kernel instead of what trials on the CPU run.
+
+    Examples
+    --------
+    >>> w = [torch.nn.Parameter(torch.zeros(2))]
+    >>> fused = torch.optim.Adam(w, fused=True)
+    >>> w[0].grad = torch.ones(2); fused.step()
+    >>> plain = torch.optim.Adam(w); keep_implementation(plain)
+    >>> plain.load_state_dict(fused.state_dict())
+    >>> plain.param_groups[0]["fused"], plain.defaults["fused"]
+    (None, None)
+    """
+    built = {key: optimizer.defaults.get(key) for key in ("fused", "foreach", "capturable")}
+
+    def restore(opt: torch.optim.Optimizer) -> None:
+        on_device = bool(built["fused"] or built["capturable"])
+        for group in opt.param_groups:
+            group.update({key: value for key, value in built.items() if key in group})
+            for param in group["params"]:
+                state = opt.state.get(param, {})
+                if torch.is_tensor(state.get("step")):
+                    # Fused and capturable kernels keep step counts on the parameter's device,
+                    # the others on the CPU (torch.optim.Optimizer._process_value_according_to_param_policy).
+                    state["step"] = state["step"].to(device=param.device if on_device else "cpu",
+                                                      dtype=torch.float32)
+
+    optimizer.register_load_state_dict_post_hook(restore)
 
 
 class KWSTask(SpeechTask):
