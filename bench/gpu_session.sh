@@ -2,12 +2,13 @@
 # Issue 17's GPU check as one prepared command for a lent GPU machine (the `device` tool):
 # the GPU-only tests, then trials packed on the GPU at the paper grid's batch of 100.
 #
+#   bash bench/gpu_wheels.sh        # here, once: the wheels into .whl/
 #   run(command="bash bench/gpu_session.sh", carry=[".whl"], timeout_s=570)
 #
 # The machine has PyTorch, Lightning and torchmetrics but no network: the other packages a
-# trial needs travel as wheels in .whl/ (pip download --platform manylinux... for Python
-# 3.12; see the device tool's README). Ray's wheel (79 MB) is over what travels, so the test
-# that runs a sweep through Ray skips there. Everything written lands in $OUT.
+# trial needs travel as wheels in .whl/ (bench/gpu_wheels.sh). Ray's wheel (79 MB) is over
+# the 64 MiB that travels, so the test that runs a sweep through Ray skips there.
+# Everything written lands in $OUT.
 set -u
 OUT=${OUT:-/tmp/gpu-session}
 mkdir -p "$OUT"
