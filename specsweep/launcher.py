@@ -405,6 +405,14 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
     spec = load_run(run_dir)
     info = run_info(run_dir)
     smoke = info.get("smoke", False)
+    if spec.resources.auto_gpus and info.get("gpu_packing") is not None:
+        from specsweep.packing import packing_from_record
+
+        try:
+            packing_from_record(info["gpu_packing"])
+        except ValueError as err:
+            raise RunDirError(f"{run_dir.child(RUN_FILE)}: its gpu_packing record is damaged ({err}); remove that "
+                              f"entry to have resume measure the GPUs again") from None
     try:
         trials = read_trials(run_dir)
     except DamagedRunError as err:

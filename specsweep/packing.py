@@ -387,5 +387,18 @@ def packing_record(plans: Mapping[str, Packing]) -> List[Dict[str, Any]]:
     return [asdict(p) for p in plans.values()]
 
 
-def packing_from_record(rows: List[Dict[str, Any]]) -> Dict[str, Packing]:
-    return {row["model"]: Packing(**row) for row in rows}
+def packing_from_record(rows: Any) -> Dict[str, Packing]:
+    """The plans of :func:`packing_record`'s rows; ValueError naming what is wrong when
+    they are not such rows (a damaged or hand-edited run file)."""
+    if not isinstance(rows, list):
+        raise ValueError(f"expected a list of plans, got {type(rows).__name__}")
+    plans = {}
+    for i, row in enumerate(rows):
+        try:
+            plan = Packing(**row)
+        except TypeError as err:
+            raise ValueError(f"plan {i}: {err}") from None
+        if not isinstance(plan.gpus, (int, float)) or isinstance(plan.gpus, bool) or not 0 <= plan.gpus <= 1:
+            raise ValueError(f"plan {i}: gpus must be a number in [0, 1], got {plan.gpus!r}")
+        plans[plan.model] = plan
+    return plans

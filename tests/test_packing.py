@@ -35,7 +35,7 @@ from specsweep.packing import (
     plan_packing,
     trials_per_gpu,
 )
-from specsweep.rundir import RUN_FILE
+from specsweep.rundir import RUN_FILE, RunDirError
 from specsweep.spec import SpecError, expand_trials, load_spec, validate_spec
 from test_resume import _spec
 
@@ -234,6 +234,11 @@ def test_trials_packed_onto_gpus_are_not_resumed_where_ray_has_none(ray_session,
     with pytest.raises(LaunchError, match=r"packed onto GPUs .*up to 0\.1 GPU each.*the Ray here has no GPU"):
         resume_sweep(tmp_path / "runs" / "packed")
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "runs").rglob("*")) == before
+    # A damaged record is named, not a traceback.
+    for damaged in ({"model": "x"}, [{"model": "x"}], [{**info["gpu_packing"][0], "gpus": 7}]):
+        run_file.write_text(json.dumps({**info, "gpu_packing": damaged}))
+        with pytest.raises(RunDirError, match=r"specsweep-run\.json: its gpu_packing record is damaged"):
+            resume_sweep(tmp_path / "runs" / "packed")
 
 
 def test_kept_measurements_are_per_gpu_type_and_cpus_and_survive_a_damaged_file(tmp_path):
