@@ -204,3 +204,33 @@ def test_lightning_test_reports_the_per_utterance_average(timit_paper_tree, cach
     # References of 2 (SA1) and 8 phones: the corpus rate would differ.
     corpus = sum(r * n for r, n in zip(rates, lengths)) / sum(lengths)
     assert sorted(set(lengths)) == [2, 8] and corpus != pytest.approx(per, rel=1e-3)
+
+
+def test_frames_of_a_batch_equal_each_utterances(cache_dir):
+    """The ASR task counts frames on the lengths tensor itself, as many as the front-end
+    gives each length, also for lengths shorter than a window without centring; a
+    front-end whose ``num_frames`` takes plain ints only is counted utterance by utterance."""
+    from specsweep.assembly import build_model_for
+    from specsweep.data.datasets import describe_dataset
+    from specsweep.frontends.nnaudio import NnAudioFrontEnd
+    from specsweep.spec import ModelConfig, TrainConfig
+    from specsweep.trainables.tasks import ASRTask
+
+    info = describe_dataset({"name": "embedded_phonemes", "n_utterances": 8})
+    lengths = torch.tensor([16_000, 1, 479, 480, 481, 3_217, 160, 0])
+    for center in (True, False):
+        frontend = NnAudioFrontEnd(n_fft=480, hop_length=160, n_mels=20, center=center)
+        expected = [frontend.num_frames(int(n)) for n in lengths]
+        net = build_model_for(ModelConfig(task="asr", frontend={"name": "nnaudio", "n_fft": 480, "hop_length": 160,
+                                                                "n_mels": 20, "center": center},
+                                          backbone={"name": "simple"}), info)
+        task = ASRTask(net, TrainConfig(), ["a", "b"])
+        frames = task._frames(lengths)
+        assert frames.dtype == torch.int64 and frames.tolist() == expected
+
+        class IntsOnly(type(net.frontend)):
+            def num_frames(self, num_samples):
+                return int(num_samples) // 160 + 1
+
+        net.frontend.__class__ = IntsOnly
+        assert task._frames(lengths).tolist() == [int(n) // 160 + 1 for n in lengths]

@@ -48,7 +48,9 @@ class FrontEnd(nn.Module):
     n_fft: int
 
     def num_frames(self, num_samples: int) -> int:
-        """Number of output frames for a clip of ``num_samples`` samples."""
+        """Number of output frames for a clip of ``num_samples`` samples. Integer
+        arithmetic that also works elementwise on an integer tensor of lengths lets the
+        ASR task count a batch's frames without leaving the GPU."""
         raise NotImplementedError
 
     def output_shape(self, num_samples: int) -> Tuple[int, int]:

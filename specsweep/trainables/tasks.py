@@ -297,6 +297,16 @@ class ASRTask(SpeechTask):
         return cls(net, train, data.labels, score_map=data.score_map, per_average=data.per_average)
 
     def _frames(self, samples: torch.Tensor) -> torch.Tensor:
+        """Output frames per utterance of ``samples`` samples, ``(batch,)`` on its device.
+        Computed elementwise on the tensor where the front-end's ``num_frames`` takes one
+        (the STFT front-ends' arithmetic does): a Python loop over a GPU tensor waits for
+        the GPU once per utterance. Otherwise utterance by utterance."""
+        try:
+            frames = self.net.frontend.num_frames(samples)
+        except (TypeError, ValueError, RuntimeError):
+            frames = None
+        if torch.is_tensor(frames) and frames.shape == samples.shape and not frames.is_floating_point():
+            return frames
         return torch.tensor([self.net.frontend.num_frames(int(n)) for n in samples], device=samples.device)
 
     def _step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
