@@ -3,8 +3,9 @@
 ``clip_steps`` = epochs x training clips per epoch, from the dataset's declared split size
 (:func:`specsweep.data.datasets.declared_train_clips`: no download, no preparation). Hours
 divide clip-steps by a training rate (clips/s) of one trial: by default a figure the
-benchmarks recorded for the model (README, "Benchmarks"), or with ``calibrate`` the rate
-of a few training steps of each distinct model timed on this machine's device.
+benchmarks recorded for the model (README, "Benchmarks"), or the rate
+of a few training steps of each distinct model timed on this machine's device
+(:func:`measure_steps`, ``specsweep inspect --calibrate``).
 """
 
 from __future__ import annotations
@@ -238,11 +239,6 @@ def _busy_fraction(step: Callable[[], None], sync: Callable[[], None], steps: in
     if gpu_us <= 0:
         return None
     return min(1.0, gpu_us / 1e6 / steps / wall)
-
-
-def calibrate(config: Dict[str, Any], cpus: float, seconds: float = 2.0, warmup: int = 2) -> float:
-    """Training clips/s of ``config``'s model on this machine's device (:func:`measure_steps`)."""
-    return measure_steps(config, cpus, seconds, warmup).clips_per_s
 
 
 def sweep_cost(configs: List[Dict[str, Any]], cpus: float, gpus: Union[float, str],

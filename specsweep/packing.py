@@ -26,7 +26,6 @@ memory allows 15 (4.5 GiB each of 71.7 GiB usable), GPU time 11 (busy 19% alone,
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
 import json
 import math
@@ -93,32 +92,27 @@ def gpu_share(per_gpu: int) -> float:
 
 def device_data_mib(config: Mapping[str, Any]) -> Optional[float]:
     """GPU memory a trial's data takes on the device data path: every split's int16 clips
-    and int64 targets (one per clip). 0 for the DataLoader path. Split sizes the dataset
-    does not declare are counted from its prepared caches on this machine (a launch has
-    prepared them); None when it is not prepared here."""
+    and int64 targets (one per clip). 0 where the trial uses the DataLoader on a GPU
+    (:func:`specsweep.data.loaders.resolve_data_path`). Split sizes the dataset does not
+    declare are counted from its prepared caches on this machine (a launch has prepared
+    them); None when it is not prepared here."""
+    import torch
+
+    from specsweep.data.datasets import DatasetConfigError, prepare_dataset_once
+    from specsweep.data.loaders import resolve_data_path
+    from specsweep.data.speechcommands import DatasetMissingError
+
     info = describe_dataset(config["data"])
-    data_path = config["train"].get("data_path", "auto")
-    if data_path == "loader" or info.clip_samples is None:
+    if resolve_data_path(config["train"].get("data_path", "auto"), info, torch.device("cuda")) != "device":
         return 0.0
     sizes = list(info.split_sizes.values())
     if any(n is None for n in sizes):
-        counted = _prepared_sizes(json.dumps(config["data"], sort_keys=True))
-        if counted is None:
+        try:
+            prepared = prepare_dataset_once(config["data"])
+        except (DatasetMissingError, DatasetConfigError, OSError):
             return None
-        sizes = counted
+        sizes = [len(prepared.dataset(split)) for split in prepared.splits]
     return sum(sizes) * (info.clip_samples * 2 + 8) / 2**20
-
-
-@functools.lru_cache(maxsize=16)
-def _prepared_sizes(data_json: str) -> Optional[List[int]]:
-    from specsweep.data.datasets import DatasetConfigError, prepare_dataset
-    from specsweep.data.speechcommands import DatasetMissingError
-
-    try:
-        prepared = prepare_dataset(json.loads(data_json))
-    except (DatasetMissingError, DatasetConfigError, OSError):
-        return None
-    return [len(prepared.dataset(split)) for split in prepared.splits]
 
 
 def trials_per_gpu(peak_mib: float, data_mib: float, busy: Optional[float], total_mib: float) -> Tuple[int, str]:

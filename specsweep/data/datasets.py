@@ -306,6 +306,20 @@ def prepare_dataset(config: Dict[str, Any]) -> PreparedData:
     return DATASETS.build(config["name"], **kwargs)
 
 
+def prepare_dataset_once(config: Dict[str, Any]) -> PreparedData:
+    """:func:`prepare_dataset`, once per process for each data config and cache location
+    (``SPECSWEEP_CACHE``, which the config does not name). Finding a prepared dataset's
+    caches again walks the corpus and stats every clip (about 106k for Speech Commands);
+    Tune reuses a trial's process for the next trial, and a launch asks for the same data
+    more than once."""
+    return _prepared_once(json.dumps(config, sort_keys=True, default=str), str(default_cache_root()))
+
+
+@functools.lru_cache(maxsize=8)
+def _prepared_once(config_json: str, cache_root: str) -> PreparedData:
+    return prepare_dataset(json.loads(config_json))
+
+
 def describe_dataset(config: Dict[str, Any]) -> DatasetInfo:
     """What the dataset of a valid data config is, without downloading, synthesizing or
     decoding anything.
@@ -348,4 +362,4 @@ def declared_train_clips(config: Dict[str, Any]) -> Optional[int]:
 
 __all__ = ["DATASETS", "DESCRIBERS", "cache_splits", "DatasetConfigError", "DatasetInfo", "PreparedData", "dataset_config_problems",
            "dataset_param_names", "dataset_task", "declared_train_clips", "default_cache_root", "describe_dataset",
-           "prepare_dataset", "register_dataset"]
+           "prepare_dataset", "prepare_dataset_once", "register_dataset"]

@@ -10,7 +10,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler, WeightedRandomSampler
 
 from specsweep.data.cache import CachedAudio
-from specsweep.data.datasets import PreparedData
+from specsweep.data.datasets import DatasetInfo, PreparedData
 
 DATA_PATHS = ("auto", "loader", "device")
 
@@ -121,7 +121,7 @@ class DeviceBatches:
 Batches = Union[DataLoader, DeviceBatches]
 
 
-def resolve_data_path(data_path: str, data: PreparedData, device: torch.device) -> str:
+def resolve_data_path(data_path: str, data: Union[PreparedData, DatasetInfo], device: torch.device) -> str:
     """``loader`` or ``device`` for ``train.data_path`` on ``device``: ``auto`` is ``device``
     for fixed-length clips (keyword spotting) on a GPU, and ``loader`` for variable-length
     utterances, whose padding stays with the loader's collate function, and on the CPU,

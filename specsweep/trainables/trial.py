@@ -7,8 +7,6 @@ it into a :class:`~specsweep.spec.TrialConfig` first and reads nothing else.
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import time
 from pathlib import Path
@@ -19,8 +17,7 @@ import torch
 
 from specsweep import tracking
 from specsweep.assembly import build_task
-from specsweep.data.cache import default_cache_root
-from specsweep.data.datasets import PreparedData, prepare_dataset
+from specsweep.data.datasets import PreparedData, prepare_dataset_once
 from specsweep.data.loaders import make_loaders, resolve_data_path
 from specsweep.spec import TrainConfig, TrialConfig
 from specsweep.trainables.callbacks import (
@@ -59,19 +56,11 @@ def trial_device() -> torch.device:
     return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
-@functools.lru_cache(maxsize=8)
-def _prepared(data_json: str, cache_root: str) -> PreparedData:
-    # Tune reuses a trial's process for the next trial: finding the caches again would walk
-    # the corpus and stat every clip (about 106k for Speech Commands) to key them. Each
-    # node prepares for itself, since caches are local to the node. ``cache_root`` keys the
-    # default cache location (SPECSWEEP_CACHE), which the data config does not name.
-    return prepare_dataset(json.loads(data_json))
-
-
 def trial_data(trial: TrialConfig) -> tuple[PreparedData, Dict[str, Any], torch.Generator]:
     """The prepared dataset, its loaders and the seeded generator that orders training batches."""
     train = trial.train
-    data = _prepared(json.dumps(trial.data, sort_keys=True), str(default_cache_root()))
+    # Each node prepares for itself, since caches are local to the node.
+    data = prepare_dataset_once(trial.data)
     generator = torch.Generator().manual_seed(trial.seed)
     on_device = resolve_data_path(train.data_path, data, trial_device()) == "device"
     by_class = trial.task_info.class_sampling
