@@ -2,7 +2,9 @@
 
 Exit status: 0 success, 1 trials errored or did not finish, 2 bad input (spec, flags,
 run directory, dataset) or environment (Ray would not start), with a message naming the
-field, file or value and no traceback (``--debug`` shows it).
+field, file or value and no traceback (``--debug`` shows it), 130 interrupted (Ctrl-C)
+before the sweep started (a claimed run directory is removed again, partial dataset
+folders are never used).
 """
 
 from __future__ import annotations
@@ -333,6 +335,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"specsweep: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C inside a sweep is Tune's to handle (the sweep stops and can be resumed);
+        # one that reaches here came before, where nothing worth a traceback had started.
+        if getattr(args, "debug", False):
+            raise
+        print(f"specsweep {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

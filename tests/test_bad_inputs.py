@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from specsweep.cli import main
+from specsweep.data.embedded import MARKER
 from specsweep.rundir import SPEC_FILE, RunDirError, claim_run_dir, released_on_failure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -361,3 +363,26 @@ def test_huge_n_fft_is_refused_under_a_memory_cap(command, tmp_path):
     assert not (tmp_path / "runs").exists()
     # Ray names a session folder after the process that started it (other tests may run Ray meanwhile).
     assert not list(Path("/tmp/ray").glob(f"session_*_{child.pid}")), "a Ray instance was started"
+
+
+def test_ctrl_c_before_the_sweep_starts_is_a_plain_exit(tmp_path):
+    """Ctrl-C while the embedded dataset is synthesized: exit 130 with one line, no
+    traceback, no run directory, and no dataset folder that a later run would take as whole."""
+    cache = tmp_path / "cache"
+    argv = [sys.executable, "-m", "specsweep", "run", str(ROOT / "sweeps" / "quickstart.yaml"),
+            "--storage", str(tmp_path / "runs")]
+    env = {**os.environ, "SPECSWEEP_CACHE": str(cache), "WANDB_MODE": "offline"}
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as child:
+        seen = []
+        for line in child.stderr:
+            seen.append(line)
+            if "synthesizing" in line:
+                child.send_signal(signal.SIGINT)
+                break
+        _, stderr = child.communicate(timeout=120)
+    stderr = "".join(seen) + stderr
+    assert child.returncode == 130, stderr
+    assert "specsweep run: interrupted" in stderr
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "runs").exists()
+    assert not [p for p in cache.iterdir() if p.is_dir() and (p / MARKER).exists()]
