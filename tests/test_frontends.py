@@ -320,6 +320,26 @@ def test_fastaudio_sort_centres() -> None:
     assert (peaks.diff() >= 0).all()
 
 
+@pytest.mark.parametrize("sort_centres", [False, True])
+def test_fastaudio_frozen_filters_are_built_once(sort_centres: bool) -> None:
+    """A frozen filterbank's triangles are kept (and moved) as a buffer, equal to building
+    them again, outside the state dict; SpeechBrain's random perturbation still draws anew."""
+    fe = FastAudioFrontEnd(sort_centres=sort_centres, mask_bins=[5, 9]).double()
+    assert fe.filterbank().dtype == torch.float64
+    torch.testing.assert_close(fe.filterbank(), fe._build_matrix(False))
+    assert fe.filterbank().data_ptr() == fe.filterbank().data_ptr()
+    assert "frozen_matrix" not in fe.state_dict()
+    reference = FastAudioFrontEnd(sort_centres=sort_centres, mask_bins=[5, 9]).double()
+    reference.load_state_dict(fe.state_dict())
+    x = waveform(2).double()
+    torch.testing.assert_close(fe(x), reference(x))
+    perturbed = FastAudioFrontEnd(param_rand_factor=0.2).train()
+    assert not torch.equal(perturbed._matrix(perturb=True), perturbed._matrix(perturb=True))
+    assert torch.equal(perturbed.eval()(x.float()), perturbed(x.float()))
+    trainable = FastAudioFrontEnd(trainable_filterbank=True)
+    assert not hasattr(trainable, "frozen_matrix") and trainable.filterbank().requires_grad
+
+
 @pytest.mark.parametrize("name", FRONTENDS.names())
 def test_moves_with_its_buffers(name: str) -> None:
     """``.double()`` goes through the same path as ``.to(device)``."""

@@ -143,6 +143,11 @@ class FastAudioFrontEnd(StftFrontEnd):
                 # SpeechBrain stores Hz / (sr * pcf) but reads value * sr * pcf**2.
                 self.fbank.f_central.mul_(1.0 / param_change_factor)
                 self.fbank.band.mul_(1.0 / param_change_factor)
+        else:
+            # Frozen triangles are built once, not in every step (a dozen small kernels), and
+            # as a buffer they move with the module, outside any compiled or captured graph.
+            with torch.no_grad():
+                self.register_buffer("frozen_matrix", self._build_matrix(False), persistent=False)
         self.after_optimizer_step()
 
     def _adopt_filterbank_tensors(self) -> None:
@@ -228,8 +233,14 @@ class FastAudioFrontEnd(StftFrontEnd):
     def _matrix(self, perturb: bool = False) -> torch.Tensor:
         """The triangles ``(n_mels, n_freq)`` in output order, masked columns zero;
         ``perturb`` applies SpeechBrain's random scaling of a frozen filterbank."""
+        perturb = perturb and bool(self.param_rand_factor) and not self.trainable_filterbank
+        if not self.trainable_filterbank and not perturb:
+            return self.frozen_matrix
+        return self._build_matrix(perturb)
+
+    def _build_matrix(self, perturb: bool) -> torch.Tensor:
         centres, bands = self.applied_centre_hz(), self.applied_band_hz()
-        if perturb and self.param_rand_factor and not self.trainable_filterbank:
+        if perturb:
             change = 1.0 + (torch.rand(2) * 2 - 1) * self.param_rand_factor
             centres, bands = centres * change[0], bands * change[1]
         freqs = self.fbank.all_freqs_mat
