@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torchaudio
-from nnAudio.features import MelSpectrogram
+from nnAudio.features import STFT, MelSpectrogram
 
 from specsweep.frontends import (
     FRONTENDS,
@@ -155,6 +155,34 @@ def test_fft_spectrogram_follows_nnaudio_conventions(options: dict) -> None:
     assert fft.shape == conv.shape
     assert fft.shape[-1] == PowerSpectrogram(**args, trainable=False).num_frames(4000)
     torch.testing.assert_close(fft, conv, rtol=0, atol=1e-5 * float(fft.max()))
+
+
+@pytest.mark.parametrize("setting", ["A", "B", "C", "D"])
+def test_silent_frames_match_nnaudio_in_every_setting(setting: str) -> None:
+    """A clip zero-padded at its end (as short Speech Commands clips are): nnAudio's
+    trainable STFT adds 1e-8 under its magnitude's root, its fixed one nothing, and silent
+    frames of the log-Mel (where that 1e-8 dominates) and of the magnitude come out as
+    nnAudio's."""
+    x = waveform(2)
+    x[:, 12000:] = 0
+    stft, mel = SETTINGS[setting]
+    ours = build_frontend({"name": "nnaudio", "setting": setting})
+    upstream = MelSpectrogram(sr=16000, n_fft=480, n_mels=40, hop_length=160, trainable_mel=mel,
+                              trainable_STFT=stft, verbose=False)
+    expected = torch.log(upstream(x) + 1e-10).detach()
+    silent = expected[..., -10:]
+    assert float(silent.max() - silent.min()) < 1.0  # only the added terms are left there
+    torch.testing.assert_close(ours(x), expected, rtol=1e-4, atol=1e-3)
+    magnitude = build_frontend({"name": "fastaudio", "setting": setting}).spectrogram(x).detach()
+    upstream_stft = STFT(n_fft=480, hop_length=160, sr=16000, trainable=stft, output_format="Magnitude",
+                         verbose=False)
+    expected_magnitude = upstream_stft(x).detach()
+    torch.testing.assert_close(magnitude[..., -10:], expected_magnitude[..., -10:], rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(magnitude, expected_magnitude, rtol=1e-4, atol=1e-5 * float(expected_magnitude.max()))
+    if stft:
+        assert float(magnitude[..., -10:].min()) == pytest.approx(1e-4, rel=1e-3)
+        unguarded = build_frontend({"name": "fastaudio", "setting": setting, "trainable_stft_eps": 0.0})
+        assert float(unguarded.spectrogram(x)[..., -10:].max()) < 1e-6
 
 
 def test_setting_a_matches_upstream_nnaudio_and_torchaudio() -> None:

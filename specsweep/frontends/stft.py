@@ -173,6 +173,10 @@ def nnaudio_window(window: Any, win_length: int, n_fft: int) -> torch.Tensor:
     return torch.from_numpy(pad_center(periodic, n_fft).astype(np.float32))
 
 
+# nnAudio's STFT(trainable=True) returns sqrt(re**2 + im**2 + 1e-8) as its magnitude.
+NNAUDIO_TRAINABLE_EPS = 1e-8
+
+
 class PowerSpectrogram(nn.Module):
     """Power spectrogram ``|STFT(x)|**power`` with nnAudio's STFT conventions.
 
@@ -190,6 +194,10 @@ class PowerSpectrogram(nn.Module):
         Exponent applied to the magnitude (2: power spectrogram).
     trainable : bool
         Learn the STFT kernels (conv path) or not (FFT path).
+    trainable_eps : float
+        Added to ``re**2 + im**2`` of the conv path before the exponent, as nnAudio's
+        trainable STFT adds it under its square root (its guard against NaN gradients at
+        silent bins); nnAudio's fixed STFT adds nothing, nor does the FFT path.
 
     Examples
     --------
@@ -209,8 +217,10 @@ class PowerSpectrogram(nn.Module):
         pad_mode: str,
         power: float,
         trainable: bool,
+        trainable_eps: float = NNAUDIO_TRAINABLE_EPS,
     ) -> None:
         super().__init__()
+        self.trainable_eps = float(trainable_eps)
         self.n_fft = n_fft
         self.n_freq = n_fft // 2 + 1
         self.hop_length = hop_length
@@ -268,8 +278,9 @@ class PowerSpectrogram(nn.Module):
             x = F.pad(x, (self.n_fft // 2, self.n_fft // 2), mode=self.pad_mode)
         kernels = torch.cat([self.stft.wcos, self.stft.wsin])
         parts = F.conv1d(x, kernels, stride=self.hop_length).unflatten(1, (2, self.n_freq))
-        if self.power == 2.0:
-            return parts.square().sum(1)
+        if self.trainable_eps or self.power == 2.0:
+            squared = parts.square().sum(1) + self.trainable_eps
+            return squared if self.power == 2.0 else squared.pow(self.power / 2)
         # Complex abs has a zero (not NaN) gradient at exactly-zero bins.
         return torch.complex(parts[:, 0], parts[:, 1]).abs().pow(self.power)
 
@@ -336,6 +347,10 @@ class StftFrontEnd(FrontEnd):
         Number of filterbank bands, in ``[1, n_fft // 2 + 1]``.
     trainable_stft : bool
         Learn the STFT kernels (``wsin``, ``wcos``; conv path) instead of the FFT.
+    trainable_stft_eps : float
+        Added to the power ``re**2 + im**2`` of a trainable STFT, as nnAudio's trainable
+        STFT does (1e-8 under its magnitude's square root): silent frames of settings C
+        and D then give what nnAudio gives (see :class:`PowerSpectrogram`). 0: nothing added.
     mask_bins : [start, end) pair, list of pairs, or None
         STFT bins zeroed before the filterbank.
 
@@ -364,6 +379,7 @@ class StftFrontEnd(FrontEnd):
         power: float = 2.0,
         n_mels: int = 40,
         trainable_stft: bool = False,
+        trainable_stft_eps: float = NNAUDIO_TRAINABLE_EPS,
         mask_bins: Sequence[int] | Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
@@ -374,7 +390,8 @@ class StftFrontEnd(FrontEnd):
         self.trainable_stft = trainable_stft
         self.mask_bins = normalise_mask_bins(mask_bins)
         self.spectrogram = PowerSpectrogram(
-            sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power, trainable_stft
+            sample_rate, n_fft, hop_length, win_length, window, center, pad_mode, power, trainable_stft,
+            trainable_stft_eps,
         )
         self.register_buffer("bin_mask", bin_mask(self.mask_bins, self.n_freq), persistent=False)
 
@@ -387,6 +404,8 @@ class StftFrontEnd(FrontEnd):
         problems = stft_problems(a["sample_rate"], a["n_fft"], a["hop_length"], a["win_length"],
                                  a["pad_mode"], a["power"], a["window"])
         problems += filterbank_problems(a["n_mels"], a["n_fft"], a["mask_bins"])
+        if not is_number(a["trainable_stft_eps"]) or not 0 <= a["trainable_stft_eps"] < math.inf:
+            problems.append(f"trainable_stft_eps: must be a finite number >= 0, got {a['trainable_stft_eps']!r}")
         problems += bool_problems(**{name: a[name] for name, param in constructor_parameters(cls).items()
                                      if isinstance(param.default, bool)})
         return problems + frequency_range_problems(a, *cls.frequency_range)
