@@ -137,7 +137,11 @@ class TrainConfig(_Strict):
     validation epoch by ``best_by`` (None: the sweep's metric) or with the ``last`` epoch's.
     ``eval_batch_size`` (None: ``batch_size``) batches validation and test.
     ``class_weights`` are per-class sampling weights: with ``balance_classes`` they multiply
-    inverse class frequencies, without it they are the weights themselves."""
+    inverse class frequencies, without it they are the weights themselves.
+    ``shuffle: false`` reads the training split in its stored order every epoch (no class
+    weights then); ``drop_last`` drops a last, partial training batch (when the split holds
+    more than one batch); ``ctc_drop_frames`` leaves that many frames at each utterance's end
+    out of a CTC loss (decoding keeps them)."""
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(100, ge=1)
@@ -154,6 +158,9 @@ class TrainConfig(_Strict):
     num_workers: int = Field(0, ge=0)
     balance_classes: bool = True
     class_weights: Dict[str, float] = Field(default_factory=dict)
+    shuffle: bool = True
+    drop_last: bool = True
+    ctc_drop_frames: int = Field(0, ge=0)
     # auto: batches gathered on the trial's device for fixed-length clips, the DataLoader otherwise.
     data_path: Literal["auto", "loader", "device"] = "auto"
     # torch.compile the model (CUDA graphs on a GPU) to cut the per-step launch overhead.
@@ -325,6 +332,14 @@ def train_task_problems(train: Dict[str, Any], task: Optional[str]) -> List[str]
     if not info.fixed_length and train.get("data_path") == "device":
         problems.append(f"train.data_path: device needs clips of one length; task {task}'s utterances are "
                         "padded per batch by the loader: use auto or loader")
+    weighted = info.class_sampling and (train.get("balance_classes", True) or train.get("class_weights"))
+    if train.get("shuffle") is False and weighted:
+        problems.append("train.shuffle: false reads the training split in order, but train.balance_classes / "
+                        "train.class_weights draw clips by class weights; set balance_classes: false and no "
+                        "class_weights, or leave shuffle true")
+    if train.get("ctc_drop_frames") and info.head != "frames":
+        problems.append(f"train.ctc_drop_frames: only tasks trained with a CTC loss (per-frame heads) use it; "
+                        f"task {task} has none: leave it 0")
     return problems
 
 

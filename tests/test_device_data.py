@@ -30,14 +30,15 @@ def _config(root: Path, data_path: str, **train: Any) -> Dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("balance", [True, False])
-def test_device_batches_equal_the_loaders_and_advance_the_same_generators(speech_commands_tree, cache_dir, balance):
+@pytest.mark.parametrize("balance,shuffle,drop_last", [(True, True, True), (False, True, True), (False, False, False)])
+def test_device_batches_equal_the_loaders_and_advance_the_same_generators(speech_commands_tree, cache_dir, balance,
+                                                                          shuffle, drop_last):
     data = prepare_dataset({"name": "speechcommands", "root": str(speech_commands_tree)})
     runs = {}
     for path in ("loader", "device"):
         torch.manual_seed(11)
         generator = torch.Generator().manual_seed(5)
-        loaders = make_loaders(data, 7, generator, balance_classes=balance,
+        loaders = make_loaders(data, 7, generator, balance_classes=balance, shuffle=shuffle, drop_last=drop_last,
                                device=CPU if path == "device" else None)
         assert isinstance(loaders["train"], DeviceBatches) == (path == "device")
         # Two epochs of training batches, then the validation and test passes, as a trial draws them.
@@ -45,13 +46,22 @@ def test_device_batches_equal_the_loaders_and_advance_the_same_generators(speech
         runs[path] = (batches, len(loaders["train"]), generator.get_state(), torch.get_rng_state())
     (loader_batches, loader_len, loader_gen, loader_rng), (device_batches, device_len, device_gen, device_rng) = \
         runs["loader"], runs["device"]
-    assert loader_len == device_len == len(data.dataset("train")) // 7
+    clips = len(data.dataset("train"))
+    assert clips % 7, "the tree must leave a partial batch for drop_last to matter"
+    assert loader_len == device_len == (clips // 7 if drop_last else -(-clips // 7))
     assert len(loader_batches) == len(device_batches) > 2 * loader_len
     for (wave_a, target_a), (wave_b, target_b) in zip(loader_batches, device_batches):
         assert wave_a.dtype == wave_b.dtype == torch.float32 and target_a.dtype == target_b.dtype == torch.int64
         assert torch.equal(wave_a, wave_b) and torch.equal(target_a, target_b)
-    # The order differs between epochs: the comparison above is not of one fixed order.
-    assert not torch.equal(loader_batches[0][1], loader_batches[loader_len][1])
+    first, second = (torch.cat([t for _, t in loader_batches[e * loader_len:(e + 1) * loader_len]]) for e in (0, 1))
+    if shuffle:
+        # The order differs between epochs: the comparison above is not of one fixed order.
+        assert not torch.equal(first, second)
+    else:
+        # The split in its stored order, every epoch, the last partial batch kept.
+        assert len(first) == clips and torch.equal(first, second)
+        in_order = torch.tensor([data.dataset("train")[i][1] for i in range(clips)])
+        assert torch.equal(first.flatten(), in_order.flatten())
     assert torch.equal(loader_gen, device_gen) and torch.equal(loader_rng, device_rng)
 
 

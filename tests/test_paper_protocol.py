@@ -18,10 +18,12 @@ TRAIN = {
     "kws": {"optimizer": "sgd", "lr": 1e-3, "frontend_lr": None, "momentum": 0.9, "weight_decay": 1e-3,
             "schedule": "constant", "warmup_epochs": 0.0, "epochs": 200, "batch_size": 100,
             "test_weights": "last", "balance_classes": False,
-            "class_weights": {"_silence_": 4.6, "_unknown_": 1 / 17}},
+            "class_weights": {"_silence_": 4.6, "_unknown_": 1 / 17}, "drop_last": False, "ctc_drop_frames": 0},
+    # The study's TIMIT loader had no shuffle, and its collate gave CTC samples // 160 - 1 frames.
     "asr": {"optimizer": "adam", "lr": 1e-3, "frontend_lr": None, "weight_decay": 0.0, "schedule": "constant",
             "warmup_epochs": 0.0, "epochs": 400, "batch_size": 16, "eval_batch_size": 1,
-            "test_weights": "best", "best_by": "val_loss"},
+            "test_weights": "best", "best_by": "val_loss", "shuffle": False, "drop_last": False,
+            "ctc_drop_frames": 2},
 }
 DATA = {"speechcommands": {"test_set": "archive", "silence": "paper"}, "timit": {"protocol": "paper"}}
 # Trainable parameters of the study's models at 40 bins (counted from its model code).
@@ -50,7 +52,9 @@ def test_paper_trials_carry_the_original_values(path, capsys):
         for key, value in DATA[config["data"]["name"]].items():
             assert config["data"][key] == value, (path.name, key)
         # nnAudio / FastAudio STFT of the study: n_fft 480, hop 160 (the front-end defaults).
-        assert fe.get("n_fft", 480) == 480 and fe.get("hop_length", 160) == 160
+        assert fe.get("n_fft", 480) == 480 and fe.get("hop_length", 160) == 160 and fe.get("center", True)
+        # nnAudio's trainable STFT adds 1e-8 under its magnitude's root.
+        assert fe.get("trainable_stft_eps", 1e-8) == 1e-8
         n_mels = fe.get("n_mels", 40)
         if n_mels != 40:
             assert bb["name"] == "simple", "the study's n_mels runs use the simple model"

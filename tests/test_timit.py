@@ -234,3 +234,27 @@ def test_frames_of_a_batch_equal_each_utterances(cache_dir):
 
         net.frontend.__class__ = IntsOnly
         assert task._frames(lengths).tolist() == [int(n) // 160 + 1 for n in lengths]
+
+
+def test_ctc_loss_leaves_out_the_last_frames_as_the_study_did(timit_paper_tree, cache_dir):
+    """``ctc_drop_frames: 2`` (the paper recipe): the CTC loss of a real TIMIT batch takes
+    each utterance's samples // hop - 1 frames, as the study's collate gave it, while
+    decoding reads every frame the front-end gives."""
+    from specsweep.data.loaders import make_loaders
+
+    data = prepare_dataset({"name": "timit", "root": str(timit_paper_tree), "protocol": "paper"})
+    waves, wave_lengths, targets, target_lengths = next(iter(make_loaders(data, 4, torch.Generator())["train"]))
+    task = _asr_task(data)
+    study = ASRTask(task.net, TrainConfig(ctc_drop_frames=2), data.labels)
+    # Utterances of several lengths, as a padded batch holds them.
+    wave_lengths = torch.minimum(wave_lengths, torch.tensor([8000, 6000, 4001, 7777]))
+    torch.manual_seed(0)
+    loss, log_probs, frames = study._step((waves, wave_lengths, targets, target_lengths))
+    assert frames.tolist() == [task.net.frontend.num_frames(int(n)) for n in wave_lengths]
+    study_frames = wave_lengths // 160 - 1
+    expected = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), targets + 1, study_frames, target_lengths,
+                                            zero_infinity=True)
+    torch.testing.assert_close(loss, expected)
+    torch.manual_seed(0)
+    all_frames, _, _ = task._step((waves, wave_lengths, targets, target_lengths))
+    assert all_frames.item() != pytest.approx(loss.item(), rel=1e-4)

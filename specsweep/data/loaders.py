@@ -144,19 +144,23 @@ def make_loaders(
     class_weights: Optional[Mapping[str, float]] = None,
     eval_batch_size: Optional[int] = None,
     device: Optional[torch.device] = None,
+    shuffle: bool = True,
+    drop_last: bool = True,
 ) -> Dict[str, Batches]:
     """Train/val/test batches. Training order is drawn from ``generator`` (seeded by the
     trial) rather than the global RNG, so its state can be checkpointed and restored.
     Training draws with replacement by class weights (:func:`class_sampling_weights`)
-    when ``balance_classes`` or ``class_weights`` is given, else shuffles; validation and
-    test batches hold ``eval_batch_size`` (default ``batch_size``) examples.
+    when ``balance_classes`` or ``class_weights`` is given, else shuffles (or, without
+    ``shuffle``, reads the split in its order); ``drop_last`` drops a last, partial training
+    batch when there is more than one batch. Validation and test batches hold
+    ``eval_batch_size`` (default ``batch_size``) examples, in order, none dropped.
 
     With ``device`` the batches are :class:`DeviceBatches` on that device, the same batches
     in the same order as the loaders (``num_workers`` is then unused); otherwise
     ``DataLoader``s."""
     collate = pad_collate if data.clip_samples is None else None
     train = data.dataset("train")
-    drop_last = len(train) > batch_size
+    drop_last = drop_last and len(train) > batch_size
     sampler: Sampler
     # The loader's own generator only seeds its workers; the weighted loader never had one
     # (its workers' seed comes from the global RNG), and keeping that keeps seeded results.
@@ -164,8 +168,10 @@ def make_loaders(
     if balance_classes or class_weights:
         weights = class_sampling_weights(train.first_targets(), data.labels, class_weights, balance_classes)
         sampler = WeightedRandomSampler(weights, num_samples=len(train), replacement=True, generator=generator)
-    else:
+    elif shuffle:
         sampler, loader_generator = RandomSampler(train, generator=generator), generator
+    else:
+        sampler = SequentialSampler(train)
     eval_batch = eval_batch_size or batch_size
     splits: Iterable[Tuple[str, CachedAudio, int, Sampler, Optional[torch.Generator], bool]] = [
         ("train", train, batch_size, sampler, loader_generator, drop_last),

@@ -268,7 +268,11 @@ class ASRTask(SpeechTask):
     distance (``torchaudio.functional.edit_distance``) of each utterance: with
     ``per_average="corpus"`` the summed edits over the summed reference lengths, with
     ``"utterance"`` the mean over utterances of edits over reference length (an empty
-    reference counts as length 1).
+    reference counts as length 1). The CTC loss sees each utterance's frames less
+    ``optim.ctc_drop_frames`` at its end (at least one); decoding sees them all.
+
+    ``zero_infinity``: an utterance with fewer frames than its labels need adds nothing
+    to the loss rather than an infinite one that would end the trial.
     """
 
     def __init__(
@@ -284,6 +288,7 @@ class ASRTask(SpeechTask):
         if per_average not in ("corpus", "utterance"):
             raise ValueError(f"per_average must be 'corpus' or 'utterance', got {per_average!r}")
         self.ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+        self.ctc_drop_frames = optim.ctc_drop_frames
         self.score_map = score_map or {}
         self.examples_to_log = examples_to_log
         self.per_average = per_average
@@ -313,7 +318,8 @@ class ASRTask(SpeechTask):
         waveform, wave_lengths, targets, target_lengths = batch
         log_probs = self(waveform).log_softmax(-1)
         frames = self._frames(wave_lengths).clamp(max=log_probs.shape[1])
-        loss = self.ctc(log_probs.transpose(0, 1), self._classes(targets), frames, target_lengths)
+        loss_frames = (frames - self.ctc_drop_frames).clamp(min=1) if self.ctc_drop_frames else frames
+        loss = self.ctc(log_probs.transpose(0, 1), self._classes(targets), loss_frames, target_lengths)
         return loss, log_probs, frames
 
     @staticmethod

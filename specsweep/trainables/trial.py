@@ -69,6 +69,7 @@ def trial_data(trial: TrialConfig) -> tuple[PreparedData, Dict[str, Any], torch.
         balance_classes=train.balance_classes and by_class,
         class_weights=train.class_weights if by_class else None,
         eval_batch_size=train.eval_batch_size, device=trial_device() if on_device else None,
+        shuffle=train.shuffle, drop_last=train.drop_last,
     )
     return data, loaders, generator
 
