@@ -10,8 +10,11 @@ folders are never used).
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
+import itertools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -70,21 +73,48 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _param_counts(configs: List[Dict[str, Any]]) -> List[Dict[str, int]]:
+def _param_counts(spec: Any, configs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Trainable parameters by part of each trial's model, counted from the components'
-    footprints (no model is built, no data prepared), once per distinct model."""
+    footprints (no model is built, no data prepared), once per distinct model. Where a
+    sampled search value shapes the model (``frontend.setting: {choice: [A, B]}``,
+    ``frontend.n_mels: {randint: ...}``), a part whose count depends on it is given as
+    ``"LOW..HIGH"`` over the choices or the range's ends."""
     from specsweep.assembly import model_footprint_for
     from specsweep.data.datasets import describe_dataset
-    from specsweep.spec import ModelConfig
+    from specsweep.limits import sized_values
+    from specsweep.spec import ModelConfig, _set_dotted
 
+    sampled = {key: values for key, values in sized_values(spec).items()
+               if spec.search.space[key].form != "grid" and not key.startswith("train.")}
+    # Every combination while they are few; else each value with the others at their first.
+    if math.prod(len(v) for v in sampled.values()) <= 64:
+        choices = [dict(zip(sampled, combo)) for combo in itertools.product(*sampled.values())]
+    else:
+        first = {key: values[0] for key, values in sampled.items()}
+        choices = [{**first, key: value} for key, values in sampled.items() for value in values]
     counts: Dict[str, Dict[str, int]] = {}
-    plan = []
-    for config in configs:
+
+    def count(config: Dict[str, Any]) -> Dict[str, int]:
         key = json.dumps([config["task"], config["data"], config["frontend"], config["backbone"]], sort_keys=True)
         if key not in counts:
             counts[key] = model_footprint_for(ModelConfig.of(config), describe_dataset(config["data"])).trainable
-        plan.append(counts[key])
+        return counts[key]
+
+    plan = []
+    for config in configs:
+        variants = []
+        for chosen in choices:
+            variant = copy.deepcopy(config)
+            for key, value in chosen.items():
+                _set_dotted(variant, key, value)
+            variants.append(count(variant))
+        plan.append({part: _span([v[part] for v in variants]) for part in variants[0]})
     return plan
+
+
+def _span(counts: List[int]) -> Any:
+    low, high = min(counts), max(counts)
+    return low if low == high else f"{low}..{high}"
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -114,7 +144,7 @@ def _inspect_spec(path: Path, args: argparse.Namespace) -> Dict[str, Any]:
     for note in local_resource_problems(spec):
         print(f"note (for a local Ray on this machine): {note}", file=sys.stderr)
     trials = expand_trials(spec)
-    plan = [{"config": config, "trainable_params": params} for config, params in zip(trials, _param_counts(trials))]
+    plan = [{"config": config, "trainable_params": params} for config, params in zip(trials, _param_counts(spec, trials))]
     cost = _sweep_cost(spec, trials, args.calibrate, args.smoke_test)
     result = {"spec": str(path), "name": spec.name, "metric": spec.metric, "mode": spec.mode, "recipe": spec.recipe,
               "trials": plan, "cost": cost}
@@ -167,10 +197,17 @@ def _sweep_cost(spec: Any, trials: List[Dict[str, Any]], calibrate: bool, smoke:
     measures, share_of = None, None
     if calibrate:
         measures = {}
-        for config in trials:
-            key = model_key(config)
-            if key not in measures:
-                measures[key] = measure_steps(config, spec.resources.cpus)
+        # A model whose shape is sampled has no one set of steps to time.
+        shaping = ("task", "data.", "frontend.", "backbone.", "train.batch_size", "train.eval_batch_size",
+                   "train.compile")
+        if not any(p.form != "grid" and key.startswith(shaping) for key, p in spec.search.space.items()):
+            for config in trials:
+                key = model_key(config)
+                if key not in measures:
+                    measures[key] = measure_steps(config, spec.resources.cpus)
+        else:
+            print("note: a sampled search value shapes the model: --calibrate times nothing, the recorded "
+                  "figures are used", file=sys.stderr)
         if spec.resources.auto_gpus and all(m.device != "cpu" for m in measures.values()):
             from specsweep.packing import TrialResources, plan_packing
 

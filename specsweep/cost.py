@@ -68,13 +68,22 @@ def model_key(config: Dict[str, Any]) -> str:
                       sort_keys=True, default=str)
 
 
+def train_clips(data: Dict[str, Any]) -> Optional[int]:
+    """Declared training clips per epoch of a data config; None when unknown, also when a
+    sampled search value (shown as its distribution) sets one of the dataset's arguments."""
+    try:
+        return declared_train_clips(data)
+    except (TypeError, ValueError):
+        return None
+
+
 def clip_steps(config: Dict[str, Any], limit_train_batches: Optional[int] = None) -> Optional[int]:
     """Epochs x training clips per epoch of a trial config; None when either is unknown
     (a sampled epoch count or batch size, an undeclared dataset size).
 
     ``limit_train_batches`` caps the batches per epoch (smoke tests)."""
     epochs, batch = config["train"]["epochs"], config["train"]["batch_size"]
-    clips = declared_train_clips(config["data"])
+    clips = train_clips(config["data"])
     if not isinstance(epochs, int) or not isinstance(batch, int) or clips is None:
         return None
     if limit_train_batches is not None:
@@ -92,8 +101,11 @@ def recorded_rate(config: Dict[str, Any], gpus: Union[float, str]) -> Tuple[Opti
     from specsweep.frontends import frontend_setting
 
     backbone = config["backbone"]["name"]
-    setting = frontend_setting(config["frontend"])
     share = 0.0 if gpus == "auto" else float(gpus)
+    try:
+        setting = frontend_setting(config["frontend"])
+    except ValueError:
+        return None, "the front-end's setting is sampled: no recorded figure for one setting", share
     if config["task"] != "kws":
         # The figures are of one-second keyword clips; utterances are longer and vary.
         return None, f"no recorded figure for task {config['task']}: use --calibrate", share
@@ -269,7 +281,7 @@ def sweep_cost(configs: List[Dict[str, Any]], cpus: float, gpus: Union[float, st
             source = f"calibrated on this machine ({measure.device})"
         hours = steps / rate / 3600 if steps is not None and rate else None
         per_trial.append({"trial": i, "epochs": config["train"]["epochs"],
-                          "train_clips": declared_train_clips(config["data"]), "clip_steps": steps,
+                          "train_clips": train_clips(config["data"]), "clip_steps": steps,
                           "clips_per_s": rate, "gpus": share, "hours": hours, "rate_source": source})
 
     def total(field: str, factor: int | float = 1) -> Optional[float]:

@@ -47,7 +47,7 @@ def trial_count(spec: SweepSpec) -> Tuple[int, str]:
     return count, " × ".join(parts)
 
 
-def _sized_values(spec: SweepSpec) -> Dict[str, List[Any]]:
+def sized_values(spec: SweepSpec) -> Dict[str, List[Any]]:
     """Search keys that change a trial's size, with the values to try (sampled ranges:
     both ends)."""
     values = {}
@@ -69,7 +69,7 @@ def _variants(spec: SweepSpec) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]
     from specsweep.spec import _set_dotted
 
     base = spec.base_config()
-    values = _sized_values(spec)
+    values = sized_values(spec)
     if math.prod(len(v) for v in values.values()) <= _MAX_COMBINATIONS:
         combos = (dict(zip(values, combo)) for combo in itertools.product(*values.values()))
     else:

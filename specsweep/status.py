@@ -193,8 +193,10 @@ def describe_config(config: Dict[str, Any], spec: SweepSpec) -> Dict[str, Any]:
     try:
         setting = frontend_setting(config.get("frontend", {}))
     except ValueError:
-        # A run written by another version may name a front-end this one does not know.
-        setting = "?"
+        # A planned trial's sampled setting is shown as its distribution; a run written by
+        # another version may name a front-end this one does not know.
+        sampled = config.get("frontend", {}).get("setting")
+        setting = sampled if isinstance(sampled, str) and "(" in sampled else "?"
     swept = swept_values(config, [key for key in spec.search.space if key != "frontend.setting"])
     return {"setting": setting, **swept, "seed": config.get("seed")}
 

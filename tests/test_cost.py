@@ -75,3 +75,26 @@ def test_smoke_cost_and_calibration_on_this_machine(capsys, cache_dir, tmp_path)
         assert trial["hours"] == pytest.approx(96 / trial["clips_per_s"] / 3600)
     # Two settings, two models timed: their figures differ as their measurements do.
     assert cost["per_trial"][0]["clips_per_s"] != cost["per_trial"][1]["clips_per_s"]
+
+
+@pytest.mark.parametrize("smoke", [False, True])
+def test_inspect_a_spec_that_samples_what_shapes_the_model(tmp_path, capsys, smoke):
+    """Sampled front-end and data values (a random search) are planned without a
+    traceback: parameter counts over the choices or the range's ends, unknown costs."""
+    spec = {"name": "sampled", "task": "kws", "recipe": "quick", "data": {"name": "embedded_kws"},
+            "frontend": {"name": "nnaudio"}, "backbone": {"name": "bcresnet"},
+            "search": {"algorithm": "random", "num_samples": 2, "space": {
+                "frontend.setting": {"choice": ["A", "B"]}, "frontend.n_mels": {"randint": [20, 41]},
+                "data.clips_per_word": {"choice": [4, 6]}}},
+            "smoke": {"overrides": {"data": {"name": "embedded_kws"}}}}
+    path = tmp_path / "sampled.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["inspect", str(path), "--json", *(["--smoke-test"] if smoke else [])]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert len(plan["trials"]) == 2
+    for trial in plan["trials"]:
+        # Mel basis: none in A, 20 x 241 to 40 x 241 in B; BC-ResNet-1 at 20 and 40 bins.
+        assert trial["trainable_params"] == {"stft": 0, "filterbank": "0..9640", "backbone": "8384..9160"}
+    assert all(t["clip_steps"] is None and t["hours"] is None for t in plan["cost"]["per_trial"])
+    assert main(["inspect", str(path)]) == 0
+    assert "choice(A, B)" in capsys.readouterr().out

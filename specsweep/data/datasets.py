@@ -32,8 +32,14 @@ DESCRIBERS: Dict[str, Callable[..., "DatasetInfo"]] = {}
 _DATASET_TASKS: Dict[str, str] = {}
 
 
-# A total (train, valid and test are split from it) or the three counts.
-UtteranceCounts = Union[Annotated[int, Field(ge=3)], Annotated[List[PositiveInt], Field(min_length=3, max_length=3)]]
+# A total (train, valid and test are split from it) or the three counts. The bounds are
+# TIMIT's scale: describing the corpus phonemizes every planned utterance (about 1 s per 800).
+MAX_UTTERANCES_PER_SPLIT = 5_000
+UtteranceCounts = Union[Annotated[int, Field(ge=3, le=3 * MAX_UTTERANCES_PER_SPLIT)],
+                        Annotated[List[Annotated[int, Field(ge=1, le=MAX_UTTERANCES_PER_SPLIT)]],
+                                  Field(min_length=3, max_length=3)]]
+# Speech Commands v2 has at most about 4,000 clips of a keyword.
+ClipsPerWord = Annotated[int, Field(ge=1, le=10_000)]
 
 
 def register_dataset(name: str, task: str, describe: Callable[..., "DatasetInfo"]) -> Callable[[T], T]:
@@ -177,7 +183,7 @@ def _describe_embedded_kws(seed: Seed = 0, clips_per_word: Optional[int] = None,
 
 
 @register_dataset("embedded_kws", "kws", _describe_embedded_kws)
-def embedded_kws(seed: Seed = 0, clips_per_word: Optional[PositiveInt] = None, cache_dir: Optional[str] = None,
+def embedded_kws(seed: Seed = 0, clips_per_word: Optional[ClipsPerWord] = None, cache_dir: Optional[str] = None,
                  test_set: Literal["list", "archive"] = "list") -> PreparedData:
     """The synthesized 12-class keyword set, generated on first use into the cache.
 

@@ -604,14 +604,25 @@ def speech_commands_split_clips(seed: int = 0, **params: Any) -> Dict[str, int]:
     """Clips per split (train, val, test) of the embedded keyword set for ``seed`` and
     ``params``, as the Speech Commands loader builds the splits (each split's speakers'
     clips plus ``_silence_``, as many as the split's average keyword), from the clip plan
-    alone: nothing is synthesized."""
-    plan = _plan_kws(_kws_params(seed=seed, **params))
-    sizes = {}
-    for split in ("train", "val", "test"):
-        clips = [p for p in plan if p.speaker.split == split]
-        keyword_clips = sum(p.word in KEYWORDS for p in clips)
-        sizes[split] = len(clips) + max(1, keyword_clips // len(KEYWORDS))
-    return sizes
+    alone: nothing is synthesized. Counted as :func:`_plan_kws` assigns speakers (clip k
+    of a word to the word's k-th speaker in its own order, cyclically), without drawing
+    each clip's choices: in milliseconds whatever the sizes."""
+    params = _kws_params(seed=seed, **params)
+    splits = ("train", "val", "test")
+    speakers = _draw_speakers(params, 0, splits)
+    split_of = np.array([splits.index(s.split) for s in speakers])
+    n = len(speakers)
+    totals = np.bincount(split_of, minlength=3)
+    clips, keyword_clips = np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64)
+    words = [(w, params["clips_per_word"]) for w in params["keywords"]]
+    words += [(w, params["clips_per_unknown"]) for w in params["unknown_words"]]
+    for word_index, (word, count) in enumerate(words):
+        order = np.random.default_rng([params["seed"], 1, word_index]).permutation(n)
+        per_split = (count // n) * totals + np.bincount(split_of[order[: count % n]], minlength=3)
+        clips += per_split
+        if word in KEYWORDS:
+            keyword_clips += per_split
+    return {split: int(clips[i] + max(1, keyword_clips[i] // len(KEYWORDS))) for i, split in enumerate(splits)}
 
 
 def speech_commands_train_clips(seed: int = 0, **params: Any) -> int:
