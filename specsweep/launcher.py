@@ -289,10 +289,18 @@ def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bo
     limits = {}
     if smoke:
         limits = {"limit_train_batches": spec.smoke.limit_train_batches, "limit_eval_batches": spec.smoke.limit_eval_batches}
+    wandb_mode = spec.wandb.mode
+    if tracking.resolve_mode(wandb_mode) == "online":
+        unreachable = tracking.unreachable_server()
+        if unreachable:
+            # Each trial would otherwise wait out wandb's init timeout before logging offline.
+            print(f"[specsweep] W&B server unreachable ({unreachable}): trials log offline; upload them "
+                  f"afterwards with the printed `wandb sync` command")
+            wandb_mode = "offline"
     context = RunContext(
         sweep_dir=str(run_dir), metric=spec.metric, mode=spec.mode,
         wandb=tracking.WandbSettings(project=spec.wandb.project, entity=spec.wandb.entity,
-                                     group=spec.wandb.group or run_dir.name, mode=spec.wandb.mode,
+                                     group=spec.wandb.group or run_dir.name, mode=wandb_mode,
                                      tags=spec.wandb.tags, log_checkpoints=spec.wandb.log_checkpoints),
         stream_output=verbose,
         **limits,

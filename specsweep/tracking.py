@@ -46,12 +46,22 @@ def has_wandb_credentials() -> bool:
     from wandb.sdk.lib import wbauth
 
     try:
-        return wbauth.authenticate_session(host=wandb.Settings().base_url, source="specsweep", prompt=False,
+        return wbauth.authenticate_session(host=server_url(), source="specsweep", prompt=False,
                                            update_session=False) is not None
     except (AuthenticationError, ValueError) as err:
         # Found but unusable (e.g. both a key and a token file): wandb.init would refuse them too.
         log.warning("W&B credentials found but not usable (%s); logging offline", type(err).__name__)
         return False
+
+
+def server_url() -> str:
+    """The W&B server ``wandb.init`` would talk to: ``WANDB_BASE_URL`` or wandb's default
+    (``wandb.Settings()`` alone does not read the environment)."""
+    import wandb
+
+    settings = wandb.Settings()
+    settings.update_from_env_vars(dict(os.environ))
+    return settings.base_url
 
 
 def group_url(run_url: str, group: str) -> str:
@@ -116,7 +126,8 @@ def init_run(settings: WandbSettings, directory: Path, run_id_: str, name: str, 
     kwargs = dict(
         project=settings.project, entity=settings.entity, group=settings.group, name=name, id=run_id_,
         resume="allow", config=config, tags=sorted(set(settings.tags) | set(tags)), dir=str(directory),
-        reinit="finish_previous", settings=wandb.Settings(init_timeout=60, silent=True, console="off"),
+        # init_timeout is wandb's own (90 s, or WANDB_INIT_TIMEOUT).
+        reinit="finish_previous", settings=wandb.Settings(silent=True, console="off"),
     )
     try:
         return wandb.init(mode=mode, **kwargs)
@@ -124,7 +135,30 @@ def init_run(settings: WandbSettings, directory: Path, run_id_: str, name: str, 
         if mode != "online":
             raise
         log.warning("W&B online init failed (%s); logging this trial offline instead", type(err).__name__)
+        # wandb's service still holds the run id of the online attempt, which it keeps
+        # trying: an offline run of the same id is refused ("run ID is in use") until the
+        # service is gone.
+        wandb.teardown()
         return wandb.init(mode="offline", **kwargs)
+
+
+def unreachable_server() -> Optional[str]:
+    """Why the W&B server (``WANDB_BASE_URL``, default api.wandb.ai) cannot be reached
+    from here, or None when a connection opens, or when a proxy is configured (its
+    route cannot be judged). A TCP connection with a 5 s timeout; nothing is sent."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                              "all_proxy")):
+        return None
+    url = urlsplit(server_url())
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=5):
+            return None
+    except OSError as err:
+        return f"{url.scheme}://{url.netloc}: {err.strerror or type(err).__name__}"
 
 
 _exit_teardown_registered = False

@@ -92,3 +92,74 @@ def test_credentials_are_found_where_wandb_looks(monkeypatch, tmp_path: Path):
 def test_links_to_the_runs():
     assert tracking.group_url("https://wandb.ai/me/proj/runs/abc-123", "qs 1") == "https://wandb.ai/me/proj/groups/qs%201"
     assert tracking.sync_command([Path("/r/a b/wandb/offline-run-1")]) == "wandb sync '/r/a b/wandb/offline-run-1'"
+
+
+ONLINE_TRIAL = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from specsweep import tracking
+
+    settings = tracking.WandbSettings(project="p", group="g", mode="online")
+    run = tracking.init_run(settings, Path(sys.argv[1]), "trial-1-abc", "run-1", {"trial": 1}, tags=[])
+    run.log({"val_acc": 0.75})
+    print(json.dumps({"offline": run.settings._offline, "id": run.id}))
+    tracking.finish_run(run)
+    """
+)
+
+
+def _closed_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_key_and_an_unreachable_server_log_offline(tmp_path: Path):
+    """A W&B key but no server (a closed loopback port stands for a blocked network): the
+    driver sees the server unreachable, and a trial whose online start fails logs offline
+    under the same run id (not refused as "in use"), and the key is in no file."""
+    import os
+
+    key = "deadbeef" * 5
+    port = _closed_loopback_port()
+    env = {**os.environ, "WANDB_API_KEY": key, "WANDB_BASE_URL": f"http://127.0.0.1:{port}",
+           "WANDB_INIT_TIMEOUT": "5"}
+    env.pop("WANDB_MODE", None)
+    probe = subprocess.run([sys.executable, "-c", "from specsweep import tracking; "
+                            "print(tracking.resolve_mode('auto'), tracking.unreachable_server())"],
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert probe.stdout.startswith(f"online http://127.0.0.1:{port}: "), probe.stderr
+    done = subprocess.run([sys.executable, "-c", ONLINE_TRIAL, str(tmp_path)], capture_output=True, text=True,
+                          timeout=180, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"offline": True, "id": "trial-1-abc"}
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*-trial-1-abc")
+    assert [h["val_acc"] for h in read_run(run_dir)["history"] if "val_acc" in h] == [0.75]
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
+
+
+def test_a_sweep_with_a_key_and_no_server_runs_offline(tmp_path: Path):
+    """The whole sweep: the driver finds the server unreachable, says so once, and every
+    trial logs offline at once instead of waiting out wandb's timeout; nothing holds the key."""
+    import os
+
+    key = "deadbeef" * 5
+    env = {**os.environ, "WANDB_API_KEY": key, "WANDB_BASE_URL": f"http://127.0.0.1:{_closed_loopback_port()}",
+           "SPECSWEEP_CACHE": os.environ.get("SPECSWEEP_CACHE", str(tmp_path / "cache"))}
+    env.pop("WANDB_MODE", None)
+    spec = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"
+    done = subprocess.run([sys.executable, "-m", "specsweep", "run", str(spec), "--smoke-test", "--storage",
+                           str(tmp_path / "runs"), "--name", "s"], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("W&B server unreachable (http://127.0.0.1:") == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    run_dir = tmp_path / "runs" / "s"
+    assert len(list(run_dir.glob("trial_*/wandb/offline-run-*"))) == 4
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
