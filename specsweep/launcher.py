@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import platform
 import shlex
 from dataclasses import dataclass
@@ -318,8 +319,15 @@ def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bo
     trainable = tune.with_resources(tune.with_parameters(train_trial, run=context),
                                     _trial_resources(spec, gpu_packing))
     if restore:
-        return tune.Tuner.restore(run_dir.uri, trainable, resume_unfinished=True, resume_errored=not restart_errored,
-                                  restart_errored=restart_errored)
+        try:
+            return tune.Tuner.restore(run_dir.uri, trainable, resume_unfinished=True,
+                                      resume_errored=not restart_errored, restart_errored=restart_errored)
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError,
+                ValueError) as err:
+            # Tune reads its pickled tuner.pkl and the experiment state before it writes anything.
+            raise RunDirError(f"{run_dir}: Tune's saved state cannot be read ({type(err).__name__}: "
+                              f"{str(err)[:200]}); tuner.pkl or {EXPERIMENT_STATE} is damaged, the run is "
+                              f"untouched") from None
     scheduler = build_scheduler(spec)
     early_stopping = stops_early(scheduler)
     return tune.Tuner(

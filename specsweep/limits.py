@@ -105,16 +105,27 @@ def trial_memory(config: Dict[str, Any]) -> Tuple[float, str]:
 
 
 def memory_limit() -> Tuple[float, str]:
-    """``(bytes, where the limit comes from)``."""
-    if os.environ.get(MEMORY_ENV):
-        return float(os.environ[MEMORY_ENV]) * _GIB, f"{MEMORY_ENV}={os.environ[MEMORY_ENV]}"
+    """``(bytes, where the limit comes from)``; ValueError naming :data:`MEMORY_ENV` when
+    it is not a finite number of GiB > 0."""
+    value = os.environ.get(MEMORY_ENV)
+    if value:
+        try:
+            gib = float(value)
+        except ValueError:
+            gib = math.nan
+        if not math.isfinite(gib) or gib <= 0:
+            raise ValueError(f"{MEMORY_ENV}: must be a number of GiB > 0 (a trial's memory limit), got {value!r}")
+        return gib * _GIB, f"{MEMORY_ENV}={value}"
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return float(total), f"this machine's memory ({total / _GIB:.1f} GiB; set {MEMORY_ENV} to change the limit)"
 
 
 def memory_problems(spec: SweepSpec) -> List[str]:
     """A line when the largest trial of ``spec`` would need more memory than the limit."""
-    limit, source = memory_limit()
+    try:
+        limit, source = memory_limit()
+    except ValueError as err:
+        return [str(err)]
     worst: Optional[Tuple[float, str, Dict[str, Any]]] = None
     problems = []
     for chosen, config in _variants(spec):

@@ -36,7 +36,7 @@ import pyarrow.fs as pafs
 import yaml
 from ray.air._internal.uri_utils import URI, is_uri
 
-from specsweep.spec import SweepSpec, validate_spec
+from specsweep.spec import MAX_SPEC_VALUES, SweepSpec, expanded_size, validate_spec
 
 SPEC_FILE = "specsweep.yaml"
 RUN_FILE = "specsweep-run.json"
@@ -297,8 +297,11 @@ def load_run(run_dir: Union[Path, str, RunLocation]) -> SweepSpec:
         raise RunDirError(f"{run_dir} is not a specsweep run directory (no {SPEC_FILE})")
     try:
         raw = yaml.safe_load(run_dir.read_bytes(SPEC_FILE).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise RunDirError(f"{path} is damaged ({str(err).splitlines()[0]}); the trials' results are untouched: "
+        if expanded_size(raw) > MAX_SPEC_VALUES:
+            raise ValueError(f"it expands to more than {MAX_SPEC_VALUES:,} values")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RunDirError(f"{path} is damaged ({reason}); the trials' results are untouched: "
                           f"copy the sweep's spec back to {path} (its path is in {run_dir.child(RUN_FILE)})") from None
     return validate_spec(raw, str(path))
 

@@ -157,7 +157,7 @@ class TrainConfig(_Strict):
     warmup_epochs: float = Field(0.0, ge=0)
     num_workers: int = Field(0, ge=0)
     balance_classes: bool = True
-    class_weights: Dict[str, float] = Field(default_factory=dict)
+    class_weights: Dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(default_factory=dict)
     shuffle: bool = True
     drop_last: bool = True
     ctc_drop_frames: int = Field(0, ge=0)
@@ -373,6 +373,9 @@ def _config_problems(raw: Dict[str, Any], task: Optional[str]) -> List[str]:
             elif set(weighted) - set(described.labels):
                 problems.append(f"train.class_weights: unknown classes {sorted(set(weighted) - set(described.labels))}; "
                                 f"the dataset's classes: {', '.join(described.labels)}")
+            elif all(weighted.get(label, 1.0) == 0 for label in described.labels):
+                problems.append("train.class_weights: every class has weight 0, so no clip could be drawn; "
+                                "give at least one class a weight > 0 (a class left out weighs 1)")
         problems += train_task_problems(train, task)
     return problems
 
@@ -532,6 +535,38 @@ def validate_spec(raw: Any, source: str = "<spec>", check_smoke: bool = True) ->
     return SweepSpec.model_validate(raw)
 
 
+# Far above any real spec (the paper's hold about a hundred values), far below what
+# exhausts memory when YAML aliases nest ("billion laughs").
+MAX_SPEC_VALUES = 100_000
+
+
+def expanded_size(value: Any) -> int:
+    """How many values ``value`` holds once every repeated reference is counted as a copy
+    (YAML aliases load as shared objects that validation would expand), counted once per
+    distinct object.
+
+    Examples
+    --------
+    >>> row = [1, 2, 3]
+    >>> expanded_size({"a": row, "b": row})  # the mapping, 2 keys, the list twice
+    11
+    """
+    sizes: Dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if isinstance(node, dict):
+            children: Any = [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            children = node
+        else:
+            return 1
+        if id(node) not in sizes:
+            sizes[id(node)] = 1 + sum(size(child) for child in children)
+        return sizes[id(node)]
+
+    return size(value)
+
+
 def load_spec(path: Union[str, Path], smoke: bool = False) -> SweepSpec:
     """Read and validate a YAML spec; with ``smoke`` apply its smoke-test reductions."""
     path = Path(path)
@@ -539,12 +574,18 @@ def load_spec(path: Union[str, Path], smoke: bool = False) -> SweepSpec:
         raise SpecError(str(path), [f"file not found: {path}"])
     try:
         raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        size = expanded_size(raw)
     except OSError as err:
         raise SpecError(str(path), [f"cannot read the file: {err.strerror}"]) from None
     except UnicodeDecodeError:
         raise SpecError(str(path), ["not a text file (not UTF-8): a spec is a YAML file"]) from None
     except yaml.YAMLError as err:
         raise SpecError(str(path), [f"not valid YAML: {err}"]) from None
+    except RecursionError:
+        raise SpecError(str(path), ["lists or mappings nested too deeply to be a spec"]) from None
+    if size > MAX_SPEC_VALUES:
+        raise SpecError(str(path), [f"the document expands to {size:,} values (YAML aliases repeat what they name), "
+                                    f"more than a spec may hold ({MAX_SPEC_VALUES:,})"])
     spec = validate_spec(raw, str(path))
     return smoke_spec(spec) if smoke else spec
 

@@ -25,6 +25,7 @@ import yaml
 
 from specsweep.cli import main
 from specsweep.data.embedded import MARKER
+from specsweep.data.speechcommands import CLASSES
 from specsweep.rundir import SPEC_FILE, RunDirError, claim_run_dir, released_on_failure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +78,10 @@ SPEC_CASES: List[tuple] = [
      "data.clips_per_word: must be less than or equal to 10000"),
     ("utterances-huge", _with(task="asr", data={"name": "embedded_phonemes", "n_utterances": [10**6, 5, 5]}), [],
      "data.n_utterances"),
+    ("class-weight-negative", _with(train__class_weights={"yes": -1}), [],
+     "train.class_weights.yes: must be greater than or equal to 0"),
+    ("class-weights-all-zero", _with(train__class_weights={c: 0 for c in CLASSES}), [],
+     "train.class_weights: every class has weight 0"),
     ("unshuffled-weighted", _with(train__shuffle=False), [], "train.shuffle: false reads the training split in order"),
     ("ctc-frames-kws", _with(train__ctc_drop_frames=2), [], "train.ctc_drop_frames: only tasks trained with a CTC"),
     ("ctc-frames-negative", _with(task="asr", data={"name": "embedded_phonemes"}, train__ctc_drop_frames=-1), [],
@@ -260,6 +265,14 @@ COMMAND_CASES = [
     ("binary-spec", _binary, "not a text file"),
     ("yaml-error", _text("name: [unclosed\n"), "not valid YAML"),
     ("spec-is-list", _text("- 1\n- 2\n"), "(top level): a spec must be a YAML mapping"),
+    # Nine levels of nine aliases: 387 million values once expanded, a few hundred bytes of YAML.
+    ("alias-bomb", _text("a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)) + "name: bad\ndescription: *a9\n"),
+     "the document expands to"),
+    ("nested-too-deeply", _text("name: " + "[" * 1500 + "]" * 1500 + "\n"), "nested too deeply"),
+    ("cache-is-a-file", lambda ws: ((ws["tmp"] / "afile").write_text("x"),
+                                    ["data", "prepare", "embedded_kws", "--set", f"cache_dir={ws['tmp'] / 'afile'}"])[1],
+     "File exists"),
     ("spec-empty", _text(""), "(top level)"),
     ("spec-missing", lambda ws: ["run", str(ws["tmp"] / "nope.yaml")], "file not found"),
     ("spec-is-folder", lambda ws: ["inspect", str(ws["tmp"])], "file not found"),
@@ -293,6 +306,15 @@ def test_bad_file_flag_or_run_directory_is_refused(setup, message, workspace, ca
     argv = setup(workspace)
     printed = _refused(argv, capsys, workspace["tmp"])
     assert message in printed
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "-1", "0", "inf"])
+def test_a_bad_memory_limit_in_the_environment_is_named(value, workspace, capsys, monkeypatch):
+    monkeypatch.setenv("SPECSWEEP_TRIAL_MEMORY_GB", value)
+    workspace["spec"].write_text(yaml.safe_dump(BASE))
+    printed = _refused(["run", str(workspace["spec"]), "--storage", str(workspace["storage"])], capsys,
+                       workspace["tmp"])
+    assert f"SPECSWEEP_TRIAL_MEMORY_GB: must be a number of GiB > 0 (a trial's memory limit), got {value!r}" in printed
 
 
 def test_inspect_prints_the_count_before_refusing(workspace, capsys):

@@ -117,3 +117,20 @@ def test_report_names_a_damaged_checkpoint_after_writing_the_tables(finished_run
     out, err = capsys.readouterr()
     assert str(checkpoint) in err and "Traceback" not in out + err
     assert (tmp_path / "report" / "report.md").is_file()
+
+
+def test_resume_names_a_damaged_tuner_pickle(finished_run, tmp_path, capsys):
+    """A run with a trial still to come (a second seed added to its spec) whose Tune
+    tuner.pkl holds garbage: resume names Tune's state, exits 2, and writes nothing."""
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run, run_dir)
+    spec = yaml.safe_load((run_dir / SPEC_FILE).read_text())
+    spec["seeds"] = [1, 2]
+    (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec))
+    (run_dir / "tuner.pkl").write_bytes(b"garbage\n" * 4)
+    before = _digest(run_dir)
+    code = main(["resume", str(run_dir)])
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert f"{run_dir}: Tune's saved state cannot be read" in err and "Traceback" not in out + err
+    assert _digest(run_dir) == before

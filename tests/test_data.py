@@ -83,6 +83,17 @@ def test_corrupt_file_from_the_command_line_is_named_with_exit_2(speech_commands
     assert "aa11_nohash_0.wav" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("silence", ["spans", "paper"])
+def test_corrupt_noise_file_is_named_with_exit_2(speech_commands_tree, cache_dir, capsys, silence):
+    # silence: paper takes its validation silence from running_tap.wav, which must be there.
+    noise = speech_commands_tree / "_background_noise_" / ("running_tap.wav" if silence == "paper" else "white_noise.wav")
+    noise.write_bytes(b"RIFF\x00\x00not really a wav")
+    assert main(["data", "prepare", "speechcommands", "--root", str(speech_commands_tree), "--set",
+                 f"silence={silence}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{noise}: cannot read this background noise file" in err and "Traceback" not in err
+
+
 def test_damaged_cache_entry_is_named(speech_commands_tree, tmp_path):
     folder = build_cache(speech_commands_sources(speech_commands_tree)["train"], 16000, tmp_path / "c")
     audio = folder / "audio.int16"

@@ -258,3 +258,13 @@ def test_ctc_loss_leaves_out_the_last_frames_as_the_study_did(timit_paper_tree, 
     torch.manual_seed(0)
     all_frames, _, _ = task._step((waves, wave_lengths, targets, target_lengths))
     assert all_frames.item() != pytest.approx(loss.item(), rel=1e-4)
+
+
+def test_a_malformed_phone_file_is_named_with_exit_2(timit_paper_tree, cache_dir, capsys):
+    from specsweep.cli import main
+
+    (phn,) = sorted(timit_paper_tree.rglob("*.PHN"))[:1]
+    phn.write_text("0 3050 h#\n3050 4559 not-a-phone\n")
+    assert main(["data", "prepare", "timit", "--root", str(timit_paper_tree), "--set", "protocol=paper"]) == 2
+    err = capsys.readouterr().err
+    assert f"{phn}:2: expected 'start end phone' with a TIMIT phone" in err and "Traceback" not in err

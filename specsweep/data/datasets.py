@@ -309,7 +309,14 @@ def prepare_dataset(config: Dict[str, Any]) -> PreparedData:
     if problems:
         raise DatasetConfigError("\n".join(problems))
     kwargs = {k: v for k, v in config.items() if k != "name"}
-    return DATASETS.build(config["name"], **kwargs)
+    try:
+        return DATASETS.build(config["name"], **kwargs)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
+        # A file where a folder belongs (SPECSWEEP_CACHE, data.cache_dir or a dataset root),
+        # or a folder that cannot be written.
+        raise DatasetConfigError(f"data ({config['name']}): {err.strerror or err}: {err.filename!r} (the dataset cache "
+                                 f"is SPECSWEEP_CACHE or data.cache_dir, default ~/.cache/specsweep: a folder this user "
+                                 f"can write)") from None
 
 
 def prepare_dataset_once(config: Dict[str, Any]) -> PreparedData:

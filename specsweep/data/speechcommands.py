@@ -23,7 +23,7 @@ from typing import Dict, List, Optional
 
 import soundfile
 
-from specsweep.data.cache import ClipSource, build_atomically
+from specsweep.data.cache import AudioDecodeError, ClipSource, build_atomically
 from specsweep.data.progressbar import progress_bar
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -232,6 +232,14 @@ def _write_test_classes(root: Path, folder: Path) -> None:
             shutil.copyfile(src, dest)
 
 
+def _frames(path: Path) -> int:
+    """Samples in the audio file ``path``; a damaged one is named (exit 2), not a traceback."""
+    try:
+        return soundfile.info(str(path)).frames
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as err:
+        raise AudioDecodeError(f"{path}: cannot read this background noise file ({err})") from None
+
+
 def _paper_silence(noise_files: List[Path], split: str) -> List[ClipSource]:
     """One-second ``_silence_`` slices every half second (the last partial second left out)."""
     names = [p.name for p in noise_files]
@@ -243,14 +251,14 @@ def _paper_silence(noise_files: List[Path], split: str) -> List[ClipSource]:
     label = CLASSES.index("_silence_")
     return [ClipSource(str(path), (label,), start=start, frames=CLIP_SAMPLES)
             for path in files
-            for start in range(0, soundfile.info(str(path)).frames - CLIP_SAMPLES, CLIP_SAMPLES // 2)]
+            for start in range(0, _frames(path) - CLIP_SAMPLES, CLIP_SAMPLES // 2)]
 
 
 def _silence_slices(noise_files: List[Path], split: str, count: int) -> List[ClipSource]:
     lo, hi = SILENCE_SPANS[split]
     spans = []
     for path in noise_files:
-        frames = soundfile.info(str(path)).frames
+        frames = _frames(path)
         start, end = int(lo * frames), int(hi * frames) - CLIP_SAMPLES
         if end > start:
             spans.append((path, start, end))

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch.utils.data import random_split
 
-from specsweep.data.cache import ClipSource
+from specsweep.data.cache import AudioDecodeError, ClipSource
 from specsweep.data.speechcommands import DatasetMissingError
 
 PHONES_61 = (
@@ -67,12 +67,16 @@ def _find(root: Path, name: str) -> Path | None:
 def read_phn(path: Path) -> List[str]:
     """Phone labels of a ``.PHN`` file (``start end phone`` per line)."""
     phones = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise AudioDecodeError(f"{path}: cannot read this phone label file ({err})") from None
+    for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 3 or parts[2] not in FOLD_61_TO_39:
-            raise ValueError(f"{path}:{n}: expected 'start end phone' with a TIMIT phone, got {line!r}")
+            raise AudioDecodeError(f"{path}:{n}: expected 'start end phone' with a TIMIT phone, got {line!r}")
         phones.append(parts[2])
     return phones
 
