@@ -175,6 +175,10 @@ def _tune_trials(run_dir: RunLocation, metric: str, mode: str, damaged: List[str
             damaged.append(f"{run_dir.child(trial_dir)}: the folder of trial {trial.trial_id} ({trial.status}) is "
                            f"missing; its results and checkpoints are lost")
         rows = _results(run_dir, trial_dir, damaged)
+        if trial.status == "TERMINATED" and not rows and run_dir.is_dir(trial_dir):
+            # Every trial reports each epoch: a finished one without a result lost them.
+            damaged.append(f"{run_dir.child(trial_dir)}/{RESULT_FILE}: trial {trial.trial_id} finished, but its "
+                           f"results are missing or unreadable; its metrics are lost")
         status = _live_status(trial.status, rows, metric)
         trials.append({
             "id": trial.trial_id,

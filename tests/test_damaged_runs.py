@@ -64,7 +64,21 @@ def _remove_trial(run_dir: Path) -> Path:
     return trial
 
 
+def _empty_result(run_dir: Path) -> Path:
+    trial = next(run_dir.glob("trial_*"))
+    (trial / "result.json").write_bytes(b"")
+    return trial / "result.json"
+
+
+def _remove_result(run_dir: Path) -> Path:
+    trial = next(run_dir.glob("trial_*"))
+    (trial / "result.json").unlink()
+    return trial / "result.json"
+
+
 DAMAGE: Dict[str, Callable[[Path], Path]] = {
+    "empty-result": _empty_result,
+    "result-missing": _remove_result,
     "truncated-experiment-state": _truncate_state,
     "random-bytes-in-result": _garble_result,
     "yaml-error-in-spec": _break_spec,
