@@ -25,11 +25,21 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Dict, Iterable, List, Mapping, Tuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
+def _not_a_bool(value: Any) -> Any:
+    # pydantic takes true/false for a number (bool is an int in Python): `epochs: true`
+    # would run one epoch.
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true or false")
+    return value
+
+
+# An int that a YAML true/false is not.
+WholeNumber = Annotated[int, BeforeValidator(_not_a_bool)]
 # NumPy's (and so Lightning's seed_everything's) seed range.
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
-PositiveInt = Annotated[int, Field(ge=1)]
+Seed = Annotated[WholeNumber, Field(ge=0, le=2**32 - 1)]
+PositiveInt = Annotated[WholeNumber, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0, lt=1)]
 

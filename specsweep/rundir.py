@@ -322,4 +322,8 @@ def run_info(run_dir: RunLocation) -> Dict[str, Any]:
                           f"--smoke-test) into it to resume") from None
     if not isinstance(info, dict):
         raise RunDirError(f"{path} is damaged (not a JSON object); write {{\"smoke\": false}} into it to resume")
+    # A resume with smoke set runs the smoke test's batch limits on a full run's trials.
+    if not isinstance(info.get("smoke", False), bool):
+        raise RunDirError(f"{path}: smoke must be true or false, got {info['smoke']!r}; write false (true if the run "
+                          f"was a --smoke-test) to resume")
     return info

@@ -16,7 +16,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from specsweep.backbones import BACKBONES, backbone_param_names
-from specsweep.contract import Seed, argument_problems, pydantic_problems
+from specsweep.contract import Seed, WholeNumber, argument_problems, pydantic_problems
 from specsweep.data.datasets import DATASETS, dataset_param_names, dataset_task, describe_dataset
 from specsweep.frontends import FRONTENDS, frontend_setting, validate_frontend_config
 from specsweep.recipes import RECIPES, apply_recipe
@@ -76,7 +76,7 @@ class SearchParam(_Strict):
 
 class SearchConfig(_Strict):
     algorithm: Annotated[str, AfterValidator(SEARCHERS.check)] = "grid"
-    num_samples: int = Field(1, ge=1)
+    num_samples: WholeNumber = Field(1, ge=1)
     metric: Optional[str] = None
     mode: Optional[Literal["max", "min"]] = None
     space: Dict[str, SearchParam] = Field(default_factory=dict)
@@ -84,7 +84,7 @@ class SearchConfig(_Strict):
 
 class SchedulerConfig(_Strict):
     name: Annotated[str, AfterValidator(SCHEDULERS.check)] = "fifo"
-    grace_period: int = Field(1, ge=1)
+    grace_period: WholeNumber = Field(1, ge=1)
     reduction_factor: float = Field(2.0, gt=1)
 
 
@@ -95,7 +95,7 @@ class ResourcesConfig(_Strict):
 
     cpus: float = Field(1.0, gt=0)
     gpus: Union[Literal["auto"], Annotated[float, Field(ge=0)]] = 0.0
-    max_concurrent: Optional[int] = Field(None, ge=1)
+    max_concurrent: Optional[WholeNumber] = Field(None, ge=1)
 
     @field_validator("gpus")
     @classmethod
@@ -115,11 +115,11 @@ class ResourcesConfig(_Strict):
 
 
 class FailureConfig(_Strict):
-    max_failures: int = Field(2, ge=-1)
+    max_failures: WholeNumber = Field(2, ge=-1)
 
 
 class CheckpointConfig(_Strict):
-    num_to_keep: int = Field(2, ge=1)
+    num_to_keep: WholeNumber = Field(2, ge=1)
 
 
 class WandbConfig(_Strict):
@@ -143,9 +143,9 @@ class TrainConfig(_Strict):
     more than one batch); ``ctc_drop_frames`` leaves that many frames at each utterance's end
     out of a CTC loss (decoding keeps them)."""
 
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(100, ge=1)
-    eval_batch_size: Optional[int] = Field(None, ge=1)
+    epochs: WholeNumber = Field(10, ge=1)
+    batch_size: WholeNumber = Field(100, ge=1)
+    eval_batch_size: Optional[WholeNumber] = Field(None, ge=1)
     test_weights: Literal["best", "last"] = "best"
     best_by: Optional[str] = None
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
@@ -155,12 +155,12 @@ class TrainConfig(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     schedule: Literal["constant", "cosine"] = "constant"
     warmup_epochs: float = Field(0.0, ge=0)
-    num_workers: int = Field(0, ge=0)
+    num_workers: WholeNumber = Field(0, ge=0)
     balance_classes: bool = True
     class_weights: Dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(default_factory=dict)
     shuffle: bool = True
     drop_last: bool = True
-    ctc_drop_frames: int = Field(0, ge=0)
+    ctc_drop_frames: WholeNumber = Field(0, ge=0)
     # auto: batches gathered on the trial's device for fixed-length clips, the DataLoader otherwise.
     data_path: Literal["auto", "loader", "device"] = "auto"
     # torch.compile the model (CUDA graphs on a GPU) to cut the per-step launch overhead.
@@ -171,9 +171,9 @@ class SmokeConfig(_Strict):
     """What ``--smoke-test`` changes: dotted overrides, grid truncation, batch limits."""
 
     overrides: Dict[str, Any] = Field(default_factory=dict)
-    max_grid_values: int = Field(2, ge=1)
-    limit_train_batches: int = Field(3, ge=1)
-    limit_eval_batches: int = Field(2, ge=1)
+    max_grid_values: WholeNumber = Field(2, ge=1)
+    limit_train_batches: WholeNumber = Field(3, ge=1)
+    limit_eval_batches: WholeNumber = Field(2, ge=1)
 
 
 class SweepSpec(_Strict):

@@ -82,6 +82,8 @@ SPEC_CASES: List[tuple] = [
      "train.class_weights.yes: must be greater than or equal to 0"),
     ("class-weights-all-zero", _with(train__class_weights={c: 0 for c in CLASSES}), [],
      "train.class_weights: every class has weight 0"),
+    ("epochs-true", _with(train__epochs=True), [], "train.epochs: must be a whole number, not true or false"),
+    ("seed-true", _with(seeds=[True]), [], "seeds.0: must be a whole number, not true or false"),
     ("unshuffled-weighted", _with(train__shuffle=False), [], "train.shuffle: false reads the training split in order"),
     ("ctc-frames-kws", _with(train__ctc_drop_frames=2), [], "train.ctc_drop_frames: only tasks trained with a CTC"),
     ("ctc-frames-negative", _with(task="asr", data={"name": "embedded_phonemes"}, train__ctc_drop_frames=-1), [],
@@ -260,6 +262,12 @@ def _no_run_file_resume(ws: Dict[str, Path]) -> List[str]:
     return ["resume", str(_run_dir(ws["tmp"], run_file=False))]
 
 
+def _smoke_word_resume(ws: Dict[str, Path]) -> List[str]:
+    run_dir = _run_dir(ws["tmp"])
+    (run_dir / "specsweep-run.json").write_text(json.dumps({"smoke": "yes"}))
+    return ["resume", str(run_dir)]
+
+
 # (case id, setup returning argv, text the message must contain)
 COMMAND_CASES = [
     ("binary-spec", _binary, "not a text file"),
@@ -287,6 +295,7 @@ COMMAND_CASES = [
     ("report-damaged-spec", _damaged_spec("report"), "specsweep.yaml is damaged"),
     ("resume-never-started", _no_state_resume, "no Tune experiment state"),
     ("resume-no-run-file", _no_run_file_resume, "specsweep-run.json is missing"),
+    ("resume-smoke-not-bool", _smoke_word_resume, "smoke must be true or false, got 'yes'"),
     ("prepare-unknown-dataset", lambda ws: ["data", "prepare", "librispeech"], "unknown dataset 'librispeech'"),
     ("prepare-without-root", lambda ws: ["data", "prepare", "timit"], "--root: missing"),
     ("prepare-set-not-yaml", lambda ws: ["data", "prepare", "speechcommands", "--root", str(ws["tmp"]), "--set",
