@@ -260,6 +260,28 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _not_empty(text: str) -> str:
+    # An empty folder or address would silently mean the default (./runs, a local Ray, here).
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty (leave the flag out for the default)")
+    return text
+
+
+def _address(text: str) -> str:
+    """``auto``, ``local``, or ``[ray://]HOST:PORT`` with a port in 1-65535."""
+    text = _not_empty(text)
+    if text in ("auto", "local"):
+        return text
+    host, sep, port = text.removeprefix("ray://").rpartition(":")
+    if text.startswith("ray://") and not sep and port:
+        return text  # Ray Client's default port
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT (or ray://HOST:PORT, auto, local), got {text!r}")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be a number in 1-65535, got {port!r} in {text!r}")
+    return text
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from specsweep.report import report_command
 
@@ -295,9 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = add("run", help="launch a sweep spec with Ray Tune")
     run.add_argument("spec", help="sweep spec YAML (see sweeps/)")
-    run.add_argument("--address", help="join the Ray cluster whose head is at HOST:PORT (default: $RAY_ADDRESS, "
+    run.add_argument("--address", type=_address, help="join the Ray cluster whose head is at HOST:PORT (default: $RAY_ADDRESS, "
                      "else a new local Ray on loopback)")
-    run.add_argument("--storage", help="parent folder or URI (s3://BUCKET/PATH, gs://..., any pyarrow filesystem URI) "
+    run.add_argument("--storage", type=_not_empty, help="parent folder or URI (s3://BUCKET/PATH, gs://..., any pyarrow filesystem URI) "
                      "of run directories (default ./runs or $SPECSWEEP_STORAGE)")
     run.add_argument("--name", help="run directory name (default: spec name + time); never reused")
     run.add_argument("--smoke-test", action="store_true", help="tiny data, one epoch, truncated grid")
@@ -309,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume = add("resume", help="continue a killed or failed sweep")
     resume.add_argument("run_dir", help="run directory: local folder or URI")
-    resume.add_argument("--address", help="as for run")
+    resume.add_argument("--address", type=_address, help="as for run")
     resume.add_argument("--restart-errored", action="store_true",
                         help="restart errored trials from scratch (default: from their last checkpoint)")
     resume.add_argument("--num-cpus", type=_positive_int, help="CPUs for a local Ray (default: all)")
@@ -335,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     prepare = data_sub.add_parser("prepare", parents=[common], help="download (when asked) and decode a dataset into the cache")
     prepare.add_argument("dataset", help="dataset name, as in a spec's data.name (e.g. speech_commands, timit)")
-    prepare.add_argument("--root", help="the dataset's folder (as a spec's data.root)")
+    prepare.add_argument("--root", type=_not_empty, help="the dataset's folder (as a spec's data.root)")
     prepare.add_argument("--download", action="store_true", help="fetch the dataset from its public source")
     prepare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="another argument of the dataset, as in a spec's data section (e.g. test_set=archive)")
@@ -343,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = add("report", help="tables (Markdown, CSV) and figures of a run directory")
     report.add_argument("run_dir", help="run directory: local folder or URI")
-    report.add_argument("--out", type=Path, help="local output folder (default RUN_DIR/report, also for a run "
+    report.add_argument("--out", type=lambda text: Path(_not_empty(text)), help="local output folder (default RUN_DIR/report, also for a run "
                         "directory in cloud storage)")
     report.add_argument("--wandb", action="store_true",
                         help="also log the report as a W&B run when the sweep's W&B mode is offline (an offline run to "

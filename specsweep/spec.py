@@ -177,7 +177,8 @@ class SmokeConfig(_Strict):
 
 
 class SweepSpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # Run directories are named NAME-YYYYmmdd-HHMMSS, at most 255 bytes.
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
     description: str = ""
     task: str
     recipe: Optional[str] = None
@@ -198,6 +199,15 @@ class SweepSpec(_Strict):
     @classmethod
     def _fill_from_recipe(cls, raw: Any) -> Any:
         return apply_recipe(raw) if isinstance(raw, dict) else raw
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: List[int]) -> List[int]:
+        repeated = sorted({seed for seed in v if v.count(seed) > 1})
+        if repeated:
+            raise ValueError(f"{repeated} given more than once; each seed is one more run of every "
+                             f"configuration, the same seed the same run")
+        return v
 
     @field_validator("task")
     @classmethod
@@ -535,6 +545,22 @@ def validate_spec(raw: Any, source: str = "<spec>", check_smoke: bool = True) ->
     return SweepSpec.model_validate(raw)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error rather
+    than the last value silently winning (a second ``task:`` would change the sweep)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping", node.start_mark, f"found the key {key!r} twice", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 # Far above any real spec (the paper's hold about a hundred values), far below what
 # exhausts memory when YAML aliases nest ("billion laughs").
 MAX_SPEC_VALUES = 100_000
@@ -570,10 +596,13 @@ def expanded_size(value: Any) -> int:
 def load_spec(path: Union[str, Path], smoke: bool = False) -> SweepSpec:
     """Read and validate a YAML spec; with ``smoke`` apply its smoke-test reductions."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(str(path), [f"a folder, not a spec file (the specs are YAML files, e.g. {path}/*.yaml)"])
     if not path.is_file():
-        raise SpecError(str(path), [f"file not found: {path}"])
+        raise SpecError(str(path), [f"file not found: {path}" if not path.exists() else
+                                    "not a regular file (a spec is a YAML file)"])
     try:
-        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        raw = yaml.load(path.read_bytes().decode("utf-8"), Loader=UniqueKeyLoader)
         size = expanded_size(raw)
     except OSError as err:
         raise SpecError(str(path), [f"cannot read the file: {err.strerror}"]) from None
