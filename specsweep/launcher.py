@@ -310,6 +310,9 @@ def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bo
     # Tune's legacy console engine at verbosity 0 prints nothing; the newer one still
     # prints its start banner. SweepProgress is the sweep's console.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    # A failed trial's traceback is in its error.txt and trial.log, and the console says
+    # which trial failed and where to look; -v prints Tune's tracebacks as well.
+    os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "1" if verbose else "0"
     if run_dir.is_local:
         # Tune snapshots the experiment after every `checkpoint.num_to_keep` checkpoints of
         # a trial so that a resume finds the checkpoints it names, and warns when that

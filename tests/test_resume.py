@@ -134,6 +134,22 @@ def test_nonfinite_loss_ends_trial_as_error_and_sweep_goes_on(ray_session, tmp_p
     assert "NonFiniteLossError" in trials[1e30]["error"] or "training loss is" in trials[1e30]["error"]
     out = capsys.readouterr().out
     assert "1 trial(s) errored" in out and "specsweep resume" in out
+    assert "errored (see its error.txt and trial.log)" in out
+
+
+def test_an_errored_trial_is_named_on_the_console_without_tunes_traceback(tmp_path):
+    """The command line: Tune's own "Trial task failed" traceback stays in the trial's
+    error.txt and trial.log (with -v it is printed too)."""
+    path = _spec(tmp_path, "nan", train__optimizer="sgd", train__lr=1e30, train__epochs=1, failure__max_failures=0)
+    for verbose in (False, True):
+        done = subprocess.run(_cli("run", str(path), "--storage", str(tmp_path / "runs"),
+                                   *(["-v"] if verbose else [])), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 1, done.stdout + done.stderr
+        console = done.stdout + done.stderr
+        assert "errored (see its error.txt and trial.log)" in console
+        assert ("Trial task failed" in console) == verbose, console
+        if not verbose:
+            assert "Traceback" not in console
 
 
 def _cli(*args: str) -> List[str]:
