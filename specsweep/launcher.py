@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import platform
 import shlex
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any, Dict, List, Optional, Union
 from specsweep.limits import DEFAULT_MAX_TRIALS, check_plan, data_configs, trial_count
 from specsweep.rundir import (EXPERIMENT_STATE, RUN_FILE, SPEC_FILE, TRIALS, RunDirError, RunLocation, check_free,
                               check_run_name, claim_run_dir, first_line, load_run, released_on_failure, run_info,
-                              trial_dirname, write_run)
+                              trial_dirname, trial_folder, write_run)
 from specsweep.spec import SpecError, SweepSpec, load_spec, param_space
 from specsweep.status import DamagedRunError, format_table, last_result, read_trials, summary_rows
 
@@ -437,6 +439,10 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
     except DamagedRunError as err:
         raise RunDirError(f"{err}\nresume refuses to write over a damaged run: `specsweep status {shlex.quote(str(run_dir))}` shows "
                           f"what can still be read; move the damaged files aside to resume the rest") from None
+    damaged = _damaged_checkpoints(run_dir, trials)
+    if damaged:
+        raise RunDirError("\n".join(damaged) + "\nresume refuses to continue a trial from a damaged checkpoint: move "
+                          "that checkpoint folder aside to continue from the one before (or from the start)")
     # Without its experiment state Tune would start the sweep anew inside the old run.
     if not tune.Tuner.can_restore(run_dir.uri) or not run_dir.glob(EXPERIMENT_STATE):
         raise RunDirError(f"{run_dir} has no Tune experiment state to resume (was the sweep started?)")
@@ -459,6 +465,23 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
     tuner = _build_tuner(spec, run_dir, smoke, restore=True, restart_errored=restart_errored, verbose=verbose,
                          gpu_packing=gpu_packing)
     return _finish(tuner, spec, run_dir)
+
+
+def _damaged_checkpoints(run_dir: RunLocation, trials: List[Dict[str, Any]]) -> List[str]:
+    """The checkpoint Tune would restore an unfinished trial from, where it is not a whole
+    torch file (a zip archive): Tune would load it, fail, and retry until the trial errors.
+    A later checkpoint Tune's state does not name (a sweep killed while saving) is not used."""
+    from specsweep.trainables.trial import CHECKPOINT_FILE
+
+    damaged = []
+    for trial in trials:
+        if trial["status"] == "TERMINATED" or not trial.get("checkpoint"):
+            continue
+        relative = f"{trial_folder(trial['id'])}/{trial['checkpoint']}/{CHECKPOINT_FILE}"
+        if run_dir.is_file(relative) and not zipfile.is_zipfile(io.BytesIO(run_dir.read_bytes(relative))):
+            damaged.append(f"{run_dir.child(relative)}: the checkpoint trial {trial['id']} would continue from is "
+                           f"damaged (not a whole torch checkpoint)")
+    return damaged
 
 
 def _require_recorded_gpus(gpu_packing: List[Dict[str, Any]], run_dir: RunLocation) -> None:

@@ -186,6 +186,8 @@ def _tune_trials(run_dir: RunLocation, metric: str, mode: str, damaged: List[str
             "config": trial.config,
             "metrics": trial_metrics(rows, metric, mode),
             "error": _error(run_dir, trial_dir) if status == "ERROR" else None,
+            # The checkpoint Tune restores the trial from (its folder's name), None before the first.
+            "checkpoint": Path(trial.checkpoint.path).name if trial.checkpoint is not None else None,
         })
     return trials
 

@@ -148,3 +148,24 @@ def test_resume_names_a_damaged_tuner_pickle(finished_run, tmp_path, capsys):
     assert code == 2, (out, err)
     assert f"{run_dir}: Tune's saved state cannot be read" in err and "Traceback" not in out + err
     assert _digest(run_dir) == before
+
+
+def test_resume_refuses_an_unfinished_trials_damaged_checkpoint(finished_run, tmp_path):
+    """Tune would restore an unfinished trial from a damaged checkpoint, fail and retry
+    until the trial errors: resume names it first (a whole checkpoint passes)."""
+    from specsweep.launcher import _damaged_checkpoints
+    from specsweep.rundir import RunLocation
+    from specsweep.status import read_trials
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run, run_dir)
+    (trial,) = read_trials(run_dir)
+    unfinished = [{**trial, "status": "PENDING"}]
+    assert _damaged_checkpoints(RunLocation(run_dir), unfinished) == []
+    restored = next(run_dir.glob(f"trial_*/{trial['checkpoint']}/checkpoint.ckpt"))
+    restored.write_bytes(restored.read_bytes()[:100])
+    (line,) = _damaged_checkpoints(RunLocation(run_dir), unfinished)
+    assert line.startswith(f"{restored}: the checkpoint trial {trial['id']} would continue from is damaged")
+    assert _damaged_checkpoints(RunLocation(run_dir), [trial]) == []
+    # A checkpoint Tune's state does not name (being saved when the sweep was killed) is never restored.
+    assert _damaged_checkpoints(RunLocation(run_dir), [{**unfinished[0], "checkpoint": "checkpoint_999999"}]) == []
