@@ -206,9 +206,10 @@ def _sweep_cost(spec: Any, trials: List[Dict[str, Any]], calibrate: bool, smoke:
                 if key not in measures:
                     measures[key] = measure_steps(config, spec.resources.cpus)
         else:
+            measures = None
             print("note: a sampled search value shapes the model: --calibrate times nothing, the recorded "
                   "figures are used", file=sys.stderr)
-        if spec.resources.auto_gpus and all(m.device != "cpu" for m in measures.values()):
+        if measures and spec.resources.auto_gpus and all(m.device != "cpu" for m in measures.values()):
             from specsweep.packing import TrialResources, plan_packing
 
             share_of = TrialResources(spec.resources.cpus, plan_packing(measures, trials)).gpus
@@ -268,15 +269,17 @@ def _not_empty(text: str) -> str:
 
 
 def _address(text: str) -> str:
-    """``auto``, ``local``, or ``[ray://]HOST:PORT`` with a port in 1-65535."""
+    """``auto``, ``local``, or ``HOST:PORT`` with a port in 1-65535 (the launcher names
+    what it does not join, such as a dashboard's http:// address)."""
     text = _not_empty(text)
     if text in ("auto", "local"):
         return text
-    host, sep, port = text.removeprefix("ray://").rpartition(":")
-    if text.startswith("ray://") and not sep and port:
-        return text  # Ray Client's default port
+    if text.startswith("ray://"):
+        raise argparse.ArgumentTypeError(f"ray:// (Ray Client) is not supported: give the head's HOST:PORT, or run "
+                                         f"specsweep on a cluster node or as a job; got {text!r}")
+    host, sep, port = text.rpartition(":")
     if not sep or not host:
-        raise argparse.ArgumentTypeError(f"must be HOST:PORT (or ray://HOST:PORT, auto, local), got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT (or auto, local), got {text!r}")
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"port must be a number in 1-65535, got {port!r} in {text!r}")
     return text

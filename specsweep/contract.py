@@ -18,6 +18,7 @@ Examples
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import re
@@ -27,10 +28,15 @@ from typing import Annotated, Any, Callable, Dict, Iterable, List, Mapping, Tupl
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
+# Set while the spec of an existing run directory is read: checks added after a run was
+# started must not make its results unreadable or its sweep unresumable.
+STORED_RUN: contextvars.ContextVar[bool] = contextvars.ContextVar("STORED_RUN", default=False)
+
+
 def _not_a_bool(value: Any) -> Any:
     # pydantic takes true/false for a number (bool is an int in Python): `epochs: true`
     # would run one epoch.
-    if isinstance(value, bool):
+    if isinstance(value, bool) and not STORED_RUN.get():
         raise ValueError("must be a whole number, not true or false")
     return value
 

@@ -293,6 +293,12 @@ def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bo
     if smoke:
         limits = {"limit_train_batches": spec.smoke.limit_train_batches, "limit_eval_batches": spec.smoke.limit_eval_batches}
     wandb_mode = spec.wandb.mode
+    if wandb_mode != "disabled":
+        # wandb validates its WANDB_* variables in every trial's wandb.init: a bad one would
+        # fail every trial.
+        problem = tracking.environment_problem()
+        if problem:
+            raise LaunchError(problem)
     if tracking.resolve_mode(wandb_mode) == "online":
         unreachable = tracking.unreachable_server()
         if unreachable:
@@ -331,8 +337,8 @@ def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bo
                 ValueError) as err:
             # Tune reads its pickled tuner.pkl and the experiment state before it writes anything.
             raise RunDirError(f"{run_dir}: Tune's saved state cannot be read ({type(err).__name__}: "
-                              f"{str(err)[:200]}); tuner.pkl or {EXPERIMENT_STATE} is damaged, the run is "
-                              f"untouched") from None
+                              f"{str(err)[:200]}); tuner.pkl or {EXPERIMENT_STATE} is damaged, or was written by "
+                              f"another version of Ray or specsweep; the run is untouched") from None
     scheduler = build_scheduler(spec)
     early_stopping = stops_early(scheduler)
     return tune.Tuner(
@@ -439,7 +445,8 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
     except DamagedRunError as err:
         raise RunDirError(f"{err}\nresume refuses to write over a damaged run: `specsweep status {shlex.quote(str(run_dir))}` shows "
                           f"what can still be read; move the damaged files aside to resume the rest") from None
-    damaged = _damaged_checkpoints(run_dir, trials)
+    # Errored trials restarted from scratch never read their checkpoints.
+    damaged = _damaged_checkpoints(run_dir, [t for t in trials if not (restart_errored and t["status"] == "ERROR")])
     if damaged:
         raise RunDirError("\n".join(damaged) + "\nresume refuses to continue a trial from a damaged checkpoint: move "
                           "that checkpoint folder aside to continue from the one before (or from the start)")

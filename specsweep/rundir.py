@@ -36,6 +36,7 @@ import pyarrow.fs as pafs
 import yaml
 from ray.air._internal.uri_utils import URI, is_uri
 
+from specsweep.contract import STORED_RUN
 from specsweep.spec import MAX_SPEC_VALUES, SweepSpec, expanded_size, validate_spec
 
 SPEC_FILE = "specsweep.yaml"
@@ -303,7 +304,11 @@ def load_run(run_dir: Union[Path, str, RunLocation]) -> SweepSpec:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise RunDirError(f"{path} is damaged ({reason}); the trials' results are untouched: "
                           f"copy the sweep's spec back to {path} (its path is in {run_dir.child(RUN_FILE)})") from None
-    return validate_spec(raw, str(path))
+    token = STORED_RUN.set(True)
+    try:
+        return validate_spec(raw, str(path))
+    finally:
+        STORED_RUN.reset(token)
 
 
 def run_info(run_dir: RunLocation) -> Dict[str, Any]:

@@ -16,7 +16,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from specsweep.backbones import BACKBONES, backbone_param_names
-from specsweep.contract import Seed, WholeNumber, argument_problems, pydantic_problems
+from specsweep.contract import STORED_RUN, Seed, WholeNumber, argument_problems, pydantic_problems
 from specsweep.data.datasets import DATASETS, dataset_param_names, dataset_task, describe_dataset
 from specsweep.frontends import FRONTENDS, frontend_setting, validate_frontend_config
 from specsweep.recipes import RECIPES, apply_recipe
@@ -204,7 +204,7 @@ class SweepSpec(_Strict):
     @classmethod
     def _distinct_seeds(cls, v: List[int]) -> List[int]:
         repeated = sorted({seed for seed in v if v.count(seed) > 1})
-        if repeated:
+        if repeated and not STORED_RUN.get():
             raise ValueError(f"{repeated} given more than once; each seed is one more run of every "
                              f"configuration, the same seed the same run")
         return v
@@ -552,6 +552,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges a mapping in; its keys are the merged mapping's
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, (str, int, float, bool)) or key is None:
                 if key in seen:

@@ -64,6 +64,22 @@ def server_url() -> str:
     return settings.base_url
 
 
+def environment_problem() -> Optional[str]:
+    """A line naming the wandb settings from ``WANDB_*`` variables that wandb refuses
+    (e.g. ``WANDB_BASE_URL=localhost:8080``), without their values (one may be a key);
+    None when wandb takes them."""
+    import wandb
+    from pydantic import ValidationError
+
+    try:
+        wandb.Settings().update_from_env_vars(dict(os.environ))
+    except ValidationError as err:
+        fields = sorted({"WANDB_" + str(e["loc"][0]).upper() for e in err.errors() if e.get("loc")})
+        return (f"W&B settings from the environment are invalid: {', '.join(fields) or 'a WANDB_ variable'} "
+                f"(wandb refuses the value); fix or unset it")
+    return None
+
+
 def group_url(run_url: str, group: str) -> str:
     """The W&B page of a group, from the URL of one of its runs
     (``https://host/entity/project/runs/id``)."""

@@ -288,6 +288,8 @@ COMMAND_CASES = [
     ("spec-is-folder", lambda ws: ["inspect", str(ws["tmp"])], "a folder, not a spec file"),
     ("spec-is-device", lambda ws: ["inspect", "/dev/null"], "not a regular file"),
     ("duplicate-key", _text("name: dup\ntask: kws\ntask: asr\n"), "found the key 'task' twice"),
+    ("address-ray-client", lambda ws: ["run", "x.yaml", "--address", "ray://127.0.0.1:10001"],
+     "ray:// (Ray Client) is not supported"),
     ("address-bad-port", lambda ws: ["run", "x.yaml", "--address", "127.0.0.1:99999"],
      "port must be a number in 1-65535, got '99999'"),
     ("address-empty", lambda ws: ["resume", "x", "--address", ""], "must not be empty"),
@@ -436,3 +438,32 @@ def test_ctrl_c_before_the_sweep_starts_is_a_plain_exit(tmp_path):
     assert "Traceback" not in stderr
     assert not (tmp_path / "runs").exists()
     assert not [p for p in cache.iterdir() if p.is_dir() and (p / MARKER).exists()]
+
+
+def test_yaml_merge_keys_still_load(workspace):
+    """The duplicate-key check leaves YAML's merge key alone: a spec that reuses a mapping
+    with `<<: *anchor` (and overrides one of its keys) loads as before."""
+    from specsweep.spec import load_spec
+
+    text = yaml.safe_dump({k: v for k, v in BASE.items() if k != "search"}, sort_keys=False)
+    text += ("search:\n  space:\n    frontend.setting: &both {grid: [A, B]}\n"
+             "    frontend.n_mels: {<<: *both, grid: [20, 40]}\n")
+    workspace["spec"].write_text(text)
+    spec = load_spec(workspace["spec"])
+    assert spec.search.space["frontend.setting"].grid == ["A", "B"]
+    assert spec.search.space["frontend.n_mels"].grid == [20, 40]
+
+
+def test_a_run_directory_from_before_a_new_check_still_reads(tmp_path, capsys):
+    """Checks added after a sweep started (repeated seeds, true/false as a number) do not
+    lock its run directory: status still reads its spec; a new spec is refused."""
+    from specsweep.rundir import load_run
+
+    spec = {**BASE, "seeds": [1, 1], "train": {**BASE.get("train", {}), "epochs": True}}
+    run_dir = _run_dir(tmp_path, spec)
+    stored = load_run(run_dir)
+    assert stored.seeds == [1, 1] and stored.train.epochs == 1
+    (tmp_path / "new.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["inspect", str(tmp_path / "new.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "seeds: [1] given more than once" in err and "train.epochs: must be a whole number" in err

@@ -98,3 +98,8 @@ def test_inspect_a_spec_that_samples_what_shapes_the_model(tmp_path, capsys, smo
     assert all(t["clip_steps"] is None and t["hours"] is None for t in plan["cost"]["per_trial"])
     assert main(["inspect", str(path)]) == 0
     assert "choice(A, B)" in capsys.readouterr().out
+    # --calibrate has no one model to time; with gpus: auto it plans from the recorded figures.
+    path.write_text(yaml.safe_dump({**spec, "resources": {"cpus": 1, "gpus": "auto"}}))
+    assert main(["inspect", str(path), "--calibrate", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "--calibrate times nothing" in err and not json.loads(out)["cost"]["calibrated"]

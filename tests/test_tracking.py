@@ -163,3 +163,16 @@ def test_a_sweep_with_a_key_and_no_server_runs_offline(tmp_path: Path):
     for path in run_dir.rglob("*"):
         if path.is_file():
             assert key.encode() not in path.read_bytes(), path
+
+
+def test_a_bad_wandb_variable_is_named_without_its_value(monkeypatch):
+    """wandb refuses some WANDB_* values in every wandb.init; the driver names the variable
+    before trials start, and never prints a value (one may be a key)."""
+    monkeypatch.setenv("WANDB_API_KEY", "deadbeef" * 5)
+    assert tracking.environment_problem() is None
+    for name, value in (("WANDB_BASE_URL", "localhost:8080"), ("WANDB_INIT_TIMEOUT", "soon")):
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            problem = tracking.environment_problem()
+        assert problem.startswith(f"W&B settings from the environment are invalid: {name} ")
+        assert value not in problem and "deadbeef" not in problem
