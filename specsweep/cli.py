@@ -10,11 +10,8 @@ folders are never used).
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
-import itertools
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -81,17 +78,10 @@ def _param_counts(spec: Any, configs: List[Dict[str, Any]]) -> List[Dict[str, An
     ``"LOW..HIGH"`` over the choices or the range's ends."""
     from specsweep.assembly import model_footprint_for
     from specsweep.data.datasets import describe_dataset
-    from specsweep.limits import sized_values
-    from specsweep.spec import ModelConfig, _set_dotted
+    from specsweep.limits import sized_values, variants
+    from specsweep.spec import ModelConfig
 
-    sampled = {key: values for key, values in sized_values(spec).items()
-               if spec.search.space[key].form != "grid" and not key.startswith("train.")}
-    # Every combination while they are few; else each value with the others at their first.
-    if math.prod(len(v) for v in sampled.values()) <= 64:
-        choices = [dict(zip(sampled, combo)) for combo in itertools.product(*sampled.values())]
-    else:
-        first = {key: values[0] for key, values in sampled.items()}
-        choices = [{**first, key: value} for key, values in sampled.items() for value in values]
+    sampled = sized_values(spec, keys=("data.", "frontend.", "backbone."), sampled_only=True)
     counts: Dict[str, Dict[str, int]] = {}
 
     def count(config: Dict[str, Any]) -> Dict[str, int]:
@@ -102,13 +92,9 @@ def _param_counts(spec: Any, configs: List[Dict[str, Any]]) -> List[Dict[str, An
 
     plan = []
     for config in configs:
-        variants = []
-        for chosen in choices:
-            variant = copy.deepcopy(config)
-            for key, value in chosen.items():
-                _set_dotted(variant, key, value)
-            variants.append(count(variant))
-        plan.append({part: _span([v[part] for v in variants]) for part in variants[0]})
+        # Few combinations per trial: a plan may hold 10,000 trials.
+        each = [count(variant) for _, variant in variants(sampled, config, max_combinations=64)]
+        plan.append({part: _span([c[part] for c in each]) for part in each[0]})
     return plan
 
 

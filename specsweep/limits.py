@@ -47,12 +47,19 @@ def trial_count(spec: SweepSpec) -> Tuple[int, str]:
     return count, " × ".join(parts)
 
 
-def sized_values(spec: SweepSpec) -> Dict[str, List[Any]]:
-    """Search keys that change a trial's size, with the values to try (sampled ranges:
-    both ends)."""
+# Search keys that change a trial's memory.
+SIZE_KEYS = ("data.", "frontend.", "backbone.", "train.batch_size")
+
+
+def sized_values(spec: SweepSpec, keys: Tuple[str, ...] = SIZE_KEYS,
+                 sampled_only: bool = False) -> Dict[str, List[Any]]:
+    """Search keys starting with one of ``keys`` (grid and sampled ones, or with
+    ``sampled_only`` the sampled ones), with the values that bound what they change: a
+    grid's or choice's distinct values, a sampled range's two ends (randint's upper end
+    is exclusive)."""
     values = {}
     for key, p in spec.search.space.items():
-        if key.split(".")[0] not in ("data", "frontend", "backbone") and key != "train.batch_size":
+        if not key.startswith(keys) or (sampled_only and p.form == "grid"):
             continue
         if p.form in ("grid", "choice"):
             values[key] = list({json.dumps(v, sort_keys=True): v for v in p.values()}.values())
@@ -63,20 +70,22 @@ def sized_values(spec: SweepSpec) -> Dict[str, List[Any]]:
     return values
 
 
-def _variants(spec: SweepSpec) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]]:
-    """``(swept values, trial config)`` for every combination of sizing values, or for
-    each value alone when the combinations are too many."""
+def variants(values: Dict[str, List[Any]], base: Dict[str, Any],
+             max_combinations: int = _MAX_COMBINATIONS) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """``(values set, config)``: ``base`` with every combination of ``values`` (dotted
+    keys), or, when the combinations are more than ``max_combinations``, with each value
+    alone (the other keys at their first value)."""
     from specsweep.spec import _set_dotted
 
-    base = spec.base_config()
-    values = sized_values(spec)
-    if math.prod(len(v) for v in values.values()) <= _MAX_COMBINATIONS:
-        combos = (dict(zip(values, combo)) for combo in itertools.product(*values.values()))
+    if math.prod(len(v) for v in values.values()) <= max_combinations:
+        combos = [dict(zip(values, combo)) for combo in itertools.product(*values.values())]
+        others: Dict[str, Any] = {}
     else:
-        combos = ({key: v} for key, vs in values.items() for v in vs)
+        combos = [{key: v} for key, vs in values.items() for v in vs]
+        others = {key: vs[0] for key, vs in values.items()}
     for chosen in combos:
         config = copy.deepcopy(base)
-        for key, value in chosen.items():
+        for key, value in {**others, **chosen}.items():
             _set_dotted(config, key, value)
         yield chosen, config
 
@@ -128,7 +137,7 @@ def memory_problems(spec: SweepSpec) -> List[str]:
         return [str(err)]
     worst: Optional[Tuple[float, str, Dict[str, Any]]] = None
     problems = []
-    for chosen, config in _variants(spec):
+    for chosen, config in variants(sized_values(spec), spec.base_config()):
         try:
             need, breakdown = trial_memory(config)
         except ValueError as err:

@@ -25,8 +25,6 @@ memory allows 15 (4.5 GiB each of 71.7 GiB usable), GPU time 11 (busy 19% alone,
 
 from __future__ import annotations
 
-import copy
-import itertools
 import json
 import math
 import os
@@ -192,25 +190,13 @@ def packing_configs(spec: "SweepSpec") -> List[Dict[str, Any]]:
     that shapes the model is represented by its choices, or by the two ends of its range
     (memory and GPU time grow with sizes); a trial whose model was not measured as such
     gets the most cautious packing (:class:`TrialResources`)."""
-    from specsweep.spec import _set_dotted, expand_trials
+    from specsweep.limits import sized_values, variants
+    from specsweep.spec import expand_trials
 
-    sampled: Dict[str, List[Any]] = {}
-    for key, param in spec.search.space.items():
-        if param.form == "grid" or not (key == "task" or key.startswith(_PACKING_KEYS)):
-            continue
-        if param.form == "choice":
-            sampled[key] = list(param.choice or [])
-        elif param.form == "randint":
-            low, high = param.randint or (0, 1)
-            sampled[key] = [low, high - 1]
-        else:
-            sampled[key] = list(getattr(param, param.form))
+    sampled = sized_values(spec, keys=_PACKING_KEYS, sampled_only=True)
     configs: Dict[str, Dict[str, Any]] = {}
     for trial in expand_trials(spec):
-        for combo in itertools.product(*sampled.values()):
-            config = copy.deepcopy(trial)
-            for key, value in zip(sampled, combo):
-                _set_dotted(config, key, value)
+        for _, config in variants(sampled, trial):
             configs.setdefault(packing_key(config), config)
     return list(configs.values())
 
