@@ -68,11 +68,10 @@ def environment_problem() -> Optional[str]:
     """A line naming the wandb settings from ``WANDB_*`` variables that wandb refuses
     (e.g. ``WANDB_BASE_URL=localhost:8080``), without their values (one may be a key);
     None when wandb takes them."""
-    import wandb
     from pydantic import ValidationError
 
     try:
-        wandb.Settings().update_from_env_vars(dict(os.environ))
+        server_url()
     except ValidationError as err:
         fields = sorted({"WANDB_" + str(e["loc"][0]).upper() for e in err.errors() if e.get("loc")})
         return (f"W&B settings from the environment are invalid: {', '.join(fields) or 'a WANDB_ variable'} "
@@ -159,14 +158,14 @@ def init_run(settings: WandbSettings, directory: Path, run_id_: str, name: str, 
 
 
 def unreachable_server() -> Optional[str]:
-    """Why the W&B server (``WANDB_BASE_URL``, default api.wandb.ai) cannot be reached
-    from here, or None when a connection opens, or when a proxy is configured (its
-    route cannot be judged). A TCP connection with a 5 s timeout; nothing is sent."""
+    """Why the W&B server (:func:`server_url`) cannot be reached from here, or None when a
+    connection opens, or when a proxy is configured (its route cannot be judged). A TCP
+    connection with a 5 s timeout; nothing is sent."""
     import socket
     from urllib.parse import urlsplit
+    from urllib.request import getproxies
 
-    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
-                                              "all_proxy")):
+    if any(scheme != "no" for scheme in getproxies()):  # "no": NO_PROXY, hosts that bypass one
         return None
     url = urlsplit(server_url())
     port = url.port or (443 if url.scheme == "https" else 80)
