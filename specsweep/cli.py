@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = add("data", help="dataset preparation")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     prepare = data_sub.add_parser("prepare", parents=[common], help="download (when asked) and decode a dataset into the cache")
-    prepare.add_argument("dataset", help="dataset name, as in a spec's data.name (e.g. speech_commands, timit)")
+    prepare.add_argument("dataset", help="dataset name, as in a spec's data.name (e.g. speechcommands, timit)")
     prepare.add_argument("--root", type=_not_empty, help="the dataset's folder (as a spec's data.root)")
     prepare.add_argument("--download", action="store_true", help="fetch the dataset from its public source")
     prepare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
