@@ -3,7 +3,7 @@
 ``clip_steps`` = epochs x training clips per epoch, from the dataset's declared split size
 (:func:`specsweep.data.datasets.declared_train_clips`: no download, no preparation). Hours
 divide clip-steps by a training rate (clips/s) of one trial: by default a figure the
-benchmarks recorded for the model (README, "Benchmarks"), or the rate
+benchmarks recorded for the model (docs/benchmarks.md), or the rate
 of a few training steps of each distinct model timed on this machine's device
 (:func:`measure_steps`, ``specsweep inspect --calibrate``).
 """

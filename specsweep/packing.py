@@ -2,7 +2,7 @@
 
 Small models leave a GPU mostly idle: one compiled BC-ResNet-1 trial kept an H200 busy
 19 % of the time, four side by side 96 %, and sixteen trained 22 % more clips/s than four
-(README, "Benchmarks"). So trials are packed until their GPU work, measured alone, adds
+(docs/benchmarks.md). So trials are packed until their GPU work, measured alone, adds
 up to :data:`GPU_LOAD` times the GPU's time, or until their memory fills the GPU,
 whichever comes first.
 

@@ -27,6 +27,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import functools
 import inspect
 import re
@@ -40,7 +41,27 @@ from pydantic import AfterValidator, BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from specsweep.backbones import BACKBONES, backbone_param_names
+from specsweep.cli import build_parser
+from specsweep.data.datasets import DATASETS, dataset_task
+from specsweep.frontends import FRONTENDS, SETTINGS
+from specsweep.frontends.base import constructor_parameters
+from specsweep.recipes import RECIPES
 from specsweep.registry import Registry
+from specsweep.search import SCHEDULERS, SEARCHERS, search_rules
+from specsweep.spec import (
+    CheckpointConfig,
+    FailureConfig,
+    ResourcesConfig,
+    SchedulerConfig,
+    SearchConfig,
+    SearchParam,
+    SmokeConfig,
+    SweepSpec,
+    TrainConfig,
+    WandbConfig,
+)
+from specsweep.tasks import TASKS
 
 # Bounds of pydantic / annotated-types metadata, in the words a table cell shows.
 _BOUNDS = (("ge", ">= {}"), ("gt", "> {}"), ("le", "<= {}"), ("lt", "< {}"),
@@ -94,7 +115,7 @@ def type_and_allowed(annotation: Any, metadata: Iterable[Any] = ()) -> Tuple[str
     elif origin is Literal:
         kind = " or ".join(dict.fromkeys(type(arg).__name__ for arg in args))
         allowed = ", ".join(f"`{yaml_text(arg)}`" for arg in args)
-    elif origin in (list, tuple, typing.Sequence, _abc_sequence()):
+    elif origin in (list, tuple, collections.abc.Sequence):
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
             items = [type_and_allowed(arg) for arg in args]
             kind = "[" + ", ".join(item[0] for item in items) + "]"
@@ -119,12 +140,6 @@ def type_and_allowed(annotation: Any, metadata: Iterable[Any] = ()) -> Tuple[str
         bounds = [bound.replace(" items", " characters") for bound in bounds]
     allowed = "; ".join(part for part in (allowed, ", ".join(bounds)) if part)
     return kind, allowed
-
-
-def _abc_sequence() -> Any:
-    import collections.abc
-
-    return collections.abc.Sequence
 
 
 def _cell(text: Any) -> str:
@@ -196,8 +211,6 @@ def _field_default(field: FieldInfo) -> Any:
 
 def recipe_presets(section: str, key: str, dataset: Optional[str] = None) -> str:
     """What each recipe sets ``section.key`` to, per task (``data`` keys: for ``dataset``)."""
-    from specsweep.recipes import RECIPES
-
     sets = []
     for name in RECIPES.names():
         recipe = RECIPES.get(name)
@@ -219,7 +232,7 @@ def model_section(model: type[BaseModel], prefix: str, anchors: Dict[type, str])
         nested = typing.get_args(annotation)[-1] if typing.get_origin(annotation) is dict else annotation
         if nested in anchors:
             kind = f"{kind}, see [{anchors[nested]}](#{_anchor(anchors[nested])})"
-        allowed = allowed or SPEC_CHOICES.get(f"{prefix}{key}", lambda: "")()
+        allowed = allowed or spec_choices(f"{prefix}{key}")
         default = _default(_field_default(field))
         row = [f"`{prefix}{key}`", kind, default, allowed]
         if prefix == "train.":
@@ -238,25 +251,13 @@ def _names(registry: Registry) -> str:
     return ", ".join(f"`{name}`" for name in registry.names())
 
 
-def _choices(registry_of: Callable[[], Registry]) -> Callable[[], str]:
-    return lambda: _names(registry_of())
-
-
-def _registry(module: str, name: str) -> Callable[[], Registry]:
-    return lambda: getattr(__import__(module, fromlist=[name]), name)
-
-
-# Keys whose registry is checked by a field validator rather than by their annotation.
-SPEC_CHOICES: Dict[str, Callable[[], str]] = {
-    "task": _choices(_registry("specsweep.tasks", "TASKS")),
-    "recipe": lambda: _names(_registry("specsweep.recipes", "RECIPES")()) + " or left out",
-    "data": lambda: "`name` one of " + _names(_registry("specsweep.data.datasets", "DATASETS")())
-    + ", plus that dataset's keys",
-    "frontend": lambda: "`name` one of " + _names(_registry("specsweep.frontends", "FRONTENDS")())
-    + ", plus that front-end's keys",
-    "backbone": lambda: "`name` one of " + _names(_registry("specsweep.backbones", "BACKBONES")())
-    + ", plus that backbone's keys",
-}
+def spec_choices(key: str) -> str:
+    """What a top-level key allows where a field validator, not its annotation, checks it
+    against a registry."""
+    if key in ("task", "recipe"):
+        return _names(TASKS if key == "task" else RECIPES) + (" or left out" if key == "recipe" else "")
+    registry = {"data": DATASETS, "frontend": FRONTENDS, "backbone": BACKBONES}.get(key)
+    return f"`name` one of {_names(registry)}, plus that {registry.kind}'s keys" if registry else ""
 
 
 def _hints(function: Callable[..., Any]) -> Dict[str, Any]:
@@ -264,87 +265,89 @@ def _hints(function: Callable[..., Any]) -> Dict[str, Any]:
 
 
 def argument_rows(params: Dict[str, inspect.Parameter], hints: Dict[str, Any], docs: Dict[str, ParamDoc],
-                  section: str, dataset: Optional[str] = None) -> List[List[str]]:
+                  section: str, component: str) -> List[List[str]]:
     """Table rows of a component's constructor arguments: type, default and allowed values
-    from its signature (else the choices its docstring names), meaning from its docstring."""
+    from its signature (else the choices its docstring names), meaning from its docstring,
+    and for a dataset what each recipe presets."""
     rows = []
     for name, param in params.items():
         kind, allowed = type_and_allowed(hints.get(name, param.annotation))
         doc = docs.get(name, ParamDoc("", "", False))
         row = [f"`{section}.{name}`", kind, _default(param.default), allowed or doc.choices, doc.text]
         if section == "data":
-            row.append(recipe_presets("data", name, dataset))
+            row.append(recipe_presets("data", name, component))
         rows.append(row)
     return rows
 
 
-def _component_header(section: str) -> List[str]:
-    return ["key", "type", "default", "allowed", "meaning"] + (["set by recipe"] if section == "data" else [])
+class Component(NamedTuple):
+    """What the reference shows of one registered component."""
+
+    name: str
+    summary: str
+    params: Dict[str, inspect.Parameter]
+    hints: Dict[str, Any]
+    docs: Dict[str, ParamDoc]
+
+
+def component_section(section: str, title: str, intro: str, components: Iterable[Component]) -> List[str]:
+    """A heading per component of a spec section, each with the table of its arguments."""
+    header = ["key", "type", "default", "allowed", "meaning"] + (["set by recipe"] if section == "data" else [])
+    lines = [f"## {title} (`{section}`)", "", intro, ""]
+    for component in components:
+        rows = argument_rows(component.params, component.hints, component.docs, section, component.name)
+        lines += [f"### `{component.name}`", "", component.summary, ""] + table(header, rows) + [""]
+    return lines
 
 
 def dataset_sections() -> List[str]:
-    from specsweep.data.datasets import DATASETS, dataset_task
+    components = (Component(name, f"Task `{dataset_task(name)}`. {_prose(builder.__doc__)}",
+                            dict(inspect.signature(builder).parameters), _hints(builder), parameter_docs(builder))
+                  for name, builder in ((name, DATASETS.get(name)) for name in DATASETS.names()))
+    return component_section(
+        "data", "Datasets",
+        "`data.name` selects one; its other keys are the arguments of the dataset's builder "
+        "(`specsweep/data/datasets.py`). A recipe's data presets apply only to the dataset they name.", components)
 
-    lines = ["## Datasets (`data`)", "",
-             "`data.name` selects one; its other keys are the arguments of the dataset's builder "
-             "(`specsweep/data/datasets.py`). A recipe's data presets apply only to the dataset they name.", ""]
-    for name in DATASETS.names():
-        builder = DATASETS.get(name)
-        params = dict(inspect.signature(builder).parameters)
-        lines += [f"### `{name}`", "", f"Task `{dataset_task(name)}`. {_prose(builder.__doc__)}", ""]
-        lines += table(_component_header("data"),
-                       argument_rows(params, _hints(builder), parameter_docs(builder), "data", name)) + [""]
-    return lines
+
+def _frontend(name: str) -> Component:
+    cls = FRONTENDS.get(name)
+    hints: Dict[str, Any] = {}
+    docs: Dict[str, ParamDoc] = {}
+    # The nearest class that declares an argument gives its type, as it gives its default;
+    # its meaning comes from the nearest entry of its own before one shared with others.
+    for klass in reversed(cls.__mro__):
+        if "__init__" in vars(klass) and klass is not object:
+            hints.update(_hints(klass.__init__))
+            docs.update({key: doc for key, doc in parameter_docs(klass).items()
+                         if doc.text and (not doc.shared or key not in docs or docs[key].shared)})
+    summary = f"`{cls.__name__}`; filterbank flag `{cls.filterbank_flag}`. {_prose(cls.__doc__)}"
+    return Component(name, summary, constructor_parameters(cls), hints, docs)
 
 
 def frontend_sections() -> List[str]:
-    from specsweep.frontends import FRONTENDS, SETTINGS
-    from specsweep.frontends.base import constructor_parameters
-
-    lines = ["## Front-ends (`frontend`)", "",
-             "`frontend.name` selects one; its other keys are the arguments of the front-end's constructor "
-             "(ranges that depend on each other, such as `n_mels` up to `n_fft // 2 + 1`, are checked by its "
-             "`config_problems`). Every front-end also takes `frontend.setting`: one of "
-             + ", ".join(f"`{s}`" for s in SETTINGS)
-             + ", another spelling of its two trainability flags (`trainable_stft` and the filterbank flag "
-               "named below); a flag that contradicts it is refused.", ""]
-    for name in FRONTENDS.names():
-        cls = FRONTENDS.get(name)
-        params = constructor_parameters(cls)
-        hints: Dict[str, Any] = {}
-        docs: Dict[str, ParamDoc] = {}
-        # The nearest class that declares an argument gives its type, as it gives its default;
-        # its meaning comes from the nearest entry of its own before one shared with others.
-        for klass in reversed(cls.__mro__):
-            if "__init__" in vars(klass) and klass is not object:
-                hints.update(_hints(klass.__init__))
-                docs.update({key: doc for key, doc in parameter_docs(klass).items()
-                             if doc.text and (not doc.shared or key not in docs or docs[key].shared)})
-        lines += [f"### `{name}`", "",
-                  f"`{cls.__name__}`; filterbank flag `{cls.filterbank_flag}`. {_prose(cls.__doc__)}", ""]
-        lines += table(_component_header("frontend"), argument_rows(params, hints, docs, "frontend")) + [""]
-    return lines
+    return component_section(
+        "frontend", "Front-ends",
+        "`frontend.name` selects one; its other keys are the arguments of the front-end's constructor (ranges that "
+        "depend on each other, such as `n_mels` up to `n_fft // 2 + 1`, are checked by its `config_problems`). "
+        "Every front-end also takes `frontend.setting`: one of " + ", ".join(f"`{s}`" for s in SETTINGS)
+        + ", another spelling of its two trainability flags (`trainable_stft` and the filterbank flag named "
+          "below); a flag that contradicts it is refused.", (_frontend(name) for name in FRONTENDS.names()))
 
 
 def backbone_sections() -> List[str]:
-    from specsweep.backbones import BACKBONES, backbone_param_names
-
-    lines = ["## Backbones (`backbone`)", "",
-             "`backbone.name` selects one; its other keys are the arguments of its constructor. The input shape, "
-             "the number of outputs and the head (`utterance` or `frames`) come from the front-end and the task.", ""]
-    for name in BACKBONES.names():
-        cls = BACKBONES.get(name)
-        allowed = backbone_param_names(name)
-        params = {key: p for key, p in inspect.signature(cls).parameters.items() if key in allowed}
-        lines += [f"### `{name}`", "", f"`{cls.__name__}`. {_prose(cls.__doc__)}", ""]
-        lines += table(_component_header("backbone"),
-                       argument_rows(params, _hints(cls.__init__), parameter_docs(cls), "backbone")) + [""]
-    return lines
+    components = (Component(name, f"`{cls.__name__}`. {_prose(cls.__doc__)}",
+                            {key: p for key, p in inspect.signature(cls).parameters.items()
+                             if key in backbone_param_names(name)},
+                            _hints(cls.__init__), parameter_docs(cls))
+                  for name, cls in ((name, BACKBONES.get(name)) for name in BACKBONES.names()))
+    return component_section(
+        "backbone", "Backbones",
+        "`backbone.name` selects one; its other keys are the arguments of its constructor. The input shape, the "
+        "number of outputs and the head (`utterance` or `frames`) come from the front-end and the task.", components)
 
 
 def task_section() -> List[str]:
-    from specsweep.tasks import TASKS
-
     rows = []
     for name in TASKS.names():
         task = TASKS.get(name)
@@ -356,8 +359,6 @@ def task_section() -> List[str]:
 
 
 def search_sections() -> List[str]:
-    from specsweep.search import SCHEDULERS, SEARCHERS, search_rules
-
     def yes(flag: bool) -> str:
         return "yes" if flag else "no"
 
@@ -370,8 +371,6 @@ def search_sections() -> List[str]:
 
 
 def recipe_section() -> List[str]:
-    from specsweep.recipes import RECIPES
-
     lines = ["## Recipes (`recipe`)", "",
              "A recipe fills the `train` keys (and, for the dataset it names, the `data` keys) that a spec leaves "
              "out; every value the spec gives wins. The values per task:", ""]
@@ -406,8 +405,6 @@ def _subcommands(parser: argparse.ArgumentParser, prefix: str) -> Iterable[Tuple
 
 def command_section() -> List[str]:
     """Every command with its arguments and help, from :func:`specsweep.cli.build_parser`."""
-    from specsweep.cli import build_parser
-
     lines = ["## Commands", "",
              "`python -m specsweep ...` is the same command; `specsweep --help` and every command's `--help` "
              "answer without loading torch. Every command exits 0 on success, 1 when trials errored or did not "
@@ -425,19 +422,6 @@ def command_section() -> List[str]:
 
 def reference() -> str:
     """The whole reference as Markdown."""
-    from specsweep.spec import (
-        CheckpointConfig,
-        FailureConfig,
-        ResourcesConfig,
-        SchedulerConfig,
-        SearchConfig,
-        SearchParam,
-        SmokeConfig,
-        SweepSpec,
-        TrainConfig,
-        WandbConfig,
-    )
-
     sections = {TrainConfig: "train", SearchConfig: "search", SearchParam: "search.space values",
                 SchedulerConfig: "scheduler", ResourcesConfig: "resources", FailureConfig: "failure",
                 CheckpointConfig: "checkpoint", WandbConfig: "wandb", SmokeConfig: "smoke"}
