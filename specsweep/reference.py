@@ -138,6 +138,7 @@ def type_and_allowed(annotation: Any, metadata: Iterable[Any] = ()) -> Tuple[str
         kind = getattr(annotation, "__name__", str(annotation))
     if kind == "str":
         bounds = [bound.replace(" items", " characters") for bound in bounds]
+    bounds = [re.sub(r"\b1 (item|character)s", r"1 \1", bound) for bound in bounds]
     allowed = "; ".join(part for part in (allowed, ", ".join(bounds)) if part)
     return kind, allowed
 
@@ -226,6 +227,7 @@ def model_section(model: type[BaseModel], prefix: str, anchors: Dict[type, str])
     """The table of a pydantic model's keys, each with its type, default, allowed values and
     recipe presets."""
     rows = []
+    docs = parameter_docs(model)
     for key, field in model.model_fields.items():
         annotation = field.annotation
         kind, allowed = type_and_allowed(annotation, field.metadata)
@@ -235,10 +237,13 @@ def model_section(model: type[BaseModel], prefix: str, anchors: Dict[type, str])
         allowed = allowed or spec_choices(f"{prefix}{key}")
         default = _default(_field_default(field))
         row = [f"`{prefix}{key}`", kind, default, allowed]
+        if docs:
+            row.append(docs[key].text if key in docs else "")
         if prefix == "train.":
             row.append(recipe_presets("train", key))
         rows.append(row)
-    header = ["key", "type", "default", "allowed"] + (["set by recipe"] if prefix == "train." else [])
+    header = ["key", "type", "default", "allowed"] + (["meaning"] if docs else []) + \
+        (["set by recipe"] if prefix == "train." else [])
     return table(header, rows)
 
 

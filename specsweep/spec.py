@@ -75,6 +75,24 @@ class SearchParam(_Strict):
 
 
 class SearchConfig(_Strict):
+    """How trials are chosen (Ray Tune's searcher) and judged.
+
+    Parameters
+    ----------
+    algorithm : str
+        A registered searcher; see the searchers of ``specsweep.search``.
+    num_samples : int
+        Trials per grid point and seed, each with its own draw of the sampled dimensions
+        (``optuna``: the trials in all).
+    metric : str, optional
+        The metric trials are compared by (None: the task's default, ``val_acc`` or ``val_per``).
+    mode : {"max", "min"}, optional
+        Whether ``metric`` is better high or low (None: the metric's own direction).
+    space : dict
+        Dotted keys into ``data``, ``frontend``, ``backbone`` or ``train`` (``frontend.n_mels``),
+        each one search dimension.
+    """
+
     algorithm: Annotated[str, AfterValidator(SEARCHERS.check)] = "grid"
     num_samples: WholeNumber = Field(1, ge=1)
     metric: Optional[str] = None
@@ -83,6 +101,19 @@ class SearchConfig(_Strict):
 
 
 class SchedulerConfig(_Strict):
+    """When trials stop early (Ray Tune's trial scheduler).
+
+    Parameters
+    ----------
+    name : str
+        A registered scheduler: ``fifo`` runs every trial to its last epoch, ``asha`` stops the
+        weaker ones at rungs.
+    grace_period : int
+        Epoch reports before ASHA may stop a trial.
+    reduction_factor : float
+        ASHA keeps the best ``1 / reduction_factor`` of the trials at each rung.
+    """
+
     name: Annotated[str, AfterValidator(SCHEDULERS.check)] = "fifo"
     grace_period: WholeNumber = Field(1, ge=1)
     reduction_factor: float = Field(2.0, gt=1)
@@ -115,14 +146,46 @@ class ResourcesConfig(_Strict):
 
 
 class FailureConfig(_Strict):
+    """Retries of a failed trial.
+
+    Parameters
+    ----------
+    max_failures : int
+        Retries from the trial's latest checkpoint before it is marked ERROR (-1: without end).
+    """
+
     max_failures: WholeNumber = Field(2, ge=-1)
 
 
 class CheckpointConfig(_Strict):
+    """Checkpoints kept per trial (one is written every epoch).
+
+    Parameters
+    ----------
+    num_to_keep : int
+        The best checkpoints by the sweep's metric kept; the latest is always kept as well.
+    """
+
     num_to_keep: WholeNumber = Field(2, ge=1)
 
 
 class WandbConfig(_Strict):
+    """Weights & Biases: one run per trial, grouped by run directory.
+
+    Parameters
+    ----------
+    project, entity : str
+        Where the runs go (``entity`` None: the default of the credentials).
+    group : str, optional
+        The runs' group (None: the run directory's name).
+    mode : {"auto", "online", "offline", "disabled"}
+        ``auto``: ``WANDB_MODE`` when set, else online with credentials and offline without.
+    tags : list of str
+        Added to every trial's run (each run is also tagged with its setting).
+    log_checkpoints : bool
+        Upload each trial's best weights as a W&B model artifact.
+    """
+
     project: str = "specsweep"
     entity: Optional[str] = None
     group: Optional[str] = None
@@ -177,6 +240,26 @@ class SmokeConfig(_Strict):
 
 
 class SweepSpec(_Strict):
+    """A sweep spec: what every trial trains and how the sweep runs.
+
+    Parameters
+    ----------
+    name : str
+        Names the run directory (``NAME-YYYYmmdd-HHMMSS``) and the W&B group.
+    description : str
+        Free text, kept with the run.
+    task : str
+        A registered task: ``kws`` (keyword spotting) or ``asr`` (phoneme recognition, CTC).
+    recipe : str, optional
+        Presets for ``train`` and ``data``; every value the spec gives wins.
+    data, frontend, backbone : dict
+        The component's ``name`` and its arguments.
+    train : TrainConfig
+        Training values of every trial.
+    seeds : list of int
+        Every configuration runs once per seed.
+    """
+
     # Run directories are named NAME-YYYYmmdd-HHMMSS, at most 255 bytes.
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
     description: str = ""
