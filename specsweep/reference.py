@@ -162,7 +162,9 @@ def _prose(doc: Optional[str]) -> str:
         return ""
     text = inspect.cleandoc(doc)
     text = re.split(r"\n\s*\n(?=\w[\w ]*\n-{3,})", text)[0]
-    text = re.sub(r":\w+:`~?(?:[\w.]+\.)?([\w]+)`", r"`\1`", text)
+    # Sphinx roles: ``~`` shows the last part of the dotted name, else the whole name.
+    text = re.sub(r":\w+:`(~?)([\w.]+)`", lambda m: f"`{m.group(2).rsplit('.', 1)[-1] if m.group(1) else m.group(2)}`",
+                  text)
     return " ".join(text.replace("``", "`").split())
 
 

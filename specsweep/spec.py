@@ -41,7 +41,19 @@ class _Strict(BaseModel):
 
 
 class SearchParam(_Strict):
-    """One search dimension: exactly one of the forms."""
+    """One search dimension: exactly one of the forms.
+
+    Parameters
+    ----------
+    grid : list
+        Every value, each in its own trials.
+    choice : list
+        One value drawn per trial.
+    uniform, loguniform : [float, float]
+        A float drawn per trial from ``[low, high]``, evenly or evenly in its logarithm.
+    randint : [int, int]
+        A whole number drawn per trial from ``[low, high)``.
+    """
 
     grid: Optional[List[Any]] = None
     choice: Optional[List[Any]] = None
@@ -120,9 +132,19 @@ class SchedulerConfig(_Strict):
 
 
 class ResourcesConfig(_Strict):
-    """What each trial holds. ``gpus``: GPUs per trial (a fraction below 1 shares one), or
-    ``auto``: each model measured on a GPU at launch decides how many of its trials share
-    one (:mod:`specsweep.packing`), and trials run on CPUs where Ray has no GPU."""
+    """What each trial holds.
+
+    Parameters
+    ----------
+    cpus : float
+        CPUs per trial (its torch threads).
+    gpus : float or "auto"
+        GPUs per trial (a fraction below 1 shares one), or ``auto``: each model measured on a
+        GPU at launch decides how many of its trials share one (:mod:`specsweep.packing`), and
+        trials run on CPUs where Ray has no GPU.
+    max_concurrent : int, optional
+        Trials running at once at most (None: as many as the resources hold).
+    """
 
     cpus: float = Field(1.0, gt=0)
     gpus: Union[Literal["auto"], Annotated[float, Field(ge=0)]] = 0.0
@@ -191,20 +213,58 @@ class WandbConfig(_Strict):
     group: Optional[str] = None
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     tags: List[str] = Field(default_factory=list)
-    # Each trial's best weights as a W&B model artifact (one file per trial, uploaded online).
     log_checkpoints: bool = False
 
 
 class TrainConfig(_Strict):
-    """Training values of a trial. ``test_weights``: test with the weights of the ``best``
-    validation epoch by ``best_by`` (None: the sweep's metric) or with the ``last`` epoch's.
-    ``eval_batch_size`` (None: ``batch_size``) batches validation and test.
-    ``class_weights`` are per-class sampling weights: with ``balance_classes`` they multiply
-    inverse class frequencies, without it they are the weights themselves.
-    ``shuffle: false`` reads the training split in its stored order every epoch (no class
-    weights then); ``drop_last`` drops a last, partial training batch (when the split holds
-    more than one batch); ``ctc_drop_frames`` leaves that many frames at each utterance's end
-    out of a CTC loss (decoding keeps them)."""
+    """Training values of a trial.
+
+    Parameters
+    ----------
+    epochs : int
+        Training epochs; a trial reports once per epoch and once more after testing.
+    batch_size : int
+        Training clips per batch.
+    eval_batch_size : int, optional
+        Clips per batch in validation and test (None: ``batch_size``).
+    test_weights : {"best", "last"}
+        Test with the weights of the best validation epoch by ``best_by``, or of the last epoch.
+    best_by : str, optional
+        The validation metric that picks the best epoch (None: the sweep's metric).
+    optimizer : {"adam", "adamw", "sgd"}
+        The optimizer of backbone and front-end.
+    lr : float
+        Learning rate of the backbone, and of the front-end unless ``frontend_lr`` is given.
+    frontend_lr : float, optional
+        Learning rate of the front-end's trainable bases (None: ``lr``).
+    weight_decay : float
+        The optimizer's weight decay.
+    momentum : float
+        SGD's momentum (the other optimizers ignore it).
+    schedule : {"constant", "cosine"}
+        The learning rate per step: constant, or a cosine decay to 0 at the last step.
+    warmup_epochs : float
+        Epochs of linear warm-up from 0 before the schedule.
+    num_workers : int
+        ``DataLoader`` worker processes (with the ``loader`` data path).
+    balance_classes : bool
+        Draw training clips with weights inverse to their class's frequency (classification).
+    class_weights : dict
+        Per-class sampling weights by label: with ``balance_classes`` they multiply inverse
+        class frequencies, without it they are the weights themselves (a class left out weighs 1).
+    shuffle : bool
+        ``false`` reads the training split in its stored order every epoch (no class weights then).
+    drop_last : bool
+        Drop a last, partial training batch (when the split holds more than one batch).
+    ctc_drop_frames : int
+        Frames at each utterance's end left out of a CTC loss (decoding keeps them).
+    data_path : {"auto", "loader", "device"}
+        ``device`` gathers batches from a copy of the split on the trial's device, ``loader``
+        uses the ``DataLoader``; ``auto`` is ``device`` for fixed-length clips on a GPU and
+        ``loader`` otherwise.
+    compile : bool
+        ``torch.compile`` the model (CUDA graphs on a GPU) to cut the per-step launch overhead.
+    """
 
     epochs: WholeNumber = Field(10, ge=1)
     batch_size: WholeNumber = Field(100, ge=1)
@@ -224,14 +284,23 @@ class TrainConfig(_Strict):
     shuffle: bool = True
     drop_last: bool = True
     ctc_drop_frames: WholeNumber = Field(0, ge=0)
-    # auto: batches gathered on the trial's device for fixed-length clips, the DataLoader otherwise.
     data_path: Literal["auto", "loader", "device"] = "auto"
-    # torch.compile the model (CUDA graphs on a GPU) to cut the per-step launch overhead.
     compile: bool = False
 
 
 class SmokeConfig(_Strict):
-    """What ``--smoke-test`` changes: dotted overrides, grid truncation, batch limits."""
+    """What ``--smoke-test`` changes: besides these, one epoch, the first seed and at most two
+    samples.
+
+    Parameters
+    ----------
+    overrides : dict
+        Values set in the smoke version, by section (``data``) or dotted key (``train.lr``).
+    max_grid_values : int
+        Values kept (the first and the last) of each grid or choice other than the setting's.
+    limit_train_batches, limit_eval_batches : int
+        Batches per training epoch, and per validation or test pass.
+    """
 
     overrides: Dict[str, Any] = Field(default_factory=dict)
     max_grid_values: WholeNumber = Field(2, ge=1)
