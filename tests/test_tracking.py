@@ -239,3 +239,29 @@ def test_a_sweeps_trial_runs_read_themselves(tmp_path: Path):
         assert tensors["filterbank"].shape == tensors["initial_filterbank"].shape == (40, 241)
         assert ("stft_kernels" in tensors) == (config["frontend"]["setting"] == "C")
     assert len(names) == len(set(names)) == 4
+
+
+def test_run_names_show_every_swept_value_and_differ_within_a_sweep(tmp_path: Path):
+    """Every trial of an lr x setting x seed grid gets its own name; two swept keys that end
+    alike are named in full, and a sweep that may draw a configuration twice adds the
+    trial's number."""
+    import yaml
+
+    from specsweep.spec import TrialConfig, expand_trials, load_spec
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml").read_text())
+    raw["search"]["space"]["train.lr"] = {"grid": [0.01, 0.001, 0.0001]}
+    path = tmp_path / "lr.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    spec = load_spec(path)
+    configs = expand_trials(spec)
+    keys = list(spec.search.space)
+    names = [tracking.run_name(TrialConfig.model_validate(c), c, keys) for c in configs]
+    assert len(set(names)) == len(configs) == 4 * 3 * 2
+    assert "kws-bcresnet-nnaudio-B-mels40-lr0.001-seed2" in names
+
+    config = configs[0]
+    trial = TrialConfig.model_validate(config)
+    alike = tracking.run_name(trial, config, ["train.lr", "data.lr"])
+    assert alike == "kws-bcresnet-nnaudio-A-mels40-train.lr0.01-data.lrNone-seed1"
+    assert tracking.run_name(trial, config, keys, sample="00007").endswith("-lr0.01-seed1-sample00007")
