@@ -311,7 +311,7 @@ def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bo
         wandb=tracking.WandbSettings(project=spec.wandb.project, entity=spec.wandb.entity,
                                      group=spec.wandb.group or run_dir.name, mode=wandb_mode,
                                      tags=spec.wandb.tags, log_checkpoints=spec.wandb.log_checkpoints),
-        stream_output=verbose,
+        stream_output=verbose, swept_keys=tuple(spec.search.space), repeats=spec.search.num_samples > 1,
         **limits,
     )
     set_console(verbose=verbose)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
 import logging
 import os
 import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence
 from urllib.parse import quote
 
 if TYPE_CHECKING:
@@ -109,10 +110,30 @@ def run_id(sweep_dir: str, trial_id: str) -> str:
     return f"{trial_id}-{digest}"
 
 
-def run_name(trial: "TrialConfig") -> str:
-    """``kws-bcresnet-nnaudio-D-mels40-seed1`` style names, from the trial config (values
-    it leaves out are the front-end's defaults)."""
+# Swept keys the base of a run name already shows.
+_NAMED_KEYS = {"task", "backbone.name", "frontend.name", "frontend.setting", "frontend.n_mels", "seed"}
+
+
+def run_name(trial: "TrialConfig", config: Dict[str, Any], swept_keys: Sequence[str] = (),
+             sample: Optional[str] = None) -> str:
+    """``kws-bcresnet-nnaudio-D-mels40-lr0.01-seed1`` style names, unique within a sweep:
+    task, backbone, front-end, setting and n_mels from the trial config (values it leaves
+    out are the front-end's defaults), then every other swept key's value under the key's
+    last part (the whole dotted key where two swept keys end alike), then the seed, then
+    ``sample``, the trial's number, for sweeps that may draw one configuration twice
+    (``search.num_samples`` above 1).
+
+    Examples
+    --------
+    >>> from specsweep.spec import TrialConfig
+    >>> config = {"task": "kws", "data": {"name": "embedded_kws"}, "seed": 1,
+    ...           "frontend": {"name": "nnaudio", "setting": "B"}, "backbone": {"name": "bcresnet"},
+    ...           "train": {"lr": 0.001}}
+    >>> run_name(TrialConfig.model_validate(config), config, ["train.lr", "frontend.setting"])
+    'kws-bcresnet-nnaudio-B-mels40-lr0.001-seed1'
+    """
     from specsweep.frontends import frontend_argument
+    from specsweep.spec import swept_values
 
     fe = trial.frontend
     parts = [trial.task, trial.backbone["name"], fe["name"], trial.setting, f"mels{frontend_argument(fe, 'n_mels')}"]
@@ -120,8 +141,23 @@ def run_name(trial: "TrialConfig") -> str:
         parts.append("mask" + "_".join(f"{a}-{b}" for a, b in _pairs(fe["mask_bins"])))
     if fe.get("random_mel_init"):
         parts.append("randinit")
+    others = [key for key in swept_keys if key not in _NAMED_KEYS]
+    last_parts = [key.rsplit(".", 1)[-1] for key in others]
+    for key, last in zip(others, last_parts):
+        (value,) = swept_values(config, [key]).values()
+        parts.append(f"{key if last_parts.count(last) > 1 else last}{_name_value(value)}")
     parts.append(f"seed{trial.seed}")
+    if sample is not None:
+        parts.append(f"sample{sample}")
     return "-".join(str(p) for p in parts)
+
+
+def _name_value(value: Any) -> str:
+    """A value as a run name shows it: numbers in their shortest exact form (distinct
+    values stay distinct), lists and mappings as compact JSON."""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def _pairs(mask: Any) -> List[List[int]]:
@@ -129,9 +165,15 @@ def _pairs(mask: Any) -> List[List[int]]:
 
 
 def init_run(settings: WandbSettings, directory: Path, run_id_: str, name: str, config: Dict[str, Any],
-             tags: List[str]) -> Any:
-    """Start or resume the W&B run of a trial; fall back to offline when online fails,
-    so that no key and no network never fail a sweep."""
+             tags: List[str], job_type: str = "trial") -> Any:
+    """Start or resume the W&B run of a trial (``job_type``); fall back to offline when
+    online fails, so that no key and no network never fail a sweep.
+
+    What the process prints through Python's ``sys.stdout`` and ``sys.stderr`` (Lightning,
+    warnings, logging) while the run is open goes to the run's console log (W&B's Logs
+    tab) as well as to where it went before (``trial.log``). wandb's ``wrap`` console
+    patches those streams' writes; its file-descriptor ``redirect`` would take the trial's
+    own redirection to ``trial.log`` over."""
     mode = resolve_mode(settings.mode)
     if mode == "disabled":
         return None
@@ -141,8 +183,9 @@ def init_run(settings: WandbSettings, directory: Path, run_id_: str, name: str, 
     kwargs = dict(
         project=settings.project, entity=settings.entity, group=settings.group, name=name, id=run_id_,
         resume="allow", config=config, tags=sorted(set(settings.tags) | set(tags)), dir=str(directory),
+        job_type=job_type,
         # init_timeout is wandb's own (90 s, or WANDB_INIT_TIMEOUT).
-        reinit="finish_previous", settings=wandb.Settings(silent=True, console="off"),
+        reinit="finish_previous", settings=wandb.Settings(silent=True, console="wrap"),
     )
     try:
         return wandb.init(mode=mode, **kwargs)
@@ -155,6 +198,20 @@ def init_run(settings: WandbSettings, directory: Path, run_id_: str, name: str, 
         # service is gone.
         wandb.teardown()
         return wandb.init(mode="offline", **kwargs)
+
+
+def define_metrics(run: Any, summaries: Dict[str, str], per_epoch: Iterable[str] = ()) -> None:
+    """Plot a trial's metrics against ``epoch`` (which Lightning logs with every epoch's
+    metrics) and summarise each of ``summaries`` (metric -> ``"max"`` or ``"min"``) by its
+    best value, so that a running or crashed trial shows its best, not its last; the
+    other ``per_epoch`` metrics and the front-end's drift keep their last value."""
+    run.define_metric("epoch")
+    for name in per_epoch:
+        if name not in summaries:
+            run.define_metric(name, step_metric="epoch")
+    run.define_metric("frontend/*", step_metric="epoch")
+    for name, mode in summaries.items():
+        run.define_metric(name, step_metric="epoch", summary=mode)
 
 
 def unreachable_server() -> Optional[str]:
@@ -221,3 +278,15 @@ def log_trial_files(run: Any, log_file: Path, best_weights: Optional[Path], meta
         artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata=metadata)
         artifact.add_file(str(best_weights))
         run.log_artifact(artifact, aliases=["best"])
+
+
+def log_filterbank(run: Any, files: List[Path], metadata: Dict[str, Any]) -> None:
+    """The trial's final filterbank (``files``: its tensors and figure) as version after
+    version of the run's ``filterbank`` artifact: a resumed trial that tests again adds a
+    version, and ``latest`` names the newest."""
+    import wandb
+
+    artifact = wandb.Artifact(f"filterbank-{run.id}", type="filterbank", metadata=metadata)
+    for path in files:
+        artifact.add_file(str(path))
+    run.log_artifact(artifact)

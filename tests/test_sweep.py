@@ -107,6 +107,10 @@ def test_report_as_a_wandb_run_with_the_settings_side_by_side(quickstart_run, tm
     assert f"W&B: wandb sync {folder}" in done.stdout
     logged = read_run(folder)
     assert logged["config"]["sweep"] == "quickstart" and "Protocol: recipe quick" in logged["config"]["protocol"]
+    # Beside the trials, in their group, told apart by its job type.
+    (trial_run, *_) = quickstart_run.run_dir.glob("trial_*/wandb/offline-run-*")
+    assert logged["run"]["job_type"] == "report" and read_run(trial_run)["run"]["job_type"] == "trial"
+    assert logged["run"]["group"] == read_run(trial_run)["run"]["group"] == quickstart_run.run_dir.name
     (history,) = [h for h in logged["history"] if "settings/_type" in h]
     assert history["settings/_type"] == "table-file" and history["settings/nrows"] == 4
     assert history["results/nrows"] == 4 * 4 and history["test_acc_by_setting_table/_type"] == "table-file"

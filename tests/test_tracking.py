@@ -176,3 +176,92 @@ def test_a_bad_wandb_variable_is_named_without_its_value(monkeypatch):
             problem = tracking.environment_problem()
         assert problem.startswith(f"W&B settings from the environment are invalid: {name} ")
         assert value not in problem and "deadbeef" not in problem
+
+
+def test_a_sweeps_trial_runs_read_themselves(tmp_path: Path):
+    """An lr x setting grid, smoke-sized with 2 epochs. Each trial's offline run is a
+    ``trial`` job named after every swept value (names distinct within the sweep), plots its
+    metrics against ``epoch`` and summarises the sweep metric and the validation metrics by
+    their best, holds what the trial printed, the filterbank figure of every epoch, and its
+    final filterbank as an artifact."""
+    import os
+
+    import torch
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    spec = yaml.safe_load((root / "sweeps" / "quickstart.yaml").read_text())
+    spec["seeds"] = [1]
+    spec["search"]["space"] = {"train.lr": {"grid": [0.01, 0.003]}, "frontend.setting": {"grid": ["A", "C"]}}
+    spec["smoke"]["overrides"]["train.epochs"] = 2
+    path = tmp_path / "lr.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "WANDB_MODE": "offline",
+           "SPECSWEEP_CACHE": os.environ.get("SPECSWEEP_CACHE", str(tmp_path / "cache"))}
+    done = subprocess.run([sys.executable, "-m", "specsweep", "run", str(path), "--smoke-test", "--storage",
+                           str(tmp_path / "runs"), "--name", "lr"], capture_output=True, text=True, timeout=600,
+                          env=env, cwd=root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    names = []
+    for trial_dir in sorted((tmp_path / "runs" / "lr").glob("trial_*")):
+        (run_folder,) = (trial_dir / "wandb").glob("offline-run-*")
+        logged = read_run(run_folder)
+        config = json.loads((trial_dir / "params.json").read_text())
+        names.append(logged["run"]["name"])
+        assert logged["run"]["name"] == (f"kws-bcresnet-nnaudio-{config['frontend']['setting']}-mels40-"
+                                         f"lr{config['train']['lr']!r}-seed1")
+        assert logged["run"]["job_type"] == "trial"
+
+        metrics = logged["metrics"]
+        assert metrics["val_acc"] == {"step_metric": "epoch", "summary": ["max"]}
+        assert metrics["val_loss"] == {"step_metric": "epoch", "summary": ["min"]}
+        assert metrics["train_loss"]["step_metric"] == "epoch" and metrics["train_loss"]["summary"] == []
+        validations = [row for row in logged["history"] if "val_acc" in row]
+        assert [row["epoch"] for row in validations] == [0, 1]
+        assert [row["epoch"] for row in logged["history"] if "test_acc" in row] == [2]
+        assert logged["summary"]["val_acc"] == {"max": max(row["val_acc"] for row in validations)}
+        assert logged["summary"]["val_loss"] == {"min": min(row["val_loss"] for row in validations)}
+
+        # The console log: what the trial printed while its run was open, as in trial.log.
+        printed = [line for line in logged["output"].splitlines() if line.strip()]
+        trial_log = (trial_dir / "trial.log").read_text()
+        assert printed and all(line in trial_log for line in printed)
+
+        # Lightning logs a list of images, which W&B records as nested keys: frontend/_type ...
+        images = [key[:-len("/_type")] for row in logged["history"] for key, value in row.items()
+                  if key.endswith("/_type") and value == "images/separated"]
+        assert sorted(images) == ["confusion_matrix", "frontend", "frontend"]
+        (filterbank,) = [a for a in logged["artifacts"] if a["type"] == "filterbank"]
+        assert sorted(filterbank["files"]) == ["filterbank.png", "filterbank.pt"]
+        assert filterbank["metadata"]["setting"] == config["frontend"]["setting"]
+        tensors = torch.load(trial_dir / "filterbank.pt", weights_only=True)
+        assert tensors["filterbank"].shape == tensors["initial_filterbank"].shape == (40, 241)
+        assert ("stft_kernels" in tensors) == (config["frontend"]["setting"] == "C")
+    assert len(names) == len(set(names)) == 4
+
+
+def test_run_names_show_every_swept_value_and_differ_within_a_sweep(tmp_path: Path):
+    """Every trial of an lr x setting x seed grid gets its own name; two swept keys that end
+    alike are named in full, and a sweep that may draw a configuration twice adds the
+    trial's number."""
+    import yaml
+
+    from specsweep.spec import TrialConfig, expand_trials, load_spec
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml").read_text())
+    raw["search"]["space"]["train.lr"] = {"grid": [0.01, 0.001, 0.0001]}
+    path = tmp_path / "lr.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    spec = load_spec(path)
+    configs = expand_trials(spec)
+    keys = list(spec.search.space)
+    names = [tracking.run_name(TrialConfig.model_validate(c), c, keys) for c in configs]
+    assert len(set(names)) == len(configs) == 4 * 3 * 2
+    assert "kws-bcresnet-nnaudio-B-mels40-lr0.001-seed2" in names
+
+    config = configs[0]
+    trial = TrialConfig.model_validate(config)
+    alike = tracking.run_name(trial, config, ["train.lr", "data.lr"])
+    assert alike == "kws-bcresnet-nnaudio-A-mels40-train.lr0.01-data.lrNone-seed1"
+    assert tracking.run_name(trial, config, keys, sample="00007").endswith("-lr0.01-seed1-sample00007")

@@ -41,7 +41,11 @@ def _payloads(data: bytes) -> Iterator[bytes]:
 
 def read_run(run_folder: Path) -> Dict[str, Any]:
     """``{"config": {...}, "history": [{...}], "summary": {...}, "artifacts": [{"name", "type",
-    "aliases", "files"}]}`` of one offline run folder."""
+    "aliases", "files", "metadata"}], "run": {"name", "job_type", "group"}, "metrics": {name:
+    {"step_metric", "summary": [...]}}, "output": "console text"}`` of one offline run folder."""
+    run: Dict[str, Any] = {}
+    metrics: Dict[str, Dict[str, Any]] = {}
+    output: List[str] = []
     config: Dict[str, Any] = {}
     history: List[Dict[str, Any]] = []
     summary: Dict[str, Any] = {}
@@ -52,6 +56,8 @@ def read_run(run_folder: Path) -> Dict[str, Any]:
             record.ParseFromString(payload)
             kind = record.WhichOneof("record_type")
             if kind == "run":
+                run = {"name": record.run.display_name, "job_type": record.run.job_type,
+                       "group": record.run.run_group}
                 config.update({i.key: json.loads(i.value_json) for i in record.run.config.update})
             elif kind == "config":
                 config.update({i.key: json.loads(i.value_json) for i in record.config.update})
@@ -62,5 +68,14 @@ def read_run(run_folder: Path) -> Dict[str, Any]:
             elif kind == "artifact":
                 a = record.artifact
                 artifacts.append({"name": a.name, "type": a.type, "aliases": list(a.aliases),
-                                  "files": [e.path for e in a.manifest.contents]})
-    return {"config": config, "history": history, "summary": summary, "artifacts": artifacts}
+                                  "files": [e.path for e in a.manifest.contents],
+                                  "metadata": json.loads(a.metadata or "{}")})
+            elif kind == "metric":
+                m = record.metric
+                metrics[m.name or m.glob_name] = {
+                    "step_metric": m.step_metric,
+                    "summary": [f.name for f, on in m.summary.ListFields() if on]}
+            elif kind == "output_raw":
+                output.append(record.output_raw.line)
+    return {"config": config, "history": history, "summary": summary, "artifacts": artifacts, "run": run,
+            "metrics": metrics, "output": "".join(output)}

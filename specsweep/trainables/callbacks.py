@@ -134,14 +134,25 @@ class StepWandbLogger(WandbLogger):
     its checkpoint continues its history instead of doubling the epochs it redoes.
     Lightning logs epoch-end metrics one step behind the step it has reached, so steps
     are kept non-decreasing: such late metrics join the current row instead of being lost.
+    Metrics of another ``epoch`` than the current row's (the test's, logged after the
+    last epoch at the same trainer step) start the next row, so that the row's ``epoch``,
+    the step metric of the run's charts, stays that of its validation metrics.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._step_floor = 0
+        self._floor_epoch: Optional[float] = None
 
     def log_metrics(self, metrics: Dict[str, float], step: Optional[int] = None) -> None:
         step = self._step_floor if step is None else max(int(step), self._step_floor)
+        epoch = metrics.get("epoch")
+        if epoch is not None:
+            if step == self._step_floor and self._floor_epoch not in (None, epoch):
+                step += 1
+            self._floor_epoch = epoch
+        elif step > self._step_floor:
+            self._floor_epoch = None
         self._step_floor = step
         self.experiment.log({**metrics, "trainer/global_step": step}, step=step)
 

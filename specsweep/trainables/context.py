@@ -8,7 +8,7 @@ Its own module, importing neither torch nor Lightning, so that the driver's trai
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Tuple
 
 from specsweep import tracking
 
@@ -27,3 +27,8 @@ class RunContext:
     # Trial output goes to the trial's log file; with this also to Ray's worker log,
     # which Ray streams to the driver's console (``specsweep run -v``).
     stream_output: bool = False
+    # The search space's dotted keys, which W&B run names show.
+    swept_keys: Tuple[str, ...] = ()
+    # Whether two trials may draw one configuration (search.num_samples > 1): run names
+    # then carry the trial's number.
+    repeats: bool = False

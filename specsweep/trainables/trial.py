@@ -19,6 +19,7 @@ from specsweep import tracking
 from specsweep.assembly import build_task
 from specsweep.data.datasets import PreparedData, prepare_dataset_once
 from specsweep.data.loaders import make_loaders, resolve_data_path
+from specsweep.frontends.plot import plot_frontend, snapshot_frontend
 from specsweep.spec import TrainConfig, TrialConfig
 from specsweep.trainables.callbacks import (
     BestWeights,
@@ -36,6 +37,7 @@ from specsweep.trainables.tasks import SpeechTask
 
 CHECKPOINT_FILE = "checkpoint.ckpt"
 BEST_FILE = "best.ckpt"
+FILTERBANK_FILE = "filterbank.pt"
 _LOG_EVERY_N_STEPS = 10
 
 
@@ -148,6 +150,19 @@ def _best_weights_file(best: BestWeights, trial_dir: Path, run: RunContext) -> O
     return path
 
 
+def _final_filterbank(task: SpeechTask, initial: Dict[str, torch.Tensor], trial_dir: Path) -> List[Path]:
+    """The tested front-end's bases in the trial folder: ``filterbank.pt`` (``filterbank``
+    ``(n_bins, n_freq)``, ``stft_kernels`` ``(n_freq, n_fft)`` when trainable, and their
+    values at the start of the trial as ``initial_filterbank`` / ``initial_stft_kernels``)
+    and ``filterbank.png``, drawn over the initial values."""
+    frontend = task.net.frontend
+    tensors = {**snapshot_frontend(frontend), **{f"initial_{k}": v for k, v in initial.items()}}
+    paths = [trial_dir / FILTERBANK_FILE, trial_dir / "filterbank.png"]
+    torch.save(tensors, paths[0])
+    plot_frontend(frontend, initial=initial, path=paths[1])
+    return paths
+
+
 def train_trial(config: Dict[str, Any], run: RunContext, worker_unix: float) -> None:
     """One trial inside Tune: fit, checkpoint and report every epoch, test at the end.
 
@@ -175,10 +190,15 @@ def train_trial(config: Dict[str, Any], run: RunContext, worker_unix: float) -> 
     train = trial.train
 
     trial_id = context.get_trial_id()
+    # Tune's trial ids end in the trial's number in the sweep.
+    name = tracking.run_name(trial, config, run.swept_keys, sample=trial_id.rsplit("_", 1)[-1] if run.repeats else None)
     run_obj = tracking.init_run(
-        run.wandb, trial_dir, tracking.run_id(run.sweep_dir, trial_id), tracking.run_name(trial), config,
+        run.wandb, trial_dir, tracking.run_id(run.sweep_dir, trial_id), name, config,
         tags=[f"setting-{trial.setting}", trial.task, trial.frontend["name"], trial.backbone["name"]],
     )
+    if run_obj is not None:
+        tracking.define_metrics(run_obj, {**trial.task_info.val_metrics, run.metric: run.mode},
+                                per_epoch=trial.task_info.train_metrics)
     loggers: List[Any] = [] if run_obj is None or run.wandb.mode == "disabled" else [StepWandbLogger(experiment=run_obj)]
     lap("timing/wandb_s")
     # The sweep's metric is tracked for its best value; the tested weights are the last
@@ -192,12 +212,13 @@ def train_trial(config: Dict[str, Any], run: RunContext, worker_unix: float) -> 
         tested = best if monitor == run.metric else BestWeights(monitor, trial.task_info.mode(monitor))
     report_timer = EpochEndTimer()
     figures = trial_dir / "figures"
+    frontend_figures = FrontendFigures(figures)
     trainer = pl.Trainer(
         logger=loggers or False,
         callbacks=[
             *([best] if tested in (None, best) else [best, tested]),
             FrontendDrift(),
-            FrontendFigures(figures),
+            frontend_figures,
             RNGState(sampler_generator),
             TaskFigures(figures),
             report_timer.start,
@@ -233,6 +254,9 @@ def train_trial(config: Dict[str, Any], run: RunContext, worker_unix: float) -> 
         if run_obj is not None:
             run_obj.summary.update({k: v for k, v in final.items() if k.startswith(("test_", "best_", "frontend/"))})
             tracking.log_trial_files(run_obj, log_file, _best_weights_file(best, trial_dir, run), final)
+            tracking.log_filterbank(run_obj, _final_filterbank(task, frontend_figures.initial, trial_dir),
+                                    {"frontend": trial.frontend, "setting": trial.setting,
+                                     "tested_epoch": final["tested_epoch"]})
             wandb_url = None if run_obj.offline else run_obj.url
         tracking.finish_run(run_obj)
         run_obj = None
