@@ -30,7 +30,7 @@ import shutil
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import pyarrow.fs as pafs
 import yaml
@@ -275,12 +275,15 @@ def released_on_failure(run_dir: Union[Path, RunLocation], storage_existed: bool
 
 
 def write_run(run_dir: RunLocation, spec: SweepSpec, spec_path: Union[Path, str], smoke: bool,
-              gpu_packing: Optional[List[Dict[str, Any]]] = None) -> None:
+              gpu_packing: Optional[List[Dict[str, Any]]] = None, overrides: Sequence[str] = ()) -> None:
     """Write the files :func:`load_run` and :func:`run_info` read back: the validated spec
-    and how the sweep was started, with what ``resources.gpus: auto`` chose
-    (``gpu_packing``, rows of :func:`specsweep.packing.packing_record`; empty: no GPUs),
-    so that a resume asks for the same resources."""
+    (with the ``--set`` ``overrides`` applied, which are recorded too) and how the sweep
+    was started, with what ``resources.gpus: auto`` chose (``gpu_packing``, rows of
+    :func:`specsweep.packing.packing_record`; empty: no GPUs), so that a resume asks for
+    the same resources."""
     info: Dict[str, Any] = {"spec": str(spec_path), "smoke": smoke, "created": datetime.now().isoformat()}
+    if overrides:
+        info["set"] = list(overrides)
     if gpu_packing is not None:
         info["gpu_packing"] = gpu_packing
     run_dir.write_text(SPEC_FILE, yaml.safe_dump(spec.model_dump(), sort_keys=False))

@@ -1,0 +1,128 @@
+"""The model in hand and CLI overrides, on one real smoke sweep (local Ray, Lightning, W&B
+offline): ``run --set`` recorded in the run directory, the ``trials.tsv`` index,
+``load_trial`` reproducing each trial's reported test accuracy through the project's own
+loaders, ``export`` as a torch.export program, and run directories without ``tested.pt``."""
+
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import specsweep
+from specsweep.cli import main
+from specsweep.export import TrialLoadError
+from specsweep.rundir import RunLocation, load_run, run_info
+from specsweep.spec import TrialConfig
+from specsweep.status import read_trials
+from specsweep.trainables.tested import TESTED_FILE
+from specsweep.trainables.trial import trial_data
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"
+
+
+@pytest.fixture(scope="module")
+def run_dir(ray_session, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("runs")
+    code = main(["run", str(QUICKSTART), "--smoke-test", "--storage", str(storage), "--name", "qs",
+                 "--set", "search.space.frontend.setting={grid: [A, D]}", "--set", "seeds=[3]"])
+    assert code == 0
+    return storage / "qs"
+
+
+def test_set_overrides_are_the_run_directorys_spec(run_dir):
+    spec = load_run(run_dir)
+    assert spec.seeds == [3]
+    assert spec.search.space["frontend.setting"].grid == ["A", "D"]
+    assert run_info(RunLocation(run_dir))["set"] == ["search.space.frontend.setting={grid: [A, D]}", "seeds=[3]"]
+    configs = [t["config"] for t in read_trials(run_dir)]
+    assert sorted((c["frontend"]["setting"], c["seed"]) for c in configs) == [("A", 3), ("D", 3)]
+
+
+def test_index_maps_configurations_to_trial_folders(run_dir):
+    header, *rows = [line.split("\t") for line in (run_dir / "trials.tsv").read_text().splitlines()]
+    assert header == ["folder", "setting", "seed", "trial"]
+    trials = {t["id"]: t for t in read_trials(run_dir)}
+    assert sorted(row[1] for row in rows) == ["A", "D"]
+    for folder, setting, seed, trial_id in rows:
+        assert (run_dir / folder).is_dir() and folder == f"trial_{trial_id}"
+        assert trials[trial_id]["config"]["frontend"]["setting"] == setting and seed == "3"
+
+
+def _test_accuracy(model: torch.nn.Module, config: TrialConfig, batches: int) -> float:
+    """Accuracy of ``model`` on the first ``batches`` test batches of the trial's own loaders."""
+    _, loaders, _ = trial_data(config)
+    correct = total = 0
+    with torch.no_grad():
+        for waveform, targets in itertools.islice(loaders["test"], batches):
+            correct += int((model(waveform).argmax(dim=1) == targets[:, 0]).sum())
+            total += len(targets)
+    return correct / total
+
+
+def test_load_trial_reproduces_each_trials_test_accuracy(run_dir):
+    spec = load_run(run_dir)
+    for trial in read_trials(run_dir):
+        model = specsweep.load_trial(run_dir, trial["id"])
+        assert not model.training and isinstance(model.config, TrialConfig)
+        assert model.trial.trial_id == trial["id"] and model.trial.weights_from.endswith(TESTED_FILE)
+        assert len(model.labels) == 12 and model.trial.output_labels == model.labels
+        # The smoke test scored the first limit_eval_batches test batches.
+        accuracy = _test_accuracy(model, model.config, spec.smoke.limit_eval_batches)
+        assert accuracy == pytest.approx(trial["metrics"]["test_acc"], abs=1e-6)
+
+
+def test_best_is_the_best_trial_by_the_sweeps_metric(run_dir):
+    spec = load_run(run_dir)
+    key = f"best_{spec.metric}"
+    trials = read_trials(run_dir)
+    best = max(trials, key=lambda t: t["metrics"][key]) if spec.mode == "max" else min(trials, key=lambda t: t["metrics"][key])
+    assert specsweep.load_trial(run_dir, "best").trial.trial_id == best["id"]
+    assert specsweep.load_trial(run_dir, f"trial_{best['id']}").trial.trial_id == best["id"]
+
+
+def test_export_writes_a_program_torch_loads_with_its_description(run_dir, tmp_path, capsys):
+    out = tmp_path / "model.pt2"
+    assert main(["export", str(run_dir), "best", "--out", str(out)]) == 0
+    extra = {"specsweep.json": ""}
+    program = torch.export.load(str(out), extra_files=extra).module()
+    card = json.loads(extra["specsweep.json"])
+    model = specsweep.load_trial(run_dir, "best")
+    assert card["trial_id"] == model.trial.trial_id and card["labels"] == model.labels
+    assert card["sample_rate"] == 16000 and card["clip_samples"] == 16000
+    waveform = torch.randn(3, card["clip_samples"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(program(waveform), model(waveform))
+    # An existing file is never overwritten.
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(["export", str(run_dir), "best", "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err and out.read_bytes() == before
+
+
+def test_unknown_or_unfinished_trials_are_named(run_dir, tmp_path, capsys):
+    assert main(["export", str(run_dir), "nosuch_00009", "--out", str(tmp_path / "m.pt2")]) == 2
+    err = capsys.readouterr().err
+    assert "no trial 'nosuch_00009'" in err and "Traceback" not in err
+    assert not (tmp_path / "m.pt2").exists()
+
+
+def test_run_directories_without_tested_weights(run_dir, tmp_path):
+    """A run written before trials saved tested.pt: the weights come from the checkpoint
+    whose BestWeights chose them; without that checkpoint, a clear refusal."""
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    trial = read_trials(old)[0]
+    saved = torch.load(old / f"trial_{trial['id']}" / TESTED_FILE, weights_only=True)
+    for path in old.glob(f"trial_*/{TESTED_FILE}"):
+        path.unlink()
+    model = specsweep.load_trial(old, trial["id"])
+    assert "checkpoint_" in model.trial.weights_from
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, saved["state_dict"][name]), name
+    for folder in old.glob(f"trial_{trial['id']}/checkpoint_*"):
+        shutil.rmtree(folder)
+    with pytest.raises(TrialLoadError, match="cannot be recovered"):
+        specsweep.load_trial(old, trial["id"])
