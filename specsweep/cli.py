@@ -271,7 +271,7 @@ def _address(text: str) -> str:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from specsweep.export import export_trial
+    from specsweep.export import EXPORT_EXTRA_FILE, EXPORT_FORMAT, export_trial
 
     # Checked before the model is loaded; export_trial's exclusive open covers a race.
     if args.out.exists() or args.out.is_symlink():
@@ -279,11 +279,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if not args.out.parent.is_dir():
         raise UsageError(f"--out {args.out}: the folder {args.out.parent} does not exist")
     try:
-        out = export_trial(args.run_dir, args.trial_id, args.out)
+        written = export_trial(args.run_dir, args.trial_id, args.out)
     except FileExistsError:
         raise UsageError(f"--out {args.out} exists; give a new file name (export never overwrites)") from None
-    print(f"{out}: trial {args.trial_id} of {args.run_dir} as a torch.export program; load it with "
-          f"torch.export.load({str(out)!r}).module() (its description: extra file specsweep.json)")
+    if written == EXPORT_FORMAT:
+        print(f"{args.out}: trial {args.trial_id} of {args.run_dir} as a torch.export program; load it with "
+              f"torch.export.load({str(args.out)!r}).module() (its description: extra file {EXPORT_EXTRA_FILE})")
+    else:
+        print(f"{args.out}: trial {args.trial_id} of {args.run_dir} as weights and description (torch.export cannot "
+              f"capture this model for every length); load it with specsweep.load_trial({str(args.out)!r})")
     return 0
 
 

@@ -15,6 +15,12 @@ archive's extra file ``specsweep.json`` (:data:`EXPORT_EXTRA_FILE`)::
     model = torch.export.load("model.pt2", extra_files=extra).module()
     card = json.loads(extra["specsweep.json"])
     logits = model(waveform)            # waveform (batch, samples) at card["sample_rate"]
+
+torch.export fixes the number of frames of recurrent backbones (the ASR models), so a
+model of variable-length data that it cannot capture for every length is written instead
+as a ``torch.save`` dictionary, ``{"format": "specsweep-weights/1", "card": JSON,
+"state_dict": ...}`` (readable with ``torch.load(path, weights_only=True)``), that
+``specsweep.load_trial(path)`` rebuilds.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from specsweep.trainables.tested import TESTED_FILE
 
 EXPORT_EXTRA_FILE = "specsweep.json"
 EXPORT_FORMAT = "specsweep-trial/1"
+WEIGHTS_FORMAT = "specsweep-weights/1"
 _NET_PREFIX = "net."
 
 
@@ -148,7 +155,8 @@ def load_trial(run_dir: Union[str, Path, RunLocation], trial_id: str = "best") -
     Parameters
     ----------
     run_dir
-        A run directory (local folder or URI).
+        A run directory (local folder or URI), or a weights file that ``specsweep export``
+        wrote for a model torch.export could not capture (``trial_id`` is then unused).
     trial_id
         A trial's id (as ``specsweep status`` shows it) or folder name, or ``"best"``: the
         finished trial with the best ``best_<metric>`` by the sweep's metric and mode.
@@ -166,53 +174,97 @@ def load_trial(run_dir: Union[str, Path, RunLocation], trial_id: str = "best") -
     TrialLoadError
         No such trial, not finished, or its tested weights are missing or damaged.
     """
-    from specsweep.assembly import build_model_for
-    from specsweep.data.datasets import describe_dataset
     from specsweep.status import read_trials
-    from specsweep.tasks import get_task
 
+    if not isinstance(run_dir, RunLocation) and Path(run_dir).is_file():
+        return _load_weights_file(Path(run_dir))
     run = RunLocation(run_dir)
     spec = load_run(run)
     trial = _pick_trial(read_trials(run), str(trial_id), spec, run)
+    config = _trial_config(trial["config"], f"trial {trial['id']} of {run}")
+    weights, source, epoch = _tested_weights(run, trial, config, spec)
+    return _model(config, weights, run.child(source).uri, run_dir=run.uri, trial_id=trial["id"],
+                  metrics=trial["metrics"], tested_epoch=epoch)
+
+
+def _trial_config(config: Any, what: str) -> TrialConfig:
     try:
-        config = TrialConfig.model_validate(trial["config"])
+        return TrialConfig.model_validate(config)
     except ValidationError as err:
-        raise TrialLoadError(f"trial {trial['id']} of {run}: its config does not validate "
-                             f"({first_line(err)}); was it written by another version of specsweep?") from None
+        raise TrialLoadError(f"{what}: its config does not validate ({first_line(err)}); was it written by another "
+                             f"version of specsweep?") from None
+
+
+def _model(config: TrialConfig, weights: Dict[str, torch.Tensor], source: str, **card: Any) -> nn.Module:
+    """The trial's model with ``weights`` (read from ``source``), in eval mode, its card attached."""
+    from specsweep.assembly import build_model_for
+    from specsweep.data.datasets import describe_dataset
+    from specsweep.tasks import get_task
+
     info = describe_dataset(config.data)
     model = build_model_for(config, info)
-    weights, source, epoch = _tested_weights(run, trial, config, spec)
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
-        raise TrialLoadError(f"{run.child(source)}: the weights do not fit trial {trial['id']}'s model "
-                             f"({first_line(err)})") from None
+        raise TrialLoadError(f"{source}: the weights do not fit the trial's model ({first_line(err)})") from None
     model.eval()
     blanks = ["<blank>"] * (get_task(config.task).num_outputs(len(info.labels)) - len(info.labels))
     model.config = config
     model.labels = list(info.labels)
-    model.trial = TrialCard(run_dir=run.uri, trial_id=trial["id"], config=trial["config"], labels=list(info.labels),
-                            output_labels=blanks + list(info.labels), sample_rate=info.sample_rate,
-                            clip_samples=info.clip_samples, metrics=trial["metrics"], tested_epoch=epoch,
-                            weights_from=run.child(source).uri)
+    model.trial = TrialCard(config=config.model_dump(), labels=list(info.labels), output_labels=blanks + list(info.labels),
+                            sample_rate=info.sample_rate, clip_samples=info.clip_samples, weights_from=source, **card)
     return model
 
 
-def export_trial(run_dir: Union[str, Path, RunLocation], trial_id: str, out: Path) -> Path:
-    """Write trial ``trial_id``'s tested model to ``out`` as a ``torch.export`` program
-    (dynamic batch size, and dynamic length for variable-length data) with the trial's
-    :class:`TrialCard` as the extra file ``specsweep.json``; an existing ``out`` is never
-    overwritten (FileExistsError)."""
+def _load_weights_file(path: Path) -> nn.Module:
+    """The model of a weights file :func:`export_trial` wrote."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        card = json.loads(saved["card"]) if isinstance(saved, dict) and saved.get("format") == WEIGHTS_FORMAT else None
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as err:
+        raise TrialLoadError(f"{path} is not a specsweep weights file ({first_line(err)})") from None
+    if not isinstance(card, dict) or not isinstance(saved.get("state_dict"), dict):
+        raise TrialLoadError(f"{path} is not a specsweep weights file (no {WEIGHTS_FORMAT} card and state_dict); "
+                             f"a .pt2 program loads with torch.export.load")
+    config = _trial_config(card.get("config"), str(path))
+    return _model(config, saved["state_dict"], card.get("weights_from", str(path)), run_dir=card.get("run_dir", ""),
+                  trial_id=card.get("trial_id", ""), metrics=card.get("metrics", {}),
+                  tested_epoch=card.get("tested_epoch"))
+
+
+def export_trial(run_dir: Union[str, Path, RunLocation], trial_id: str, out: Path) -> str:
+    """Write trial ``trial_id``'s tested model to ``out`` (never overwriting it:
+    FileExistsError); returns the format written.
+
+    ``specsweep-trial/1``: a ``torch.export`` program with a dynamic batch size (and length,
+    for variable-length data) and the trial's :class:`TrialCard` as the extra file
+    ``specsweep.json``. Where torch.export cannot capture the model for every length (it
+    fixes the number of frames of recurrent backbones), ``specsweep-weights/1``: a
+    ``torch.save`` dictionary ``{"format", "card" (the card as JSON), "state_dict"}``
+    that :func:`load_trial` rebuilds the model from.
+    """
+    from torch._dynamo.exc import UserError
+
     model = load_trial(run_dir, trial_id)
-    card: TrialCard = model.trial
-    samples = card.clip_samples or card.sample_rate
-    dims = {0: torch.export.Dim.DYNAMIC}
-    if card.clip_samples is None:
-        dims[1] = torch.export.Dim.DYNAMIC
-    with torch.no_grad():
-        program = torch.export.export(model, (torch.zeros(2, samples),), dynamic_shapes=(dims,))
-    extra = {EXPORT_EXTRA_FILE: json.dumps({"format": EXPORT_FORMAT, **asdict(card)}, indent=1, default=str)}
-    # "x": of two exports to one path, one fails instead of both writing.
+    description = asdict(model.trial)
+    samples = model.trial.clip_samples or model.trial.sample_rate
+    dims: Dict[int, Any] = {0: torch.export.Dim.DYNAMIC}
+    if model.trial.clip_samples is None:
+        # A named dimension: torch.export fails instead of silently fixing the length.
+        dims[1] = torch.export.Dim("samples", min=model.trial.sample_rate // 10, max=model.trial.sample_rate * 600)
+    try:
+        with torch.no_grad():
+            program = torch.export.export(model, (torch.zeros(2, samples),), dynamic_shapes=(dims,))
+    except UserError:
+        # "x": of two exports to one path, one fails instead of both writing.
+        with open(out, "xb") as stream:
+            torch.save({"format": WEIGHTS_FORMAT, "card": _card_json(WEIGHTS_FORMAT, description),
+                        "state_dict": model.state_dict()}, stream)
+        return WEIGHTS_FORMAT
     with open(out, "xb") as stream:
-        torch.export.save(program, stream, extra_files=extra)
-    return out
+        torch.export.save(program, stream, extra_files={EXPORT_EXTRA_FILE: _card_json(EXPORT_FORMAT, description)})
+    return EXPORT_FORMAT
+
+
+def _card_json(form: str, description: Dict[str, Any]) -> str:
+    return json.dumps({"format": form, **description}, indent=1, default=str)
