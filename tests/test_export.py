@@ -1,11 +1,17 @@
 """The model in hand and CLI overrides, on one real smoke sweep (local Ray, Lightning, W&B
-offline): ``run --set`` recorded in the run directory, the ``trials.tsv`` index,
-``load_trial`` reproducing each trial's reported test accuracy through the project's own
-loaders, ``export`` as a torch.export program, and run directories without ``tested.pt``."""
+offline) run by docs/run-directory.md's commands as written: ``run --set`` recorded in the
+run directory, the ``trials.tsv`` index, ``load_trial`` reproducing each trial's reported
+test accuracy and loss through the project's own loaders, ``export`` as a torch.export
+program, run directories without ``tested.pt``, and the document's Python examples."""
 
 import itertools
 import json
+import os
+import re
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,16 +26,48 @@ from specsweep.status import read_trials
 from specsweep.trainables.tested import TESTED_FILE
 from specsweep.trainables.trial import trial_data
 
-QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "sweeps" / "quickstart.yaml"
+DOC = ROOT / "docs" / "run-directory.md"
+
+
+def _doc_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), flags=re.S)
 
 
 @pytest.fixture(scope="module")
-def run_dir(ray_session, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("runs")
-    code = main(["run", str(QUICKSTART), "--smoke-test", "--storage", str(storage), "--name", "qs",
-                 "--set", "search.space.frontend.setting={grid: [A, D]}", "--set", "seeds=[3]"])
-    assert code == 0
-    return storage / "qs"
+def docs_folder(ray_session, tmp_path_factory):
+    """A folder where docs/run-directory.md's commands ran as written: a smoke sweep with
+    --set into ./runs/qs and the export of its best trial."""
+    folder = tmp_path_factory.mktemp("docs")
+    (folder / "sweeps").symlink_to(ROOT / "sweeps")
+    commands = [shlex.split(line) for block in _doc_blocks("bash") for line in block.splitlines() if line.strip()]
+    assert [argv[:2] for argv in commands] == [["specsweep", "run"], ["specsweep", "export"]]
+    cwd, storage = os.getcwd(), os.environ.pop("SPECSWEEP_STORAGE", None)
+    os.chdir(folder)
+    try:
+        assert [main(argv[1:]) for argv in commands] == [0, 0]
+    finally:
+        os.chdir(cwd)
+        if storage is not None:
+            os.environ["SPECSWEEP_STORAGE"] = storage
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(docs_folder):
+    return docs_folder / "runs" / "qs"
+
+
+def test_the_docs_python_examples_run(docs_folder):
+    blocks = _doc_blocks("python")
+    assert len(blocks) == 2
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    for block in blocks:
+        done = subprocess.run([sys.executable, "-c", block], cwd=docs_folder, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.strip()
 
 
 def test_set_overrides_are_the_run_directorys_spec(run_dir):
