@@ -6,16 +6,18 @@ the same strings Ray Tune takes as ``storage_path``. Every read and write of run
 files by specsweep goes through :class:`RunLocation`, so status, report and resume work on
 either kind.
 
-A run directory holds::
+A run directory holds (docs/run-directory.md describes each file)::
 
-    specsweep.yaml              the validated spec the sweep ran (SPEC_FILE)
-    specsweep-run.json          how it was started: spec path, --smoke-test, time and
-                                what resources.gpus: auto chose (RUN_FILE)
+    specsweep.yaml              the validated spec the sweep ran, --set applied (SPEC_FILE)
+    specsweep-run.json          how it was started: spec path, --smoke-test, time, --set
+                                and what resources.gpus: auto chose (RUN_FILE)
+    trials.tsv                  trial folder -> setting, swept values, seed (specsweep.index)
     experiment_state-*.json     Tune's experiment state (EXPERIMENT_STATE)
     trial_<id>/                 one folder per trial (trial_folder)
         result.json             one JSON row per report (RESULT_FILE)
         error.txt               the failure of an errored trial (ERROR_FILE)
         checkpoint_*/checkpoint.ckpt   Tune's checkpoints (CHECKPOINTS)
+        tested.pt               the weights the trial tested (specsweep.trainables.tested)
         trial.log, figures/, wandb/    what the trial writes (specsweep.trainables)
     report/                     ``specsweep report``'s files (REPORT_DIR)
 """

@@ -188,3 +188,27 @@ def test_phoneme_model_is_exported_as_weights_that_load_trial_rebuilds(ray_sessi
     waveform = torch.randn(2, 12345, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(from_file(waveform), from_run(waveform))
+
+
+@pytest.mark.parametrize("setting, named", [
+    ("train.lr=abc", "train.lr: must be a valid number"),
+    ("train.lrr=0.1", "train.lrr: unknown key"),
+    ("seeds", "--set seeds: expected KEY=VALUE"),
+    ("seeds=[1", "--set seeds=[1: the value is not valid YAML"),
+    ("seeds.x=1", "seeds is a value"),
+    ("train..lr=1", "not a key"),
+])
+def test_bad_set_arguments_are_named_and_nothing_is_written(setting, named, tmp_path, capsys):
+    for command in (["inspect", str(QUICKSTART)], ["run", str(QUICKSTART), "--storage", str(tmp_path / "runs")]):
+        assert main([*command, "--set", setting]) == 2
+        err = capsys.readouterr().err
+        assert named in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_inspect_plans_the_overridden_spec(capsys):
+    assert main(["inspect", str(QUICKSTART), "--json", "--set", "train.lr=0.005", "--set", "seeds=[7]",
+                 "--set", "search.space.frontend.setting={grid: [B]}"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [(t["config"]["train"]["lr"], t["config"]["seed"], t["config"]["frontend"]["setting"])
+            for t in plan["trials"]] == [(0.005, 7, "B")]
