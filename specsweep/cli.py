@@ -1,4 +1,4 @@
-"""The ``specsweep`` command: run, resume, status, report, inspect, data prepare.
+"""The ``specsweep`` command: run, resume, status, report, inspect, export, data prepare.
 
 Exit status: 0 success, 1 trials errored or did not finish, 2 bad input (spec, flags,
 run directory, dataset) or environment (Ray would not start), with a message naming the
@@ -392,8 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("trial_id", help="trial id (as status shows it), or best: the best finished trial by the "
                         "sweep's metric")
     export.add_argument("--out", required=True, type=lambda text: Path(_not_empty(text)),
-                        help="new file (e.g. model.pt2): a torch.export program with the trial's config and labels "
-                             "(docs/run-directory.md); never overwritten")
+                        help="new file (e.g. model.pt2), never overwritten: a torch.export program with the trial's "
+                             "config and labels, or for a model torch.export cannot capture at every length (ASR) its "
+                             "weights and description for specsweep.load_trial (docs/run-directory.md)")
     export.set_defaults(func=_cmd_export)
     return parser
 
