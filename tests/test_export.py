@@ -188,6 +188,13 @@ def test_phoneme_model_is_exported_as_weights_that_load_trial_rebuilds(ray_sessi
     waveform = torch.randn(2, 12345, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(from_file(waveform), from_run(waveform))
+    # Without tested.pt, the weights of the best epoch by train.best_by (val_loss, not the
+    # sweep's metric) come from the checkpoint's BestWeights state of that monitor.
+    (tmp_path / "asr" / f"trial_{from_run.trial.trial_id}" / TESTED_FILE).unlink()
+    from_checkpoint = specsweep.load_trial(tmp_path / "asr")
+    assert from_run.config.train.best_by == "val_loss" and "checkpoint_" in from_checkpoint.trial.weights_from
+    for name, value in from_checkpoint.state_dict().items():
+        assert torch.equal(value, from_run.state_dict()[name]), name
 
 
 @pytest.mark.parametrize("setting, named", [
