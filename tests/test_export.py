@@ -153,13 +153,18 @@ def test_unknown_or_unfinished_trials_are_named(run_dir, tmp_path, capsys):
     assert not (tmp_path / "m.pt2").exists()
 
 
-def test_run_directories_without_tested_weights(run_dir, tmp_path):
-    """A run written before trials saved tested.pt: the weights come from the checkpoint
-    whose BestWeights chose them; without that checkpoint, a clear refusal."""
+def test_damaged_or_missing_tested_weights(run_dir, tmp_path, capsys):
+    """A damaged tested.pt is named (exit 2, nothing written). A run written before trials
+    saved tested.pt: the weights come from the checkpoint whose BestWeights chose them;
+    without that checkpoint, a clear refusal."""
     old = tmp_path / "old"
     shutil.copytree(run_dir, old)
     trial = read_trials(old)[0]
-    saved = torch.load(old / f"trial_{trial['id']}" / TESTED_FILE, weights_only=True)
+    tested = old / f"trial_{trial['id']}" / TESTED_FILE
+    saved = torch.load(tested, weights_only=True)
+    tested.write_bytes(b"not a torch file")
+    assert main(["export", str(old), trial["id"], "--out", str(tmp_path / "m.pt2")]) == 2
+    assert f"{tested} is damaged" in capsys.readouterr().err and not (tmp_path / "m.pt2").exists()
     for path in old.glob(f"trial_*/{TESTED_FILE}"):
         path.unlink()
     model = specsweep.load_trial(old, trial["id"])
