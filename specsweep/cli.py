@@ -1,4 +1,4 @@
-"""The ``specsweep`` command: run, resume, status, report, inspect, data prepare.
+"""The ``specsweep`` command: run, resume, status, report, inspect, export, data prepare.
 
 Exit status: 0 success, 1 trials errored or did not finish, 2 bad input (spec, flags,
 run directory, dataset) or environment (Ray would not start), with a message naming the
@@ -31,7 +31,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     outcome = run_sweep(Path(args.spec), storage=args.storage, name=args.name, address=args.address,
                         smoke=args.smoke_test, num_cpus=args.num_cpus, max_trials=args.max_trials,
-                        verbose=args.verbose)
+                        verbose=args.verbose, overrides=args.set)
     return outcome.exit_code
 
 
@@ -120,7 +120,7 @@ def _inspect_spec(path: Path, args: argparse.Namespace) -> Dict[str, Any]:
     from specsweep.spec import SpecError, expand_trials, load_spec
     from specsweep.status import describe_config
 
-    spec = load_spec(path, smoke=args.smoke_test)
+    spec = load_spec(path, smoke=args.smoke_test, overrides=args.set)
     count, makeup = trial_count(spec)
     if not args.json:
         print(f"{spec.name}: {count} trials ({makeup})", flush=True)
@@ -157,23 +157,22 @@ def _inspect_spec(path: Path, args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def _data_settings(name: str, settings: Sequence[str]) -> Dict[str, Any]:
-    """``KEY=VALUE`` arguments as a data config, values read as YAML scalars."""
-    import yaml
-
+    """``KEY=VALUE`` arguments as a data config, values read as YAML."""
     from specsweep.data.datasets import DATASETS, DatasetConfigError, dataset_param_names
+    from specsweep.overrides import OverrideError, parse_setting
 
     if name not in DATASETS:
         raise DatasetConfigError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS.names())}")
     allowed = dataset_param_names(name)
     config: Dict[str, Any] = {"name": name}
     for setting in settings:
-        key, sep, value = setting.partition("=")
-        if not sep or key not in allowed:
+        key = setting.partition("=")[0]
+        if "=" not in setting or key not in allowed:
             raise DatasetConfigError(f"--set {setting}: expected KEY=VALUE with KEY one of {', '.join(sorted(allowed))}")
         try:
-            config[key] = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise DatasetConfigError(f"--set {setting}: the value is not valid YAML ({getattr(err, 'problem', err)})") from None
+            config[key] = parse_setting(setting)[1]
+        except OverrideError as err:
+            raise DatasetConfigError(str(err)) from None
     return config
 
 
@@ -271,6 +270,27 @@ def _address(text: str) -> str:
     return text
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from specsweep.export import EXPORT_EXTRA_FILE, EXPORT_FORMAT, export_trial
+
+    # Checked before the model is loaded; export_trial's exclusive open covers a race.
+    if args.out.exists() or args.out.is_symlink():
+        raise UsageError(f"--out {args.out} exists; give a new file name (export never overwrites)")
+    if not args.out.parent.is_dir():
+        raise UsageError(f"--out {args.out}: the folder {args.out.parent} does not exist")
+    try:
+        written = export_trial(args.run_dir, args.trial_id, args.out)
+    except FileExistsError:
+        raise UsageError(f"--out {args.out} exists; give a new file name (export never overwrites)") from None
+    if written == EXPORT_FORMAT:
+        print(f"{args.out}: trial {args.trial_id} of {args.run_dir} as a torch.export program; load it with "
+              f"torch.export.load({str(args.out)!r}).module() (its description: extra file {EXPORT_EXTRA_FILE})")
+    else:
+        print(f"{args.out}: trial {args.trial_id} of {args.run_dir} as weights and description (torch.export cannot "
+              f"capture this model for every length); load it with specsweep.load_trial({str(args.out)!r})")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from specsweep.report import report_command
 
@@ -288,6 +308,10 @@ def _version() -> str:
         return __version__
 
 
+_SET_OPTIONS: Dict[str, Any] = dict(
+    action="append", default=[], metavar="KEY=VALUE",
+    help="change the spec's value at a dotted KEY (value as YAML), e.g. train.lr=0.01, seeds=[1,2], "
+         "search.space.train.lr={grid: [0.01, 0.1]}; validated like the spec and kept in the run directory's spec")
 _VERBOSE_HELP = "stream what the trials print (Lightning, Ray, W&B) to the console; it is always in each trial's trial.log"
 
 
@@ -316,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-trials", type=_positive_int, default=DEFAULT_MAX_TRIALS,
                      help=f"refuse specs with more trials than this (default {DEFAULT_MAX_TRIALS})")
     run.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
+    run.add_argument("--set", **_SET_OPTIONS)
     run.set_defaults(func=_cmd_run)
 
     resume = add("resume", help="continue a killed or failed sweep")
@@ -340,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"refuse specs with more trials than this (default {DEFAULT_MAX_TRIALS})")
     inspect.add_argument("--calibrate", action="store_true",
                          help="time a few training steps of each distinct model on this machine's device for the hours")
+    inspect.add_argument("--set", **_SET_OPTIONS)
     inspect.set_defaults(func=_cmd_inspect)
 
     data = add("data", help="dataset preparation")
@@ -360,6 +386,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also log the report as a W&B run when the sweep's W&B mode is offline (an offline run to "
                              "upload with the printed `wandb sync` command); online sweeps always get one")
     report.set_defaults(func=_cmd_report)
+
+    export = add("export", help="write the model a trial tested (front-end + backbone) to a file torch loads")
+    export.add_argument("run_dir", help="run directory: local folder or URI")
+    export.add_argument("trial_id", help="trial id (as status shows it), or best: the best finished trial by the "
+                        "sweep's metric")
+    export.add_argument("--out", required=True, type=lambda text: Path(_not_empty(text)),
+                        help="new file (e.g. model.pt2), never overwritten: a torch.export program with the trial's "
+                             "config and labels, or for a model torch.export cannot capture at every length (ASR) its "
+                             "weights and description for specsweep.load_trial (docs/run-directory.md)")
+    export.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -11,7 +11,7 @@ import zipfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from specsweep.limits import DEFAULT_MAX_TRIALS, check_plan, data_configs, trial_count
 from specsweep.rundir import (EXPERIMENT_STATE, RUN_FILE, SPEC_FILE, TRIALS, RunDirError, RunLocation, check_free,
@@ -285,6 +285,7 @@ def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bo
     from ray import tune
 
     from specsweep import tracking
+    from specsweep.index import TrialIndexCallback
     from specsweep.progress import SchedulerState, SweepProgress, set_console
     from specsweep.search import build_scheduler, build_searcher, stops_early
     from specsweep.trainables.trainable import RunContext, train_trial
@@ -364,7 +365,8 @@ def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bo
             # SchedulerState first: Tune keeps callback states by position in this list.
             callbacks=[*([SchedulerState(scheduler)] if early_stopping else []),
                        SweepProgress(spec.metric, spec.mode, spec.train.epochs, trial_count(spec)[0],
-                                     labels=[*spec.search.space, "seed"], early_stopping=early_stopping)],
+                                     labels=[*spec.search.space, "seed"], early_stopping=early_stopping),
+                       TrialIndexCallback(run_dir.uri, spec)],
             verbose=0,
         ),
     )
@@ -379,12 +381,15 @@ def run_sweep(
     num_cpus: Optional[int] = None,
     max_trials: int = DEFAULT_MAX_TRIALS,
     verbose: bool = False,
+    overrides: Sequence[str] = (),
 ) -> SweepOutcome:
     """Validate ``spec_path`` and what it would cost, claim a fresh run directory under
     ``storage`` (a local folder or a pyarrow URI such as ``s3://bucket/runs``), run the
     sweep, summarise it. Every refusal comes before the run directory exists.
-    ``verbose`` streams what trials print to the console as well as to their logs."""
-    spec = load_spec(spec_path, smoke=smoke)
+    ``verbose`` streams what trials print to the console as well as to their logs;
+    ``overrides`` (``--set KEY=VALUE``) change the spec before it is validated, and the
+    run directory keeps the changed spec."""
+    spec = load_spec(spec_path, smoke=smoke, overrides=overrides)
     name = check_run_name(f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}" if name is None else name)
     cluster = cluster_address(address)
     check_plan(spec, str(spec_path), max_trials, local=cluster is None, num_cpus=num_cpus)
@@ -401,7 +406,7 @@ def run_sweep(
     claimed = claim_run_dir(storage, name)
     run_dir = RunLocation(claimed)
     with released_on_failure(claimed, storage_existed):
-        write_run(run_dir, spec, spec_path, smoke, gpu_packing)
+        write_run(run_dir, spec, spec_path, smoke, gpu_packing, overrides=overrides)
         tuner = _build_tuner(spec, run_dir, smoke, verbose=verbose, gpu_packing=gpu_packing)
     return _finish(tuner, spec, run_dir)
 
@@ -504,12 +509,16 @@ def _require_recorded_gpus(gpu_packing: List[Dict[str, Any]], run_dir: RunLocati
 
 
 def _finish(tuner: Any, spec: SweepSpec, run_dir: RunLocation) -> SweepOutcome:
+    from specsweep.index import write_index
+
     interrupted = False
     try:
         tuner.fit()
     except KeyboardInterrupt:
         interrupted = True
     trials = read_trials(run_dir)
+    # Also for runs whose pickled tuner predates the index callback.
+    write_index(run_dir, [(t["id"], t["config"]) for t in trials], spec)
     rows = summary_rows(trials, spec)
     errored = sum(t["status"] == "ERROR" for t in trials)
     unfinished = sum(t["status"] not in ("TERMINATED", "ERROR") for t in trials)

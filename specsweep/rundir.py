@@ -6,16 +6,18 @@ the same strings Ray Tune takes as ``storage_path``. Every read and write of run
 files by specsweep goes through :class:`RunLocation`, so status, report and resume work on
 either kind.
 
-A run directory holds::
+A run directory holds (docs/run-directory.md describes each file)::
 
-    specsweep.yaml              the validated spec the sweep ran (SPEC_FILE)
-    specsweep-run.json          how it was started: spec path, --smoke-test, time and
-                                what resources.gpus: auto chose (RUN_FILE)
+    specsweep.yaml              the validated spec the sweep ran, --set applied (SPEC_FILE)
+    specsweep-run.json          how it was started: spec path, --smoke-test, time, --set
+                                and what resources.gpus: auto chose (RUN_FILE)
+    trials.tsv                  trial folder -> setting, swept values, seed (specsweep.index)
     experiment_state-*.json     Tune's experiment state (EXPERIMENT_STATE)
     trial_<id>/                 one folder per trial (trial_folder)
         result.json             one JSON row per report (RESULT_FILE)
         error.txt               the failure of an errored trial (ERROR_FILE)
         checkpoint_*/checkpoint.ckpt   Tune's checkpoints (CHECKPOINTS)
+        tested.pt               the weights the trial tested (specsweep.trainables.tested)
         trial.log, figures/, wandb/    what the trial writes (specsweep.trainables)
     report/                     ``specsweep report``'s files (REPORT_DIR)
 """
@@ -30,7 +32,7 @@ import shutil
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import pyarrow.fs as pafs
 import yaml
@@ -275,12 +277,15 @@ def released_on_failure(run_dir: Union[Path, RunLocation], storage_existed: bool
 
 
 def write_run(run_dir: RunLocation, spec: SweepSpec, spec_path: Union[Path, str], smoke: bool,
-              gpu_packing: Optional[List[Dict[str, Any]]] = None) -> None:
+              gpu_packing: Optional[List[Dict[str, Any]]] = None, overrides: Sequence[str] = ()) -> None:
     """Write the files :func:`load_run` and :func:`run_info` read back: the validated spec
-    and how the sweep was started, with what ``resources.gpus: auto`` chose
-    (``gpu_packing``, rows of :func:`specsweep.packing.packing_record`; empty: no GPUs),
-    so that a resume asks for the same resources."""
+    (with the ``--set`` ``overrides`` applied, which are recorded too) and how the sweep
+    was started, with what ``resources.gpus: auto`` chose (``gpu_packing``, rows of
+    :func:`specsweep.packing.packing_record`; empty: no GPUs), so that a resume asks for
+    the same resources."""
     info: Dict[str, Any] = {"spec": str(spec_path), "smoke": smoke, "created": datetime.now().isoformat()}
+    if overrides:
+        info["set"] = list(overrides)
     if gpu_packing is not None:
         info["gpu_packing"] = gpu_packing
     run_dir.write_text(SPEC_FILE, yaml.safe_dump(spec.model_dump(), sort_keys=False))

@@ -10,7 +10,7 @@ import copy
 import itertools
 import math
 from pathlib import Path
-from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,6 +19,7 @@ from specsweep.backbones import BACKBONES, backbone_param_names
 from specsweep.contract import STORED_RUN, Seed, WholeNumber, argument_problems, pydantic_problems
 from specsweep.data.datasets import DATASETS, dataset_param_names, dataset_task, describe_dataset
 from specsweep.frontends import FRONTENDS, frontend_setting, validate_frontend_config
+from specsweep.overrides import OverrideError, describe_settings, parse_setting, with_overrides
 from specsweep.recipes import RECIPES, apply_recipe
 from specsweep.search import SCHEDULERS, SEARCHERS, search_rules
 from specsweep.tasks import TASKS, Task, get_task
@@ -747,8 +748,9 @@ def expanded_size(value: Any) -> int:
     return size(value)
 
 
-def load_spec(path: Union[str, Path], smoke: bool = False) -> SweepSpec:
-    """Read and validate a YAML spec; with ``smoke`` apply its smoke-test reductions."""
+def load_spec(path: Union[str, Path], smoke: bool = False, overrides: Sequence[str] = ()) -> SweepSpec:
+    """Read and validate a YAML spec; ``overrides`` (``--set KEY=VALUE`` arguments) change
+    it before it is validated; with ``smoke`` apply its smoke-test reductions."""
     path = Path(path)
     if path.is_dir():
         raise SpecError(str(path), [f"a folder, not a spec file (the specs are YAML files, e.g. {path}/*.yaml)"])
@@ -769,8 +771,21 @@ def load_spec(path: Union[str, Path], smoke: bool = False) -> SweepSpec:
     if size > MAX_SPEC_VALUES:
         raise SpecError(str(path), [f"the document expands to {size:,} values (YAML aliases repeat what they name), "
                                     f"more than a spec may hold ({MAX_SPEC_VALUES:,})"])
-    spec = validate_spec(raw, str(path))
+    source = str(path)
+    if overrides:
+        raw, source = _overridden(raw, overrides, source), f"{path} with {describe_settings(overrides)}"
+    spec = validate_spec(raw, source)
     return smoke_spec(spec) if smoke else spec
+
+
+def _overridden(raw: Any, overrides: Sequence[str], source: str) -> Any:
+    """``raw`` with the ``--set`` arguments applied (a spec that is no mapping is left for
+    validation to name)."""
+    try:
+        parsed = [parse_setting(setting) for setting in overrides]
+        return with_overrides(raw, parsed) if isinstance(raw, dict) else raw
+    except OverrideError as err:
+        raise SpecError(source, [str(err)]) from None
 
 
 def smoke_spec(spec: SweepSpec) -> SweepSpec:

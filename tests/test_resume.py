@@ -183,6 +183,9 @@ def test_sigkilled_driver_then_resume_loses_nothing(tmp_path):
     finished_before = {d.name: (d / "result.json").read_text() for d in run_dir.glob("trial_*")
                        if _finished(_results(d))}
     assert finished_before
+    # The killed driver never summarised: its index came from the callback at each trial start.
+    indexed = {row.split("\t")[0] for row in (run_dir / "trials.tsv").read_text().splitlines()[1:]}
+    assert {d.name for d in run_dir.glob("trial_*") if _results(d)} <= indexed
 
     resumed = subprocess.run(_cli("resume", str(run_dir), "--num-cpus", "2"), env=env, capture_output=True,
                              text=True, timeout=600)
@@ -190,6 +193,9 @@ def test_sigkilled_driver_then_resume_loses_nothing(tmp_path):
 
     trials = read_trials(run_dir)
     assert len(trials) == 4 and all(t["status"] == "TERMINATED" for t in trials)
+    # The index names every trial, those the resumed sweep ran too.
+    index = (run_dir / "trials.tsv").read_text().splitlines()
+    assert sorted(row.split("\t")[0] for row in index[1:]) == sorted(f"trial_{t['id']}" for t in trials)
     for name, text in finished_before.items():
         assert (run_dir / name / "result.json").read_text() == text, f"{name} was trained again"
     for t in trials:

@@ -34,6 +34,7 @@ from specsweep.trainables.callbacks import (
 from specsweep.trainables.context import RunContext
 from specsweep.trainables.output import LOG_FILE
 from specsweep.trainables.tasks import SpeechTask
+from specsweep.trainables.tested import save_tested_weights
 
 CHECKPOINT_FILE = "checkpoint.ckpt"
 BEST_FILE = "best.ckpt"
@@ -241,11 +242,14 @@ def train_trial(config: Dict[str, Any], run: RunContext, worker_unix: float) -> 
         final = {**best.last_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
         if tested is not None and tested.weights is not None:
             task.load_state_dict(tested.weights)
+        # After fit, current_epoch counts the epochs run; the last one's index is one less.
+        tested_epoch = tested.best_epoch if tested is not None else trainer.current_epoch - 1
+        # Tune keeps only the best checkpoints by the sweep's metric, which need not hold the tested weights.
+        save_tested_weights(trial_dir, task.net, tested_epoch)
         final.update({k: float(v) for k, v in trainer.test(task, loaders["test"], verbose=False)[0].items()})
         final["best_" + run.metric] = best.best_score if best.best_score is not None else final.get(run.metric)
         final["best_epoch"] = best.best_epoch
-        # After fit, current_epoch counts the epochs run; the last one's index is one less.
-        final["tested_epoch"] = tested.best_epoch if tested is not None else trainer.current_epoch - 1
+        final["tested_epoch"] = tested_epoch
         examples = task.examples_table()
         if examples is not None and loggers:
             loggers[0].log_text("decoded_examples", columns=examples[0], data=examples[1])
