@@ -120,19 +120,21 @@ def grouping_keys(runs: Sequence[Run]) -> List[str]:
     Candidates are the runs' swept keys first, in spec order, then every other config value
     that differs between finished trials; a candidate joins only when it splits a group
     further, so values that follow from another (a backbone's own options) do not repeat it.
+    With several runs, :data:`RUN_KEY` comes first.
     """
     finished = [(run, _leaves(t["config"])) for run in runs for t in run.trials if t["status"] == "TERMINATED"]
     swept = [k for run in runs for k in run.spec.search.space if k not in _NOT_GROUPING]
     others = sorted({k for _, leaves in finished for k in leaves} - set(swept) - _NOT_GROUPING)
-    candidates = list(dict.fromkeys(swept + others)) + ([RUN_KEY] if len(runs) > 1 else [])
     chosen: List[str] = []
     count = 1
-    for key in candidates:
+    for key in dict.fromkeys(swept + others):
         split = len({tuple(_value(run, leaves, k) for k in chosen + [key]) for run, leaves in finished})
         if split > count:
             chosen.append(key)
             count = split
-    return chosen
+    # Several runs are never pooled: the run directory is a key even where a config value
+    # already tells them apart.
+    return ([RUN_KEY] if len(runs) > 1 else []) + chosen
 
 
 def _value(run: Run, leaves: Mapping[str, Any], key: str) -> str:
