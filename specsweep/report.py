@@ -176,7 +176,7 @@ def plot_effects(groups: Sequence[Group], claims: Optional[List[Dict[str, Any]]]
     markers = claim_markers(groups, claims)
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     heights = [sum(r["metric"] == m for r in rows) for m in metrics]
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(8, 1.2 + 0.4 * sum(heights) + 0.6 * len(metrics)),
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(11, 1.4 + 0.45 * sum(heights) + 0.6 * len(metrics)),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     for ax, metric in zip(axes[:, 0], metrics):
         mine = [r for r in rows if r["metric"] == metric]
@@ -190,13 +190,16 @@ def plot_effects(groups: Sequence[Group], claims: Optional[List[Dict[str, Any]]]
                 ax.plot(figure, y, "D", color="tab:red", markersize=6,
                         label="paper's figure (abstract)" if not ax.get_legend_handles_labels()[0] else None)
         ax.axvline(0, color="0.3", linewidth=1)
+        # Room on both sides of 0 and of the paper's markers, and below the rows for the legend.
+        ax.margins(x=0.12)
+        ax.set_ylim(-1, len(mine))
         ax.set_yticks(ys)
-        ax.set_yticklabels([f"{r['group']}: {r['setting']} − A (n={r['pairs']})" for r in mine], fontsize=8)
+        ax.set_yticklabels([f"{r['group']}:\n{r['setting']} − A (n={r['pairs']})" for r in mine], fontsize=7)
         better = "higher" if mine[0]["mode"] == "max" else "lower"
         ax.set_xlabel(f"{metric}: setting − A, paired by seed, 95 % interval ({better} is better)")
         ax.grid(axis="x", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="best")
+            ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
