@@ -20,7 +20,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import stats
@@ -190,17 +190,3 @@ def seeds_to_resolve(mean: float, sd: Optional[float], confidence: float = CONFI
     half = stats.t.ppf((1 + confidence) / 2, n - 1) * sd / np.sqrt(n)
     enough = np.nonzero(half < abs(mean))[0]
     return int(n[enough[0]]) if len(enough) else None
-
-
-def summarise(effects: Dict[str, Effect]) -> Dict[str, float]:
-    """Flat numbers of ``effects`` (by setting) for a table row: mean, low, high, pairs."""
-    out: Dict[str, float] = {}
-    for setting, e in effects.items():
-        iv = e.interval
-        out.update({f"{setting}-{e.baseline}": iv.mean, f"{setting}-{e.baseline} low": _nan(iv.low),
-                    f"{setting}-{e.baseline} high": _nan(iv.high), f"{setting}-{e.baseline} pairs": iv.n})
-    return out
-
-
-def _nan(value: Optional[float]) -> float:
-    return float("nan") if value is None else value

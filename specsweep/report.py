@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 from specsweep.rundir import CHECKPOINTS, REPORT_DIR, RunLocation, load_run, trial_folder  # noqa: E402
 from specsweep.spec import SweepSpec  # noqa: E402
+from specsweep.status import describe_config  # noqa: E402
 from specsweep.study import (DRIFT_KEYS, ClaimsError, Group, Run, claim_markers, claims_markdown,  # noqa: E402
                              effect_rows, effects_markdown, format_value, group_trials, load_claims, tested_note)
 
@@ -208,8 +209,6 @@ def plot_effects(groups: Sequence[Group], claims: Optional[List[Dict[str, Any]]]
 
 def _best_trial_per_setting(group: Group) -> Dict[str, Dict[str, Any]]:
     """The trial with the best validation value of each setting of a group."""
-    from specsweep.status import describe_config
-
     key = f"best_{group.metric}"
     best: Dict[str, Dict[str, Any]] = {}
     for t in group.trials:
@@ -319,7 +318,7 @@ def _header(runs: Sequence[Run]) -> str:
         finished = sum(t["status"] == "TERMINATED" for t in run.trials)
         title = f"# {spec.name}: {spec.description}" if len(runs) == 1 else f"## Run {run.name}: {spec.name}"
         lines.append(f"{title}\n\n{run.location}: {finished}/{len(run.trials)} trials finished; task {spec.task}, "
-                     f"metric {spec.metric} ({spec.mode}).\n\n{protocol_line(spec)} {tested_note(spec)}\n")
+                     f"metric {spec.metric} ({spec.mode}).\n\n{protocol_line(spec)} {tested_note(spec, weights=False)}\n")
     if len(runs) > 1:
         lines.insert(0, f"# Report of {len(runs)} runs: {', '.join(r.name for r in runs)}\n")
     return "\n".join(lines) + "\n"

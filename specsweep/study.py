@@ -18,11 +18,13 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
+from scipy import stats
 
 from specsweep.effects import (CONTRADICTED, NOT_RESOLVED, SUPPORTED, Effect, Interval, interval, paired_effects,
                                seeds_to_resolve, verdict)
 from specsweep.frontends.base import SETTINGS
 from specsweep.spec import SweepSpec
+from specsweep.status import describe_config
 
 CLAIMS_FILE = Path(__file__).resolve().parents[1] / "docs" / "claims.yaml"
 DRIFT_KEYS = {"filterbank_drift": "frontend/filterbank_drift", "stft_drift": "frontend/stft_drift"}
@@ -149,8 +151,6 @@ def _names(keys: Sequence[str]) -> Dict[str, str]:
 
 def group_trials(runs: Sequence[Run]) -> List[Group]:
     """The finished trials of ``runs`` in :class:`Group` s, in order of first appearance."""
-    from specsweep.status import describe_config
-
     keys = grouping_keys(runs)
     names = _names(keys)
     groups: Dict[Tuple[str, ...], Group] = {}
@@ -252,11 +252,12 @@ def effects_console(groups: Sequence[Group]) -> str:
     return "\n".join(lines)
 
 
-def tested_note(spec: SweepSpec) -> str:
-    """What the test metric measures and what the validation column is."""
+def tested_note(spec: SweepSpec, weights: bool = True) -> str:
+    """What the test metric measures (with ``weights``: with which weights) and what the
+    validation column is."""
     t = spec.train
     tested = ("the last epoch's weights" if t.test_weights == "last"
-              else f"the weights of the best epoch by {t.best_by or spec.metric}")
+              else f"the weights of the best epoch by {t.best_by or spec.metric}") if weights else "the tested weights"
     return (f"{spec.metric.replace('val_', 'test_')} is measured with {tested}; best_{spec.metric} is the best "
             f"validation value over all epochs, not necessarily that of the tested weights.")
 
@@ -268,9 +269,12 @@ def effects_summary(groups: Sequence[Group], specs: Iterable[SweepSpec]) -> str:
     n_pairs = {r["pairs"] for r in effect_rows(groups)}
     few = min(n_pairs) if n_pairs else 0
     notes = [tested_note(s) for s in specs]
-    if 0 < few < 5:
-        notes.append(f"With {few} seed{'s' if few > 1 else ''} per setting the intervals are wide: an effect smaller "
-                     f"than the seed-to-seed spread is not resolved; more seeds narrow them.")
+    if few == 1:
+        notes.append("With one seed per setting there is no interval: an effect needs at least two seeds to be judged.")
+    elif 1 < few < 5:
+        notes.append(f"With {few} seeds per setting the intervals are wide (t(0.975, {few - 1}) = "
+                     f"{stats.t.ppf(0.975, few - 1):.1f}): an effect smaller than the seed-to-seed spread is not "
+                     f"resolved; more seeds narrow them.")
     notes += data_notes(specs)
     return "Effects of B, C, D against A (paired by seed, 95 % interval):\n" + effects_console(groups) + "\n" + \
         "\n".join(notes)
@@ -420,8 +424,9 @@ def claims_markdown(groups: Sequence[Group], specs: Sequence[SweepSpec],
         out.append(f"### {claim['id']}: {judged['verdict']}\n")
         out.append(f"Paper: \"{claim['text']}\" — {_paper_figure(claim)}. Source: {claim['source']}.\n")
         if not judged["comparisons"]:
+            where = "".join(f", {k} {v}" for k, v in (claim.get("where") or {}).items())
             out.append(f"No finished trials of this claim's comparisons (task {claim['task']}, metric {claim['metric']}, "
-                       f"models {', '.join(claim['models'])}) in the run(s).\n")
+                       f"models {', '.join(claim['models'])}{where}) in the run(s).\n")
             continue
         out.append("| group | comparison | measured | 95 % interval | pairs | verdict |")
         out.append("|---|---|---|---|---|---|")
