@@ -148,3 +148,27 @@ def test_several_runs_in_one_report_name_unpaired_trials(runs, tmp_path):
 def test_several_runs_need_an_output_folder(runs, capsys):
     assert main(["report", str(runs["settings"]), str(runs["random_init"])]) == 2
     assert "give a local folder (--out)" in capsys.readouterr().err
+
+
+def test_per_claims_read_lower_as_better():
+    """The ASR claims on trials as read_trials returns them (PER: lower is better); the
+    linear model's PER drops by 0.05 in setting B, BC-ResNet's by 0.01."""
+    from specsweep.spec import load_spec
+    from specsweep.study import Run, group_trials, judge_claim, load_claims
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "paper" / "asr_settings.yaml")
+    drop = {"simple": 0.05, "bcresnet": 0.01}
+    trials = [{"id": f"{backbone}-{setting}-{seed}", "status": "TERMINATED", "config": {
+                   "task": "asr", "data": {"name": "timit"}, "frontend": {"name": "nnaudio", "setting": setting},
+                   "backbone": {"name": backbone}, "seed": seed},
+               "metrics": {"test_per": 0.4 + SEED[seed] - (drop[backbone] + B_NOISE[seed] if setting == "B" else 0.0)}}
+              for backbone in drop for setting in "AB" for seed in (1, 2, 3)]
+    groups = group_trials([Run("asr", spec, trials)])
+    assert [g.title for g in groups] == ["backbone=simple", "backbone=bcresnet"]
+    (simple,) = groups[0].effects()
+    assert simple.interval.mean == pytest.approx(-0.05 - sum(B_NOISE.values()) / 3) and simple.reading == "better"
+    claims = {c["id"]: c for c in load_claims()}
+    assert judge_claim(claims["asr-per-drop"], groups)["verdict"] == "supported"
+    shrinks = judge_claim(claims["gain-shrinks-with-model-complexity-asr"], groups)
+    assert shrinks["verdict"] == "supported" and shrinks["comparisons"][0].interval.mean == pytest.approx(0.04)
+    assert judge_claim(claims["kws-accuracy-gain"], groups)["verdict"] == "no trials"
