@@ -23,6 +23,7 @@ from scipy import stats
 from specsweep.effects import (CONTRADICTED, NOT_RESOLVED, SUPPORTED, Effect, Interval, interval, paired_effects,
                                seeds_to_resolve, verdict)
 from specsweep.frontends.base import SETTINGS
+from specsweep.rundir import RunLocation
 from specsweep.spec import SweepSpec
 from specsweep.status import describe_config
 
@@ -44,7 +45,7 @@ class Run:
     name: str
     spec: SweepSpec
     trials: List[Dict[str, Any]]
-    location: Any = None
+    location: Optional[RunLocation] = None
 
 
 @dataclass
