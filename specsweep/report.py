@@ -447,7 +447,7 @@ def publish_to_wandb(runs: Sequence[Run], groups: Sequence[Group], files: Dict[s
                 if mean is not None:
                     run.summary[f"{g.test_key}/{s}{suffix}"] = mean
             for e in g.effects():
-                run.summary[f"{g.test_key}/{e.setting}-{e.baseline}{suffix}"] = e.interval.mean
+                run.summary[f"effect/{g.test_key}/{e.setting}-{e.baseline}{suffix}"] = e.interval.mean
         where = tracking.sync_command([Path(run.dir).parent]) if run.offline else run.url
     finally:
         run.finish()

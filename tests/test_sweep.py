@@ -126,6 +126,9 @@ def test_report_as_a_wandb_run_with_the_settings_side_by_side(quickstart_run, tm
     assert {row[0]: row[2] for row in table["data"]} == pytest.approx(by_setting)
     assert {k: v for k, v in logged["summary"].items() if k.startswith("test_acc/")} == pytest.approx(
         {f"test_acc/{s}": v for s, v in by_setting.items()})
+    # One seed per setting: each effect against A is that seed's difference.
+    assert {k: v for k, v in logged["summary"].items() if k.startswith("effect/")} == pytest.approx(
+        {f"effect/test_acc/{s}-A": by_setting[s] - by_setting["A"] for s in "BCD"})
 
 
 def _descendants(pid: int) -> set:
