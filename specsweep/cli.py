@@ -378,10 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="another argument of the dataset, as in a spec's data section (e.g. test_set=archive)")
     prepare.set_defaults(func=_cmd_data_prepare)
 
-    report = add("report", help="tables (Markdown, CSV) and figures of a run directory")
-    report.add_argument("run_dir", help="run directory: local folder or URI")
-    report.add_argument("--out", type=lambda text: Path(_not_empty(text)), help="local output folder (default RUN_DIR/report, also for a run "
-                        "directory in cloud storage)")
+    report = add("report", help="tables (Markdown, CSV), effects against A, claims' verdicts and figures of one or "
+                                "several run directories")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directory: local folder or URI; several give "
+                        "one report, grouped by what differs between their trials")
+    report.add_argument("--out", type=lambda text: Path(_not_empty(text)), help="local output folder (default RUN_DIR/report "
+                        "of one run directory, also in cloud storage; needed for several)")
     report.add_argument("--wandb", action="store_true",
                         help="also log the report as a W&B run when the sweep's W&B mode is offline (an offline run to "
                              "upload with the printed `wandb sync` command); online sweeps always get one")

@@ -523,6 +523,7 @@ def _finish(tuner: Any, spec: SweepSpec, run_dir: RunLocation) -> SweepOutcome:
     errored = sum(t["status"] == "ERROR" for t in trials)
     unfinished = sum(t["status"] not in ("TERMINATED", "ERROR") for t in trials)
     print(format_table(rows, spec))
+    print(_effects(run_dir, spec, trials))
     if errored:
         print(f"[specsweep] {errored} trial(s) errored:")
         for t in trials:
@@ -535,6 +536,14 @@ def _finish(tuner: Any, spec: SweepSpec, run_dir: RunLocation) -> SweepOutcome:
     if interrupted or unfinished or errored:
         print(f"[specsweep] resume with: specsweep resume {shlex.quote(str(run_dir))}")
     return SweepOutcome(run_dir.display, rows, errored, unfinished)
+
+
+def _effects(run_dir: RunLocation, spec: SweepSpec, trials: List[Dict[str, Any]]) -> str:
+    """The effects of B, C, D against A with their intervals, per group of trials."""
+    from specsweep.study import Run, effects_summary, group_trials
+
+    run = Run(run_dir.name, spec, trials, run_dir)
+    return effects_summary(group_trials([run]), [spec])
 
 
 def _wandb_lines(run_dir: RunLocation, group: str) -> List[str]:

@@ -121,9 +121,15 @@ def test_piped_sweep_console_is_short_and_ends_with_the_summary(tmp_path):
     trials = read_trials(run_dir)
     offline = sorted(run_dir.glob("trial_*/wandb/offline-run-*"))
     assert len(trials) == 2 == len(offline)
-    tail = done.stdout.splitlines()[-8:]
-    assert tail[0].split() == ["trial", "setting", "seed", "status", "best", "val_acc", "test_acc"]
-    assert tail[4:] == [
+    out = done.stdout.splitlines()
+    start = next(i for i, line in enumerate(out) if line.startswith("trial "))
+    assert out[start].split() == ["trial", "setting", "seed", "status", "best", "val_acc", "test_acc"]
+    # After the results table (header, rule, two trials): B's effect against A, one seed so no interval.
+    effects = out[start + 4:]
+    assert effects[0] == "Effects of B, C, D against A (paired by seed, 95 % interval):"
+    assert effects[3].split()[:6] == ["all", "trials", "test_acc", "B", "-", "A"] and "one pair" in effects[3]
+    assert any(line.startswith("With one seed per setting there is no interval") for line in effects)
+    assert out[-4:] == [
         f"[specsweep] run directory: {run_dir}",
         "[specsweep] W&B runs of 2 trial session(s) are offline; upload them with:",
         "  wandb sync " + " ".join(str(f) for f in offline),

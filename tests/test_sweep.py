@@ -90,13 +90,19 @@ def test_report_tables_and_figures(quickstart_run, tmp_path, capsys):
     markdown = (tmp_path / "report.md").read_text()
     for setting in "ABCD":
         assert f"| {setting} |" in markdown
-    assert "Protocol: recipe quick" in markdown and "### frontend/filterbank_drift" in markdown
+    assert "Protocol: recipe quick" in markdown and "| frontend/filterbank_drift |" in markdown
     csv_rows = (tmp_path / "report.csv").read_text().splitlines()
-    assert csv_rows[0] == "setting,sweep,metric,mean,std,n"
+    # One group (nothing but the setting and the seed differs): no group columns.
+    assert csv_rows[0] == "setting,metric,mean,std,n"
     assert len(csv_rows) == 1 + 4 * 4
-    drift = {row.split(",")[0]: float(row.split(",")[3]) for row in csv_rows if ",frontend/filterbank_drift," in row}
+    drift = {row.split(",")[0]: float(row.split(",")[2]) for row in csv_rows if ",frontend/filterbank_drift," in row}
     assert drift["A"] == 0.0 == drift["C"] and drift["B"] > 0 and drift["D"] > 0
-    assert (tmp_path / "best_filterbanks.png").stat().st_size > 1000
+    effects = (tmp_path / "effects.csv").read_text().splitlines()
+    assert effects[0].startswith("metric,setting,baseline,effect,low,high,pairs,method,reading")
+    assert [row.split(",")[1] for row in effects[1:]] == ["B", "C", "D"]
+    assert "embedded_kws is not Speech Commands" in markdown and "### kws-accuracy-gain: " in markdown
+    for png in ("best_filterbanks.png", "effects.png"):
+        assert (tmp_path / png).stat().st_size > 1000
 
 
 def test_report_as_a_wandb_run_with_the_settings_side_by_side(quickstart_run, tmp_path):
@@ -115,13 +121,18 @@ def test_report_as_a_wandb_run_with_the_settings_side_by_side(quickstart_run, tm
     assert history["settings/_type"] == "table-file" and history["settings/nrows"] == 4
     assert history["results/nrows"] == 4 * 4 and history["test_acc_by_setting_table/_type"] == "table-file"
     assert history["filterbanks/_type"] == "image-file"
+    assert history["effects_table/nrows"] == 3 and history["effects/_type"] == "image-file"
     table = json.loads((folder / "files" / history["settings/path"]).read_text())
     assert [row[0] for row in table["data"]] == ["A", "B", "C", "D"]
     assert table["columns"][:3] == ["setting", "best_val_acc", "test_acc"]
+    assert table["columns"][-6:] == ["effect vs A", "effect low", "effect high", "pairs", "method", "reading"]
     by_setting = {t["config"]["frontend"]["setting"]: t["metrics"]["test_acc"] for t in read_trials(quickstart_run.run_dir)}
     assert {row[0]: row[2] for row in table["data"]} == pytest.approx(by_setting)
     assert {k: v for k, v in logged["summary"].items() if k.startswith("test_acc/")} == pytest.approx(
         {f"test_acc/{s}": v for s, v in by_setting.items()})
+    # One seed per setting: each effect against A is that seed's difference.
+    assert {k: v for k, v in logged["summary"].items() if k.startswith("effect/")} == pytest.approx(
+        {f"effect/test_acc/{s}-A": by_setting[s] - by_setting["A"] for s in "BCD"})
 
 
 def _descendants(pid: int) -> set:
