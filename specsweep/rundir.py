@@ -16,7 +16,7 @@ A run directory holds::
         result.json             one JSON row per report (RESULT_FILE)
         error.txt               the failure of an errored trial (ERROR_FILE)
         checkpoint_*/checkpoint.ckpt   Tune's checkpoints (CHECKPOINTS)
-        trial.log, figures/, wandb/    what the trial writes (specsweep.trainables)
+        trial.log, figures/, wandb/    what the trial writes (names in specsweep.layout)
     report/                     ``specsweep report``'s files (REPORT_DIR)
 """
 
@@ -38,6 +38,7 @@ import pyarrow.fs as pafs
 import yaml
 
 from specsweep.contract import STORED_RUN
+from specsweep.layout import CHECKPOINT_FILE
 from specsweep.spec import MAX_SPEC_VALUES, SweepSpec, expanded_size, validate_spec
 
 SPEC_FILE = "specsweep.yaml"
@@ -47,7 +48,7 @@ _TRIAL_PREFIX = "trial_"
 TRIALS = f"{_TRIAL_PREFIX}*"
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
-CHECKPOINTS = "checkpoint_*/checkpoint.ckpt"
+CHECKPOINTS = f"checkpoint_*/{CHECKPOINT_FILE}"
 REPORT_DIR = "report"
 
 

@@ -19,6 +19,7 @@ from specsweep import tracking
 from specsweep.assembly import build_task
 from specsweep.data.datasets import PreparedData, prepare_dataset_once
 from specsweep.data.loaders import make_loaders, resolve_data_path
+from specsweep.layout import BEST_FILE, CHECKPOINT_FILE, FIGURES_DIR, LOG_FILE
 from specsweep.spec import TrainConfig, TrialConfig
 from specsweep.trainables.callbacks import (
     BestWeights,
@@ -31,11 +32,8 @@ from specsweep.trainables.callbacks import (
     TaskFigures,
 )
 from specsweep.trainables.context import RunContext
-from specsweep.trainables.output import LOG_FILE
 from specsweep.trainables.tasks import SpeechTask
 
-CHECKPOINT_FILE = "checkpoint.ckpt"
-BEST_FILE = "best.ckpt"
 _LOG_EVERY_N_STEPS = 10
 
 
@@ -191,7 +189,7 @@ def train_trial(config: Dict[str, Any], run: RunContext, worker_unix: float) -> 
     if test_best:
         tested = best if monitor == run.metric else BestWeights(monitor, trial.task_info.mode(monitor))
     report_timer = EpochEndTimer()
-    figures = trial_dir / "figures"
+    figures = trial_dir / FIGURES_DIR
     trainer = pl.Trainer(
         logger=loggers or False,
         callbacks=[
