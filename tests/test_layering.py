@@ -22,6 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
+import networkx as nx
+
 PACKAGE = Path(__file__).resolve().parent.parent / "specsweep"
 
 # Private Ray modules that stay, each with no public equivalent in Ray 2.60 (the reason is
@@ -37,108 +39,68 @@ BELOW_TRAINABLES = ("specsweep.frontends", "specsweep.backbones", "specsweep.dat
                     "specsweep.layout")
 
 
+def _cycles(graph: nx.DiGraph) -> List[List[str]]:
+    """The import cycles: strongly connected components of more than one node."""
+    return sorted(sorted(c) for c in nx.strongly_connected_components(graph) if len(c) > 1)
+
+
+def _heights(graph: nx.DiGraph) -> Dict[str, int]:
+    """Each node's layer: 1 plus the longest import chain below it (the nodes of a cycle
+    share one layer)."""
+    dag = nx.condensation(graph)
+    height: Dict[int, int] = {}
+    for node in reversed(list(nx.topological_sort(dag))):
+        height[node] = 1 + max((height[below] for below in dag.successors(node)), default=0)
+    return {member: height[node] for node, members in dag.nodes(data="members") for member in members}
+
+
 @dataclass
 class ImportGraph:
-    """Modules of the package, their imports of each other and of Ray."""
+    """The package's modules and their imports of each other (edge attribute ``top``: some
+    import of that pair sits at module level), and which modules import private Ray ones."""
 
-    modules: List[str]
-    # (importer, imported) -> True when some import of that pair sits at module level.
-    edges: Dict[Tuple[str, str], bool] = field(default_factory=dict)
+    modules: nx.DiGraph
     ray_imports: Set[Tuple[str, str]] = field(default_factory=set)
 
     def imports_of(self, module: str) -> List[str]:
-        return sorted(b for a, b in self.edges if a == module)
+        return sorted(self.modules.successors(module))
 
-    def unit(self, module: str) -> str:
-        parts = module.split(".")
-        return ".".join(parts[:2])
+    @staticmethod
+    def unit(module: str) -> str:
+        return ".".join(module.split(".")[:2])
 
-    def cycles(self, nodes: List[str], edges: Set[Tuple[str, str]]) -> List[List[str]]:
-        """The strongly connected components of more than one node (Tarjan)."""
-        index: Dict[str, int] = {}
-        low: Dict[str, int] = {}
-        stack: List[str] = []
-        on_stack: Set[str] = set()
-        found: List[List[str]] = []
-        succ: Dict[str, List[str]] = {n: [] for n in nodes}
-        for a, b in edges:
-            succ[a].append(b)
-
-        def visit(node: str) -> None:
-            index[node] = low[node] = len(index)
-            stack.append(node)
-            on_stack.add(node)
-            for nxt in succ[node]:
-                if nxt not in index:
-                    visit(nxt)
-                    low[node] = min(low[node], low[nxt])
-                elif nxt in on_stack:
-                    low[node] = min(low[node], index[nxt])
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    top = stack.pop()
-                    on_stack.discard(top)
-                    component.append(top)
-                    if top == node:
-                        break
-                if len(component) > 1:
-                    found.append(sorted(component))
-
-        for node in nodes:
-            if node not in index:
-                visit(node)
-        return found
-
-    def heights(self, nodes: List[str], edges: Set[Tuple[str, str]]) -> Dict[str, int]:
-        """Each node's layer: 1 plus the longest import chain below it (the nodes of a
-        cycle share one layer)."""
-        cyclic = {n: tuple(c) for c in self.cycles(nodes, edges) for n in c}
-        succ: Dict[str, Set[str]] = {n: set() for n in nodes}
-        for a, b in edges:
-            succ[a].add(b)
-        memo: Dict[str, int] = {}
-
-        def height(node: str) -> int:
-            if node not in memo:
-                group = cyclic.get(node, (node,))
-                below = {b for a in group for b in succ[a]} - set(group)
-                value = 1 + max((height(b) for b in below), default=0)
-                memo.update(dict.fromkeys(group, value))
-            return memo[node]
-
-        return {n: height(n) for n in nodes}
-
-    def unit_graph(self) -> Tuple[List[str], Set[Tuple[str, str]]]:
-        units = sorted({self.unit(m) for m in self.modules})
-        return units, {(self.unit(a), self.unit(b)) for a, b in self.edges if self.unit(a) != self.unit(b)}
+    def units(self) -> nx.DiGraph:
+        units = nx.DiGraph()
+        units.add_nodes_from(self.unit(m) for m in self.modules)
+        units.add_edges_from((self.unit(a), self.unit(b)) for a, b in self.modules.edges
+                             if self.unit(a) != self.unit(b))
+        return units
 
     def back_edges(self) -> List[Tuple[str, str]]:
         """Module edges that close a cycle between units and point into a unit at least
         as high as the importer's."""
         unit_height: Dict[str, int] = {}
-        for module, value in self.heights(self.modules, set(self.edges)).items():
+        for module, value in _heights(self.modules).items():
             unit_height[self.unit(module)] = max(unit_height.get(self.unit(module), 0), value)
-        units, unit_edges = self.unit_graph()
-        in_cycle = {u: i for i, c in enumerate(self.cycles(units, unit_edges)) for u in c}
+        cycle_of = {u: i for i, c in enumerate(_cycles(self.units())) for u in c}
         return sorted(
-            (a, b) for a, b in self.edges
-            if self.unit(a) != self.unit(b) and in_cycle.get(self.unit(a), -1) == in_cycle.get(self.unit(b), -2)
+            (a, b) for a, b in self.modules.edges
+            if self.unit(a) != self.unit(b) and cycle_of.get(self.unit(a), -1) == cycle_of.get(self.unit(b), -2)
             and unit_height[self.unit(b)] >= unit_height[self.unit(a)]
         )
 
     def measures(self) -> Dict[str, int]:
-        units, unit_edges = self.unit_graph()
+        units = self.units()
         return {
-            "modules": len(self.modules),
-            "layers": max(self.heights(self.modules, set(self.edges)).values()),
-            "edges": len(self.edges),
+            "modules": self.modules.number_of_nodes(),
+            "layers": max(_heights(self.modules).values()),
+            "edges": self.modules.number_of_edges(),
             "back edges": len(self.back_edges()),
-            "cycles": len(self.cycles(self.modules, set(self.edges))),
-            "units": len(units),
-            "unit layers": max(self.heights(units, unit_edges).values()),
-            "unit edges": len(unit_edges),
-            "unit cycles": len(self.cycles(units, unit_edges)),
+            "cycles": len(_cycles(self.modules)),
+            "units": units.number_of_nodes(),
+            "unit layers": max(_heights(units).values()),
+            "unit edges": units.number_of_edges(),
+            "unit cycles": len(_cycles(units)),
         }
 
 
@@ -171,6 +133,11 @@ class _Imports(ast.NodeVisitor):
         self.found.extend((source, f"{source}.{alias.name}", self.depth == 0) for alias in node.names)
 
 
+def _within(module: str, parts: Tuple[str, ...]) -> bool:
+    """Whether ``module`` is one of ``parts`` or inside one of them."""
+    return any(module == part or module.startswith(f"{part}.") for part in parts)
+
+
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -179,7 +146,8 @@ def _module_name(path: Path) -> str:
 @lru_cache(maxsize=1)
 def import_graph() -> ImportGraph:
     files = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
-    graph = ImportGraph(sorted(files))
+    graph = ImportGraph(nx.DiGraph())
+    graph.modules.add_nodes_from(sorted(files))
     for module, path in files.items():
         package = module if path.name == "__init__.py" else module.rpartition(".")[0]
         visitor = _Imports(package)
@@ -195,7 +163,8 @@ def import_graph() -> ImportGraph:
             target = next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in files), None)
             if target is None or target == module or not name.startswith("specsweep"):
                 continue
-            graph.edges[(module, target)] = graph.edges.get((module, target), False) or top
+            top = top or graph.modules.edges.get((module, target), {}).get("top", False)
+            graph.modules.add_edge(module, target, top=top)
     return graph
 
 
@@ -228,18 +197,17 @@ def f():
 
 def test_graph_holds_every_module_and_its_imports():
     graph = import_graph()
-    assert len(graph.modules) == len(list(PACKAGE.rglob("*.py")))
+    assert graph.modules.number_of_nodes() == len(list(PACKAGE.rglob("*.py")))
     # A name imported from a module reaches that module; a module imported from a package
     # reaches the module, not the package.
-    assert graph.edges[("specsweep.rundir", "specsweep.spec")] is True
-    assert graph.edges[("specsweep.trainables.trainable", "specsweep.trainables.trial")] is False
-    assert ("specsweep.data.datasets", "specsweep.data.embedded.keywords") in graph.edges
-    assert ("specsweep.data.datasets", "specsweep.data.embedded") not in graph.edges
+    assert graph.modules.edges["specsweep.rundir", "specsweep.spec"]["top"] is True
+    assert graph.modules.edges["specsweep.trainables.trainable", "specsweep.trainables.trial"]["top"] is False
+    assert graph.modules.has_edge("specsweep.data.datasets", "specsweep.data.embedded.keywords")
+    assert not graph.modules.has_edge("specsweep.data.datasets", "specsweep.data.embedded")
 
 
 def test_no_import_cycles():
-    graph = import_graph()
-    assert graph.cycles(graph.modules, set(graph.edges)) == []
+    assert _cycles(import_graph().modules) == []
 
 
 def test_no_edge_against_the_layering():
@@ -251,8 +219,8 @@ def test_private_ray_modules_only_where_required():
 
 
 def test_nothing_below_the_trainables_imports_them():
-    upward = [(a, b) for a, b in import_graph().edges
-              if a.startswith(BELOW_TRAINABLES) and b.startswith("specsweep.trainables")]
+    upward = [(a, b) for a, b in import_graph().modules.edges
+              if _within(a, BELOW_TRAINABLES) and _within(b, ("specsweep.trainables",))]
     assert upward == []
 
 
@@ -260,7 +228,7 @@ def test_launcher_reaches_the_trials_only_through_the_trainable():
     """The launcher names the Tune trainable; the trial stack (``trainables.trial``: torch,
     Lightning) loads in the trial workers."""
     graph = import_graph()
-    assert [b for b in graph.imports_of("specsweep.launcher") if b.startswith("specsweep.trainables")] == [
+    assert [b for b in graph.imports_of("specsweep.launcher") if _within(b, ("specsweep.trainables",))] == [
         "specsweep.trainables.trainable"]
 
 
