@@ -32,8 +32,9 @@ from specsweep.spec import ModelConfig, TrialConfig
 from specsweep.tasks import get_task
 
 if TYPE_CHECKING:
+    from lightning.pytorch import LightningModule
+
     from specsweep.data.datasets import PreparedData
-    from specsweep.trainables.tasks import SpeechTask
 
 
 class DescribedData(Protocol):
@@ -61,7 +62,9 @@ def model_footprint_for(trial: ModelConfig, data: DescribedData) -> Footprint:
     return model_footprint(trial.frontend, trial.backbone, *_sizes(trial, data))
 
 
-def build_task(trial: TrialConfig, data: "PreparedData") -> "SpeechTask":
+def build_task(trial: TrialConfig, data: "PreparedData") -> "LightningModule":
     """The trial's Lightning task module around :func:`build_model_for`'s model, trained
-    with ``trial.train`` and scored as ``data``'s protocol says."""
+    with ``trial.train`` and scored as ``data``'s protocol says: the task's class in
+    :mod:`specsweep.trainables.tasks`, which the task names (assembly does not import the
+    trainables, which build on it)."""
     return get_task(trial.task).build(build_model_for(trial, data), trial.train, data)

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+from specsweep.layout import CHECKPOINT_FILE
 from specsweep.limits import DEFAULT_MAX_TRIALS, check_plan, data_configs, trial_count
 from specsweep.rundir import (EXPERIMENT_STATE, RUN_FILE, SPEC_FILE, TRIALS, RunDirError, RunLocation, check_free,
                               check_run_name, claim_run_dir, first_line, load_run, released_on_failure, run_info,
@@ -483,8 +484,6 @@ def _damaged_checkpoints(run_dir: RunLocation, trials: List[Dict[str, Any]]) -> 
     """The checkpoint Tune would restore an unfinished trial from, where it is not a whole
     torch file (a zip archive): Tune would load it, fail, and retry until the trial errors.
     A later checkpoint Tune's state does not name (a sweep killed while saving) is not used."""
-    from specsweep.trainables.trial import CHECKPOINT_FILE
-
     damaged = []
     for trial in trials:
         if trial["status"] == "TERMINATED" or not trial.get("checkpoint"):

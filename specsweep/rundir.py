@@ -18,7 +18,7 @@ A run directory holds (docs/run-directory.md describes each file)::
         error.txt               the failure of an errored trial (ERROR_FILE)
         checkpoint_*/checkpoint.ckpt   Tune's checkpoints (CHECKPOINTS)
         tested.pt               the weights the trial tested (specsweep.trainables.tested)
-        trial.log, figures/, wandb/    what the trial writes (specsweep.trainables)
+        trial.log, figures/, wandb/    what the trial writes (names in specsweep.layout)
     report/                     ``specsweep report``'s files (REPORT_DIR)
 """
 
@@ -27,18 +27,20 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import posixpath
 import shlex
 import shutil
+import urllib.parse
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 import pyarrow.fs as pafs
 import yaml
-from ray.air._internal.uri_utils import URI, is_uri
 
 from specsweep.contract import STORED_RUN
+from specsweep.layout import CHECKPOINT_FILE
 from specsweep.spec import MAX_SPEC_VALUES, SweepSpec, expanded_size, validate_spec
 
 SPEC_FILE = "specsweep.yaml"
@@ -48,7 +50,7 @@ _TRIAL_PREFIX = "trial_"
 TRIALS = f"{_TRIAL_PREFIX}*"
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
-CHECKPOINTS = "checkpoint_*/checkpoint.ckpt"
+CHECKPOINTS = f"checkpoint_*/{CHECKPOINT_FILE}"
 REPORT_DIR = "report"
 
 
@@ -74,7 +76,7 @@ class RunLocation:
             self.uri, self.fs, self.path = location.uri, location.fs, location.path
             return
         text = str(location)
-        if is_uri(text) and not text.startswith("file://"):
+        if urllib.parse.urlsplit(text).scheme and not text.startswith("file://"):
             self.uri = text
             try:
                 self.fs, self.path = pafs.FileSystem.from_uri(text)
@@ -93,7 +95,7 @@ class RunLocation:
 
     @property
     def name(self) -> str:
-        return URI(self.uri).name
+        return posixpath.basename(self._where())
 
     @property
     def display(self) -> Union[Path, str]:
@@ -107,11 +109,28 @@ class RunLocation:
         return f"RunLocation({self.uri!r})"
 
     def child(self, name: str) -> "RunLocation":
-        return RunLocation(str(URI(self.uri) / name))
+        return self._moved(lambda where: posixpath.join(where, name))
 
     @property
     def parent(self) -> "RunLocation":
-        return RunLocation(str(URI(self.uri).parent))
+        return self._moved(posixpath.dirname)
+
+    # URIs are taken apart with urllib, as Tune does for its storage_path; Tune's helper for
+    # it is private (ray.air._internal) and pyarrow's from_uri drops the query.
+    def _where(self) -> str:
+        """The folder's path, for a URI its bucket and key (``s3://b/runs?x=1``: ``b/runs``)."""
+        if self.is_local:
+            return self.path
+        parts = urllib.parse.urlsplit(self.uri)
+        return posixpath.normpath(parts.netloc + parts.path)
+
+    def _moved(self, move: Callable[[str], str]) -> "RunLocation":
+        """The location at ``move(self._where())``; a URI keeps its scheme and query
+        (``endpoint_override``, ...)."""
+        if self.is_local:
+            return RunLocation(move(self.path))
+        parts = urllib.parse.urlsplit(self.uri)
+        return RunLocation(parts._replace(netloc=posixpath.normpath(move(self._where())), path="").geturl())
 
     def _at(self, relative: str) -> str:
         return f"{self.path}/{relative}" if relative else self.path

@@ -272,6 +272,20 @@ def _s3_text(uri: str) -> str:
         return stream.readall().decode()
 
 
+def test_s3_locations_keep_their_endpoint(s3_storage):
+    """A run directory in a bucket, its trial folders and its parents are URIs that keep
+    the storage's endpoint query: what is written through one is read through another."""
+    from specsweep.rundir import RunLocation, claim_run_dir
+
+    storage, endpoint = s3_storage
+    run_dir = claim_run_dir(RunLocation(storage), "k")
+    assert (str(run_dir), run_dir.name) == (f"s3://sweeps/runs/k?{endpoint}", "k")
+    assert (str(run_dir.parent), str(run_dir.parent.parent)) == (storage, f"s3://sweeps?{endpoint}")
+    run_dir.child("trial_1").write_text("result.json", "{}\n")
+    assert RunLocation(f"s3://sweeps/runs/k/trial_1/?{endpoint}").read_text("result.json") == "{}\n"
+    assert run_dir.glob("trial_*/result.json") == ["trial_1/result.json"]
+
+
 def test_s3_run_directory_killed_status_resume_report(s3_storage, tmp_path):
     storage, endpoint = s3_storage
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}

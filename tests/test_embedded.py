@@ -19,6 +19,7 @@ from specsweep.data.embedded import (
     ensure_speech_commands,
     generate_phoneme_corpus,
     generate_speech_commands,
+    keywords,
     read_phoneme_inventory,
 )
 from specsweep.data.synth import Synthesizer, resample
@@ -116,12 +117,12 @@ def test_resample_to_16k(synth: Synthesizer) -> None:
 
 
 def test_speech_commands_layout(kws_root: Path) -> None:
-    words = set(embedded.KEYWORDS) | set(SMALL_KWS["unknown_words"])
+    words = set(keywords.KEYWORDS) | set(SMALL_KWS["unknown_words"])
     folders = {p.name for p in kws_root.iterdir() if p.is_dir()}
     assert folders == words | {"_background_noise_"}
     for word in words:
         clips = sorted((kws_root / word).glob("*.wav"))
-        expected = SMALL_KWS["clips_per_word"] if word in embedded.KEYWORDS else SMALL_KWS["clips_per_unknown"]
+        expected = SMALL_KWS["clips_per_word"] if word in keywords.KEYWORDS else SMALL_KWS["clips_per_unknown"]
         assert len(clips) == expected
         for clip in clips:
             speaker, nohash, index = clip.stem.split("_")
@@ -188,7 +189,7 @@ def test_second_call_is_a_no_op(kws_root: Path) -> None:
 def test_interrupted_generation_is_not_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "sc"
     calls = {"n": 0}
-    render = embedded._render_clip
+    render = keywords._render_clip
 
     def failing_render(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls["n"] += 1
@@ -196,12 +197,12 @@ def test_interrupted_generation_is_not_complete(tmp_path: Path, monkeypatch: pyt
             raise KeyboardInterrupt
         return render(*args, **kwargs)
 
-    monkeypatch.setattr(embedded, "_render_clip", failing_render)
+    monkeypatch.setattr(keywords, "_render_clip", failing_render)
     with pytest.raises(KeyboardInterrupt):
         generate_speech_commands(root, seed=0, workers=1, **SMALL_KWS)
     assert not root.exists()
     assert not list(tmp_path.glob(".sc.partial-*"))
-    monkeypatch.setattr(embedded, "_render_clip", render)
+    monkeypatch.setattr(keywords, "_render_clip", render)
 
     # A killed run leaves a partial folder, even one with a marker inside: never used.
     stale = tmp_path / ".sc.partial-killed"
@@ -285,12 +286,12 @@ def test_split_sizes_are_counted_as_the_clip_plan_assigns_speakers(params):
     """The declared split sizes (counted, not drawn) are the clip plan's, also at the
     largest size a spec may ask for."""
     for seed in (0, 3):
-        plan = embedded._plan_kws(embedded._kws_params(seed=seed, **params))
+        plan = keywords._plan_kws(keywords._kws_params(seed=seed, **params))
         expected = {}
         for split in ("train", "val", "test"):
             clips = [p for p in plan if p.speaker.split == split]
-            keyword_clips = sum(p.word in embedded.KEYWORDS for p in clips)
-            expected[split] = len(clips) + max(1, keyword_clips // len(embedded.KEYWORDS))
+            keyword_clips = sum(p.word in keywords.KEYWORDS for p in clips)
+            expected[split] = len(clips) + max(1, keyword_clips // len(keywords.KEYWORDS))
         assert embedded.speech_commands_split_clips(seed, **params) == expected
     sizes = embedded.speech_commands_split_clips(0, clips_per_word=10_000)
     assert sum(sizes.values()) > 10 * 10_000

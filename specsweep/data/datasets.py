@@ -175,7 +175,7 @@ def speech_commands(
 
 
 def _describe_embedded_kws(seed: Seed = 0, clips_per_word: Optional[int] = None, **_: Any) -> DatasetInfo:
-    from specsweep.data.embedded import speech_commands_split_clips
+    from specsweep.data.embedded.keywords import speech_commands_split_clips
 
     sizes = speech_commands_split_clips(seed, **({} if clips_per_word is None else {"clips_per_word": clips_per_word}))
     return DatasetInfo("kws", list(speechcommands.CLASSES), speechcommands.SAMPLE_RATE, speechcommands.CLIP_SAMPLES,
@@ -191,7 +191,7 @@ def embedded_kws(seed: Seed = 0, clips_per_word: Optional[ClipsPerWord] = None, 
     archive (:func:`specsweep.data.speechcommands.write_archive_layout`) and tests on that:
     the same clips, read as ``speechcommands`` reads the archive.
     """
-    from specsweep.data.embedded import ensure_speech_commands
+    from specsweep.data.embedded.keywords import ensure_speech_commands
 
     params = {} if clips_per_word is None else {"clips_per_word": clips_per_word}
     root = ensure_speech_commands(cache_dir and Path(cache_dir), seed=seed, **params)
@@ -260,7 +260,7 @@ def phoneme_corpus_sources(root: Path) -> tuple[List[str], Dict[str, List[ClipSo
 
 def _describe_embedded_phonemes(seed: Seed = 0, n_utterances: Optional[UtteranceCounts] = None,
                                 **_: Any) -> DatasetInfo:
-    from specsweep.data.embedded import phoneme_corpus_inventory, phoneme_corpus_split_sizes
+    from specsweep.data.embedded.phonemes import phoneme_corpus_inventory, phoneme_corpus_split_sizes
 
     params = {} if n_utterances is None else {"n_utterances": n_utterances}
     return DatasetInfo("asr", phoneme_corpus_inventory(seed, **params), 16000, None,
@@ -270,7 +270,7 @@ def _describe_embedded_phonemes(seed: Seed = 0, n_utterances: Optional[Utterance
 @register_dataset("embedded_phonemes", "asr", _describe_embedded_phonemes)
 def embedded_phonemes(seed: Seed = 0, n_utterances: Optional[UtteranceCounts] = None, cache_dir: Optional[str] = None) -> PreparedData:
     """The synthesized phoneme-recognition set, generated on first use into the cache."""
-    from specsweep.data.embedded import ensure_phoneme_corpus
+    from specsweep.data.embedded.phonemes import ensure_phoneme_corpus
 
     params = {} if n_utterances is None else {"n_utterances": n_utterances}
     root = ensure_phoneme_corpus(cache_dir and Path(cache_dir), seed=seed, **params)

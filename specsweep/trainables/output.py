@@ -16,7 +16,8 @@ import threading
 from pathlib import Path
 from typing import List, Optional
 
-LOG_FILE = "trial.log"
+from specsweep.layout import LOG_FILE
+
 # Seconds a streaming process waits at exit for the last output to reach the log.
 _DRAIN_S = 2.0
 # How long the pipe stays empty before the copying thread may change log files.

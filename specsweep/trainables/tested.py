@@ -14,7 +14,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-TESTED_FILE = "tested.pt"
+from specsweep.layout import TESTED_FILE
 
 
 def save_tested_weights(trial_dir: Union[str, Path], net: nn.Module, epoch: Optional[int]) -> Path:

@@ -72,7 +72,10 @@ def _end_trial_thread() -> None:
     if not _IN_TRIAL.is_set():
         return
     # The session is Ray's own (ray.train), the one FunctionTrainable's cleanup ends; its
-    # finish() stops the trial thread at its next report and waits for it.
+    # finish() stops the trial thread at its next report and waits for it. It stays private:
+    # Ray 2.60 has no public API that stops or joins a function trainable's thread
+    # (ray.tune.get_context() reads trial metadata only), and the thread waits inside
+    # tune.report on a lock that only this session releases.
     from ray.train._internal.session import get_session
 
     session = get_session()

@@ -20,6 +20,7 @@ from specsweep.assembly import build_task
 from specsweep.data.datasets import PreparedData, prepare_dataset_once
 from specsweep.data.loaders import make_loaders, resolve_data_path
 from specsweep.frontends.plot import plot_frontend, snapshot_frontend
+from specsweep.layout import BEST_FILE, CHECKPOINT_FILE, FIGURES_DIR, FILTERBANK_FILE, LOG_FILE
 from specsweep.spec import TrainConfig, TrialConfig
 from specsweep.trainables.callbacks import (
     BestWeights,
@@ -32,13 +33,9 @@ from specsweep.trainables.callbacks import (
     TaskFigures,
 )
 from specsweep.trainables.context import RunContext
-from specsweep.trainables.output import LOG_FILE
 from specsweep.trainables.tasks import SpeechTask
 from specsweep.trainables.tested import save_tested_weights
 
-CHECKPOINT_FILE = "checkpoint.ckpt"
-BEST_FILE = "best.ckpt"
-FILTERBANK_FILE = "filterbank.pt"
 _LOG_EVERY_N_STEPS = 10
 
 
@@ -212,7 +209,7 @@ def train_trial(config: Dict[str, Any], run: RunContext, worker_unix: float) -> 
     if test_best:
         tested = best if monitor == run.metric else BestWeights(monitor, trial.task_info.mode(monitor))
     report_timer = EpochEndTimer()
-    figures = trial_dir / "figures"
+    figures = trial_dir / FIGURES_DIR
     frontend_figures = FrontendFigures(figures)
     trainer = pl.Trainer(
         logger=loggers or False,
