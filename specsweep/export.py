@@ -36,9 +36,9 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from specsweep.layout import TESTED_FILE
 from specsweep.rundir import CHECKPOINTS, RunDirError, RunLocation, first_line, load_run, trial_folder
 from specsweep.spec import SweepSpec, TrialConfig
-from specsweep.layout import TESTED_FILE
 
 EXPORT_EXTRA_FILE = "specsweep.json"
 EXPORT_FORMAT = "specsweep-trial/1"
