@@ -23,8 +23,6 @@ SHELL = {"bash", "sh", "shell", "console"}
 # A fenced shell block that tests must not run says why on the line before its fence.
 NOT_RUN = re.compile(r"^<!-- not run: .+ -->$")
 FENCE = re.compile(r"^```(\S*)\n(.*?)^```$", flags=re.S | re.M)
-# Docs that other branches add; a link to one is checked once it exists.
-ELSEWHERE = {"docs/cluster.md", "docs/wandb.md", "docs/run-directory.md", "docs/report.md", "docs/reproducibility.md"}
 
 
 def _blocks(path):
@@ -108,18 +106,16 @@ def test_relative_links_resolve():
                 continue
             file, _, anchor = target.partition("#")
             resolved = (path.parent / file).resolve() if file else path
-            relative = resolved.relative_to(ROOT).as_posix() if resolved.is_relative_to(ROOT) else str(resolved)
             if not resolved.exists():
-                if relative not in ELSEWHERE:
-                    broken.append(f"{path.relative_to(ROOT)}: {target}")
+                broken.append(f"{path.relative_to(ROOT)}: {target}")
             elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
                 broken.append(f"{path.relative_to(ROOT)}: {target} (no such heading)")
     assert not broken, "broken links:\n" + "\n".join(broken)
 
 
 def test_docs_link_every_guide():
-    """README.md and the docs index reach every guide, those of other branches included."""
-    guides = {path.relative_to(ROOT).as_posix() for path in (ROOT / "docs").glob("*.md")} | ELSEWHERE
+    """README.md and the docs index reach every guide."""
+    guides = {path.relative_to(ROOT).as_posix() for path in (ROOT / "docs").glob("*.md")}
     readme = (ROOT / "README.md").read_text()
     index = (ROOT / "docs" / "README.md").read_text()
     for guide in sorted(guides - {"docs/README.md"}):
