@@ -36,6 +36,13 @@ def default_storage() -> RunLocation:
 def cluster_address(address: Optional[str]) -> Optional[str]:
     """The cluster a command joins: ``address``, else ``RAY_ADDRESS`` (which Ray sets for a
     job's entrypoint); None for a new local Ray."""
+    if not address and os.environ.get("RAY_ADDRESS"):
+        from specsweep.cli import address_problem
+
+        problem = address_problem(os.environ["RAY_ADDRESS"])
+        if problem:
+            # A port past 64 bits reached the socket layer as an OverflowError traceback.
+            raise LaunchError(f"RAY_ADDRESS: {problem}")
     address = address or os.environ.get("RAY_ADDRESS") or None
     return None if address == "local" else address
 
