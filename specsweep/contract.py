@@ -229,8 +229,9 @@ def number_problems(value: Any, path: str = "") -> List[str]:
     return numbers_checked(value, path)[0]
 
 
-def numbers_checked(value: Any, path: str = "") -> Tuple[List[str], Any, List[str]]:
-    """``(problems, cleaned, paths)``: :func:`number_problems`'s lines, a copy of ``value``
+def numbers_checked(value: Any, path: str = "", finite: bool = True) -> Tuple[List[str], Any, List[str]]:
+    """``(problems, cleaned, paths)``: :func:`number_problems`'s lines (without
+    ``finite``, floats are not checked: metrics read back may be NaN), a copy of ``value``
     without the keys that are not strings and with None for each refused number (so that
     the other checks can still run and list their problems at once), and the key paths
     of what was taken out (later lines about them say the same again)."""
@@ -251,7 +252,7 @@ def numbers_checked(value: Any, path: str = "") -> Tuple[List[str], Any, List[st
             return kept
         if isinstance(node, (list, tuple)):
             return [walk(f"{where}.{i}" if where else str(i), child) for i, child in enumerate(node)]
-        problem = _number_problem(node)
+        problem = _number_problem(node) if finite or not isinstance(node, float) else None
         if problem is None:
             return node
         problems.append(f"{name}: {problem}")

@@ -26,7 +26,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from specsweep.frontends.base import SETTINGS  # noqa: E402
-from specsweep.rundir import CHECKPOINTS, REPORT_DIR, RunLocation, load_run, trial_folder  # noqa: E402
+from specsweep.rundir import (CHECKPOINTS, REPORT_DIR, DamagedFileError, RunLocation, first_line, load_run,  # noqa: E402
+                              read_bounded, trial_folder)
 from specsweep.spec import SweepSpec  # noqa: E402
 from specsweep.status import describe_config  # noqa: E402
 
@@ -177,8 +178,11 @@ def tested_state(run_dir: RunLocation, trial_dir: str) -> Optional[Dict[str, Any
     if not checkpoints:
         return None
     try:
-        state = torch.load(io.BytesIO(run_dir.read_bytes(checkpoints[-1])), map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        state = torch.load(io.BytesIO(read_bounded(run_dir, checkpoints[-1])), map_location="cpu", weights_only=True)
+        if not (isinstance(state, dict) and isinstance(state.get("state_dict"), dict)
+                and isinstance(state.get("callbacks", {}), dict)):
+            raise RuntimeError(f"a {type(state).__name__}, not a Lightning checkpoint")
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, DamagedFileError) as err:
         raise ReportError(f"{run_dir.child(checkpoints[-1]).display} is damaged ({str(err).splitlines()[0]}); the tables "
                           f"are written, the filterbank figure needs it: move that checkpoint folder aside to draw "
                           f"the others") from None
@@ -197,10 +201,16 @@ def _learned_filterbank(run_dir: RunLocation, trial: Dict[str, Any]) -> Optional
     state = tested_state(run_dir, trial_folder(trial["id"]))
     if state is None:
         return None
-    config = TrialConfig.model_validate(trial["config"])
-    model = build_model_for(config, describe_dataset(config.data))
-    weights = state["weights"]
-    model.load_state_dict({k.removeprefix("net."): v for k, v in weights.items() if k.startswith("net.")})
+    where = run_dir.child(trial_folder(trial["id"])).display
+    try:
+        config = TrialConfig.model_validate(trial["config"])
+        model = build_model_for(config, describe_dataset(config.data))
+        weights = state["weights"]
+        model.load_state_dict({k.removeprefix("net."): v for k, v in weights.items() if k.startswith("net.")})
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as err:
+        # A config or weights that no model of this version takes (damaged, or another version's).
+        raise ReportError(f"{where}: its config or checkpoint does not make a model ({first_line(err)[:200]}); the "
+                          f"tables are written, the filterbank figure needs it") from None
     return model.frontend.filterbank().detach(), state["initial_filterbank"]
 
 
@@ -252,6 +262,10 @@ def build_report(run_dir: Union[Path, str, RunLocation], out: Optional[Path] = N
     except DamagedRunError as err:
         raise ReportError(f"{err}\nno report from a damaged run: `specsweep status {shlex.quote(str(run_dir))}` shows what can "
                           f"still be read") from None
+    # A folder where a report file belongs (report.md, a figure) is named before anything is written.
+    taken = sorted(p for p in out.glob("*") if p.suffix in (".md", ".csv", ".png") and not p.is_file()) if out.is_dir() else []
+    if taken:
+        raise ReportError(f"{taken[0]} is not a file, where the report writes one; move it aside")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
