@@ -274,7 +274,7 @@ def address_problem(text: str) -> Optional[str]:
         return f"must be HOST:PORT (or auto, local), got {text[:200]!r}"
     # Digits counted before converting: Python refuses ints of thousands of digits.
     if not port.isdigit() or len(port) > 5 or not 1 <= int(port) <= 65535:
-        return f"port must be a number in 1-65535, got {port[:20]!r}{'...' if len(port) > 20 else ''}"
+        return f"port must be a number in 1-65535, got {port[:40]!r} in {text[:200]!r}"
     return None
 
 

@@ -498,7 +498,7 @@ def _check_space(raw: Dict[str, Any], task: Optional[str], base_problems: List[s
             except ValueError as err:
                 problems.append(f"{where}: {err}")
                 break
-            drawn = f" (a value {param.form} draws)" if param.values() is None and value == values[-1] else ""
+            drawn = f" (a value {param.form} draws)" if param.form in ("uniform", "loguniform") and value == values[-1] else ""
             problems += [f"{where}: value {value!r}{drawn}: {p}" for p in _config_problems(trial, task) if p not in known]
     seeds = raw.get("seeds")
     if not can.several_seeds and isinstance(seeds, list) and len(seeds) > 1:
