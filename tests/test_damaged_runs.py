@@ -109,16 +109,13 @@ def _state_trial(change: Callable[[Dict[str, Any]], None]) -> Callable[[Path], P
     return damage
 
 
-def _deep_state(run_dir: Path) -> Path:
-    path = next(run_dir.glob("experiment_state-*.json"))
-    path.write_text(_DEEP)
-    return path
-
-
-def _sparse_result(run_dir: Path) -> Path:
-    path = next(run_dir.glob("trial_*/result.json"))
-    os.truncate(path, 6 * 2**30)
-    return path
+def _rewrite(pattern: str, write: Callable[[Path], Any]) -> Callable[[Path], Path]:
+    """Damage that ``write``s the first file matching ``pattern``."""
+    def damage(run_dir: Path) -> Path:
+        path = next(run_dir.glob(pattern))
+        write(path)
+        return path
+    return damage
 
 
 DAMAGE: Dict[str, Callable[[Path], Path]] = {
@@ -130,8 +127,8 @@ DAMAGE: Dict[str, Callable[[Path], Path]] = {
     "result-config-a-string": _first_result_line(_row(config="abc")),
     "result-config-section-a-number": _first_result_line(
         lambda line: _row(config={**json.loads(line)["config"], "frontend": 5})(line)),
-    "result-sparse-6-gib": _sparse_result,
-    "state-nested-100000-deep": _deep_state,
+    "result-sparse-6-gib": _rewrite("trial_*/result.json", lambda path: os.truncate(path, 6 * 2**30)),
+    "state-nested-100000-deep": _rewrite("experiment_state-*.json", lambda path: path.write_text(_DEEP)),
     "state-integer-of-5000-digits": _state_trial(lambda trial: trial.update(_big_=0)),
     "state-config-a-list": _state_trial(lambda trial: trial.update(config=[1, 2])),
     "empty-result": _empty_result,
