@@ -115,7 +115,8 @@ class ResourcesConfig(_Strict):
     def _ray_granularity(cls, v: Union[str, float]) -> Union[str, float]:
         # Ray counts resources in steps of its MIN_RESOURCE_GRANULARITY and refuses finer
         # amounts with an internal error once the trials are requested.
-        if not isinstance(v, str) and abs(v / RAY_RESOURCE_STEP - round(v / RAY_RESOURCE_STEP)) > 1e-6:
+        steps = v / RAY_RESOURCE_STEP if not isinstance(v, str) else 0
+        if abs(steps - round(steps)) > 1e-6 and not STORED_RUN.get():
             raise ValueError(f"Ray counts resources in steps of {RAY_RESOURCE_STEP:g}: must be a multiple of it, got {v!r}")
         return v
 
@@ -520,7 +521,10 @@ def _check_space(raw: Dict[str, Any], task: Optional[str], base_problems: List[s
 
 def _across_sections_problems(raw: Dict[str, Any]) -> List[str]:
     """The scheduler's arguments against the reports of a trial (each epoch and the
-    test), and the W&B names against wandb's own rules."""
+    test), and the W&B names against wandb's own rules (not for a stored run: checks
+    added since it started must not lock its results)."""
+    if STORED_RUN.get():
+        return []
     try:
         scheduler = SchedulerConfig.model_validate(raw.get("scheduler") or {})
         train = TrainConfig.model_validate(raw.get("train") or {})

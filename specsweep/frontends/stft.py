@@ -15,7 +15,7 @@ from scipy.signal import get_window
 from torch import nn
 from torch.nn import functional as F
 
-from specsweep.contract import Footprint
+from specsweep.contract import STORED_RUN, Footprint
 from specsweep.frontends.base import (
     FrontEnd,
     check_waveform,
@@ -443,7 +443,8 @@ class StftFrontEnd(FrontEnd):
         problems = []
         if is_int(a["n_fft"]) and a["n_fft"] > num_samples:
             problems.append(f"n_fft: must be at most the clip length, {num_samples} samples, got {a['n_fft']}")
-        if data_rate is not None and a["sample_rate"] != data_rate:
+        # Not for a stored run: a check added since it started must not lock its results.
+        if data_rate is not None and a["sample_rate"] != data_rate and not STORED_RUN.get():
             problems.append(f"sample_rate: must be the dataset's, {data_rate} Hz (clips are not resampled, and the "
                             f"filterbank's frequencies follow sample_rate), got {a['sample_rate']!r}")
         return problems
