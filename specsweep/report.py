@@ -179,14 +179,14 @@ def tested_state(run_dir: RunLocation, trial_dir: str) -> Optional[Dict[str, Any
         return None
     try:
         state = torch.load(io.BytesIO(read_bounded(run_dir, checkpoints[-1])), map_location="cpu", weights_only=True)
-        if not (isinstance(state, dict) and isinstance(state.get("state_dict"), dict)
-                and isinstance(state.get("callbacks", {}), dict)):
+        callbacks = state.get("callbacks", {}) if isinstance(state, dict) else None
+        if not (isinstance(state, dict) and isinstance(state.get("state_dict"), dict) and isinstance(callbacks, dict)
+                and all(isinstance(c, dict) for c in callbacks.values())):
             raise RuntimeError(f"a {type(state).__name__}, not a Lightning checkpoint")
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, DamagedFileError) as err:
         raise ReportError(f"{run_dir.child(checkpoints[-1]).display} is damaged ({str(err).splitlines()[0]}); the tables "
                           f"are written, the filterbank figure needs it: move that checkpoint folder aside to draw "
                           f"the others") from None
-    callbacks = state.get("callbacks", {})
     kept = [c["weights"] for k, c in callbacks.items() if k.startswith("BestWeights") and c.get("weights")]
     initial = callbacks.get("FrontendFigures", {}).get("initial", {}).get("filterbank")
     return {"weights": kept[0] if kept else state["state_dict"], "initial_filterbank": initial}
