@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from specsweep.rundir import (ERROR_FILE, EXPERIMENT_STATE, RESULT_FILE, TRIALS, DamagedFileError, RunDirError,
-                              RunLocation, load_run, parse_json, read_bounded, read_json, trial_id_of)
+                              MAX_READ_BYTES, RunLocation, load_run, parse_json, read_bounded, read_json,
+                              trial_id_of)
 from specsweep.spec import SweepSpec, swept_values
 
 STATUSES = ("PENDING", "RUNNING", "TERMINATED", "ERROR")
@@ -17,6 +18,8 @@ STATUSES = ("PENDING", "RUNNING", "TERMINATED", "ERROR")
 # again after this many seconds before it counts as damaged.
 _REWRITE_WAIT_S = 0.5
 _READ_FROM_TRIALS = f"trial states are read from each trial's {RESULT_FILE} and {ERROR_FILE} instead"
+# Tune's other record of a trial's results, which its analysis reads when result.json is missing.
+PROGRESS_FILE = "progress.csv"
 
 
 class DamagedRunError(RunDirError):
@@ -38,7 +41,7 @@ def _results(run_dir: RunLocation, trial_dir: str, damaged: Optional[List[str]] 
     try:
         lines = read_bounded(run_dir, relative).splitlines()
     except DamagedFileError as err:
-        if damaged is not None:
+        if damaged is not None and not any(line.startswith(f"{path}:") for line in damaged):
             damaged.append(f"{err}; its results are not read")
         return []
     rows, bad = [], []
@@ -97,6 +100,17 @@ def _state_problem(run_dir: RunLocation, relative: str) -> Optional[str]:
     except DamagedFileError as err:
         return str(err)
     return None
+
+
+def _oversized_results(run_dir: RunLocation) -> List[str]:
+    """Trials' result files larger than specsweep reads back (Tune would read them whole)."""
+    damaged = []
+    for relative in run_dir.glob(f"{TRIALS}/{RESULT_FILE}") + run_dir.glob(f"{TRIALS}/{PROGRESS_FILE}"):
+        size = run_dir._info(relative).size
+        if size is not None and size > MAX_READ_BYTES:
+            damaged.append(f"{run_dir.child(relative)}: {size:,} bytes, more than specsweep reads back "
+                           f"({MAX_READ_BYTES:,} bytes); not a file a sweep writes; {_READ_FROM_TRIALS}")
+    return damaged
 
 
 def trial_config_problem(config: Any) -> Optional[str]:
@@ -182,7 +196,9 @@ def read_trials(run_dir: Union[Path, str, RunLocation], metric: Optional[str] = 
             return []
         damaged = [f"{run_dir}: Tune's experiment state ({EXPERIMENT_STATE}) is missing; {_READ_FROM_TRIALS}"]
     else:
-        damaged = _experiment_state_damage(run_dir)
+        # Tune's analysis reads every trial's results whole: one too large to read back is
+        # named and the trials are read from their own files, which skip it.
+        damaged = _experiment_state_damage(run_dir) + _oversized_results(run_dir)
     if damaged:
         trials = _trials_from_results(run_dir, metric, mode, damaged)
     else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict
@@ -153,6 +154,7 @@ def test_damaged_run_is_named_and_left_as_it_was(damage, finished_run, tmp_path,
     shutil.copytree(finished_run, run_dir)
     damaged = DAMAGE[damage](run_dir)
     before = _digest(run_dir)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     for command in (["status", str(run_dir)], ["status", str(run_dir), "--json"], ["resume", str(run_dir)],
                     ["report", str(run_dir), "--out", str(tmp_path / "report")]):
         code = main(command)
@@ -162,6 +164,8 @@ def test_damaged_run_is_named_and_left_as_it_was(damage, finished_run, tmp_path,
         assert "Traceback" not in out + err
         assert _digest(run_dir) == before, f"{command[0]} changed the damaged run"
     assert not (tmp_path / "report").exists()
+    # Nothing is read whole (a sparse 6 GiB result.json included).
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - peak < 2**30
 
 
 def test_status_of_a_damaged_state_still_lists_the_trials(finished_run, tmp_path, capsys):
