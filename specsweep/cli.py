@@ -158,8 +158,10 @@ def _inspect_spec(path: Path, args: argparse.Namespace) -> Dict[str, Any]:
 
 def _data_settings(name: str, settings: Sequence[str]) -> Dict[str, Any]:
     """``KEY=VALUE`` arguments as a data config, values read as YAML."""
+    from specsweep.contract import number_problems
     from specsweep.data.datasets import DATASETS, DatasetConfigError, dataset_param_names
     from specsweep.overrides import OverrideError, parse_setting
+    from specsweep.spec import UniqueKeyLoader
 
     if name not in DATASETS:
         raise DatasetConfigError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS.names())}")
@@ -170,9 +172,12 @@ def _data_settings(name: str, settings: Sequence[str]) -> Dict[str, Any]:
         if "=" not in setting or key not in allowed:
             raise DatasetConfigError(f"--set {setting}: expected KEY=VALUE with KEY one of {', '.join(sorted(allowed))}")
         try:
-            config[key] = parse_setting(setting)[1]
+            config[key] = parse_setting(setting, UniqueKeyLoader)[1]
         except OverrideError as err:
             raise DatasetConfigError(str(err)) from None
+    problems = number_problems(config)
+    if problems:
+        raise DatasetConfigError("; ".join(f"--set {p.removeprefix('name').lstrip('.')}" for p in problems))
     return config
 
 
@@ -253,20 +258,29 @@ def _not_empty(text: str) -> str:
     return text
 
 
-def _address(text: str) -> str:
-    """``auto``, ``local``, or ``HOST:PORT`` with a port in 1-65535 (the launcher names
+def address_problem(text: str) -> Optional[str]:
+    """What is wrong with a cluster address (``--address`` or ``RAY_ADDRESS``), or None
+    for ``auto``, ``local``, or ``HOST:PORT`` with a port in 1-65535 (the launcher names
     what it does not join, such as a dashboard's http:// address)."""
-    text = _not_empty(text)
     if text in ("auto", "local"):
-        return text
+        return None
     if text.startswith("ray://"):
-        raise argparse.ArgumentTypeError(f"ray:// (Ray Client) is not supported: give the head's HOST:PORT, or run "
-                                         f"specsweep on a cluster node or as a job; got {text!r}")
+        return (f"ray:// (Ray Client) is not supported: give the head's HOST:PORT, or run specsweep on a cluster "
+                f"node or as a job; got {text[:200]!r}")
     host, sep, port = text.rpartition(":")
     if not sep or not host:
-        raise argparse.ArgumentTypeError(f"must be HOST:PORT (or auto, local), got {text!r}")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be a number in 1-65535, got {port!r} in {text!r}")
+        return f"must be HOST:PORT (or auto, local), got {text[:200]!r}"
+    # Digits counted before converting: Python refuses ints of thousands of digits.
+    if not port.isdigit() or len(port) > 5 or not 1 <= int(port) <= 65535:
+        return f"port must be a number in 1-65535, got {port[:40]!r} in {text[:200]!r}"
+    return None
+
+
+def _address(text: str) -> str:
+    """An ``--address`` that :func:`address_problem` takes."""
+    problem = address_problem(_not_empty(text))
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 

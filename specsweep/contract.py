@@ -21,10 +21,11 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import math
 import re
 import typing
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Dict, Iterable, List, Mapping, Tuple
+from typing import Annotated, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
@@ -163,3 +164,116 @@ def argument_problems(builder: Callable[..., Any], args: Mapping[str, Any], skip
     except ValidationError as err:
         return pydantic_problems(err)
     return []
+
+
+# 64-bit integers: what torch, NumPy and Ray's samplers convert without overflow. A value
+# outside is never a size, seed or count anyone means.
+INT_LIMIT = 2**63 - 1
+# float32's largest finite value: spec numbers reach float32 tensors (front-end constants,
+# learning rates as optimiser alphas), where a larger one becomes inf.
+FLOAT32_MAX = 3.4028234663852886e38
+# Digits of an integer a parser may turn into an int: far above INT_LIMIT's 19, far below
+# Python's int-to-string limit (4,300 digits), past which converting or printing one fails.
+MAX_INT_DIGITS = 100
+
+
+class OversizedInt:
+    """An integer literal with more than :data:`MAX_INT_DIGITS` digits, kept as its digit
+    count by the spec and run-directory parsers (never converted), so that the one check
+    of numbers (:func:`number_problems`) names its key path."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"<an integer of {self.digits:,} digits>"
+
+
+def parse_int(text: str) -> Any:
+    """``int(text)``, or :class:`OversizedInt` for more than :data:`MAX_INT_DIGITS` digits
+    (a parser's integer hook: ``json.loads(..., parse_int=parse_int)``).
+
+    Examples
+    --------
+    >>> parse_int("-12"), parse_int("9" * 5000)
+    (-12, <an integer of 5,000 digits>)
+    """
+    digits = len(text.lstrip("+-").replace("_", ""))
+    return OversizedInt(digits) if digits > MAX_INT_DIGITS else int(text)
+
+
+def _yaml_key(key: Any) -> str:
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return repr(key)
+
+
+def number_problems(value: Any, path: str = "") -> List[str]:
+    """The one rule for numbers and keys of anything parsed from a spec, a flag or a run
+    directory, checked before any component sees a value: mapping keys are strings,
+    integers fit 64 bits, floats are finite and within float32's range. No argument of
+    any component allows otherwise, so every component, a new one included, is covered
+    without a table of its own.
+
+    Examples
+    --------
+    >>> number_problems({"frontend": {True: 1, "power": float("nan"), "eps": 1e300, "n": 2**64}})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ["frontend: the key true is not a string (YAML reads true, false, yes, no, null and numbers as such); quote it: 'true':",
+     'frontend.power: must be a finite number, got nan',
+     'frontend.eps: must be within float32 range (at most 3.4e+38 in size), got 1e+300',
+     'frontend.n: must be a whole number of at most 64 bits (|n| <= 9223372036854775807), got 18446744073709551616']
+    """
+    return numbers_checked(value, path)[0]
+
+
+def numbers_checked(value: Any, path: str = "", finite: bool = True) -> Tuple[List[str], Any, List[str]]:
+    """``(problems, cleaned, paths)``: :func:`number_problems`'s lines (without
+    ``finite``, floats are not checked: metrics read back may be NaN), a copy of ``value``
+    without the keys that are not strings and with None for each refused number (so that
+    the other checks can still run and list their problems at once), and the key paths
+    of what was taken out (later lines about them say the same again)."""
+    problems: List[str] = []
+    paths: List[str] = []
+
+    def walk(where: str, node: Any) -> Any:
+        name = where or "(top level)"
+        if isinstance(node, dict):
+            kept = {}
+            for key, child in node.items():
+                if not isinstance(key, str):
+                    problems.append(f"{name}: the key {_yaml_key(key)} is not a string (YAML reads true, false, yes, "
+                                    f"no, null and numbers as such); quote it: '{_yaml_key(key)}':")
+                    paths.append(f"{where}.{_yaml_key(key)}" if where else _yaml_key(key))
+                    continue
+                kept[key] = walk(f"{where}.{key}" if where else key, child)
+            return kept
+        if isinstance(node, (list, tuple)):
+            return [walk(f"{where}.{i}" if where else str(i), child) for i, child in enumerate(node)]
+        problem = _number_problem(node) if finite or not isinstance(node, float) else None
+        if problem is None:
+            return node
+        problems.append(f"{name}: {problem}")
+        paths.append(name)
+        return None
+
+    cleaned = walk(path, value)
+    return problems, cleaned, paths
+
+
+def _number_problem(node: Any) -> Optional[str]:
+    if isinstance(node, OversizedInt):
+        return f"must be a whole number of at most 64 bits (|n| <= {INT_LIMIT}), got an integer of {node.digits:,} digits"
+    if isinstance(node, bool):
+        return None
+    if isinstance(node, int) and abs(node) > INT_LIMIT:
+        # Printing an int of thousands of digits fails (Python's int-to-string limit).
+        got = node if node.bit_length() < 300 else f"an integer of about {int(node.bit_length() * 0.30103):,} digits"
+        return f"must be a whole number of at most 64 bits (|n| <= {INT_LIMIT}), got {got}"
+    if isinstance(node, float) and not math.isfinite(node):
+        return f"must be a finite number, got {node}"
+    if isinstance(node, float) and abs(node) > FLOAT32_MAX:
+        return f"must be within float32 range (at most {FLOAT32_MAX:.2g} in size), got {node:g}"
+    return None

@@ -15,9 +15,9 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from specsweep.layout import CHECKPOINT_FILE
 from specsweep.limits import DEFAULT_MAX_TRIALS, check_plan, data_configs, trial_count
-from specsweep.rundir import (EXPERIMENT_STATE, RUN_FILE, SPEC_FILE, TRIALS, RunDirError, RunLocation, check_free,
-                              check_run_name, claim_run_dir, first_line, load_run, released_on_failure, run_info,
-                              trial_dirname, trial_folder, write_run)
+from specsweep.rundir import (EXPERIMENT_STATE, RUN_FILE, SPEC_FILE, TRIALS, DamagedFileError, RunDirError, RunLocation,
+                              check_free, check_run_name, claim_run_dir, first_line, load_run, released_on_failure, run_info,
+                              read_bounded, trial_dirname, trial_folder, write_run)
 from specsweep.spec import SpecError, SweepSpec, load_spec, param_space
 from specsweep.status import DamagedRunError, format_table, last_result, read_trials, summary_rows
 
@@ -37,6 +37,13 @@ def default_storage() -> RunLocation:
 def cluster_address(address: Optional[str]) -> Optional[str]:
     """The cluster a command joins: ``address``, else ``RAY_ADDRESS`` (which Ray sets for a
     job's entrypoint); None for a new local Ray."""
+    if not address and os.environ.get("RAY_ADDRESS"):
+        from specsweep.cli import address_problem
+
+        problem = address_problem(os.environ["RAY_ADDRESS"])
+        if problem:
+            # A port past 64 bits reached the socket layer as an OverflowError traceback.
+            raise LaunchError(f"RAY_ADDRESS: {problem}")
     address = address or os.environ.get("RAY_ADDRESS") or None
     return None if address == "local" else address
 
@@ -451,6 +458,7 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
     except DamagedRunError as err:
         raise RunDirError(f"{err}\nresume refuses to write over a damaged run: `specsweep status {shlex.quote(str(run_dir))}` shows "
                           f"what can still be read; move the damaged files aside to resume the rest") from None
+    _check_tuner_pickle(run_dir)
     # Errored trials restarted from scratch never read their checkpoints.
     damaged = _damaged_checkpoints(run_dir, [t for t in trials if not (restart_errored and t["status"] == "ERROR")])
     if damaged:
@@ -480,6 +488,27 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
     return _finish(tuner, spec, run_dir)
 
 
+# Tune's pickle of the Tuner (Ray 2.60 writes it with pickle protocol 2 or higher: it starts
+# with the PROTO opcode).
+TUNER_FILE = "tuner.pkl"
+
+
+def _check_tuner_pickle(run_dir: RunLocation) -> None:
+    """RunDirError naming ``tuner.pkl`` when it is not a pickle Tune could have written
+    (empty, a folder, too large, no pickle header), before Ray starts; Tune's restore
+    names what it cannot unpickle later (see :func:`_build_tuner`)."""
+    if not run_dir.exists(TUNER_FILE):
+        return  # Tune's can_restore names a run without one
+    try:
+        head = read_bounded(run_dir, TUNER_FILE)[:2]
+        reason = None if len(head) == 2 and head[0] == pickle.PROTO[0] else "empty or not a pickle"
+    except DamagedFileError as err:
+        reason = err.reason
+    if reason:
+        raise RunDirError(f"{run_dir}: Tune's saved state cannot be read ({run_dir.child(TUNER_FILE)}: {reason}); "
+                          f"it is damaged, or was written by another version of Ray or specsweep; the run is untouched")
+
+
 def _damaged_checkpoints(run_dir: RunLocation, trials: List[Dict[str, Any]]) -> List[str]:
     """The checkpoint Tune would restore an unfinished trial from, where it is not a whole
     torch file (a zip archive): Tune would load it, fail, and retry until the trial errors.
@@ -489,7 +518,13 @@ def _damaged_checkpoints(run_dir: RunLocation, trials: List[Dict[str, Any]]) -> 
         if trial["status"] == "TERMINATED" or not trial.get("checkpoint"):
             continue
         relative = f"{trial_folder(trial['id'])}/{trial['checkpoint']}/{CHECKPOINT_FILE}"
-        if run_dir.is_file(relative) and not zipfile.is_zipfile(io.BytesIO(run_dir.read_bytes(relative))):
+        if not run_dir.exists(relative):
+            continue
+        try:
+            whole = zipfile.is_zipfile(io.BytesIO(read_bounded(run_dir, relative)))
+        except DamagedFileError:
+            whole = False
+        if not whole:
             damaged.append(f"{run_dir.child(relative)}: the checkpoint trial {trial['id']} would continue from is "
                            f"damaged (not a whole torch checkpoint)")
     return damaged

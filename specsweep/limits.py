@@ -71,7 +71,7 @@ def sized_values(spec: SweepSpec, keys: Tuple[str, ...] = SIZE_KEYS,
 
 
 def variants(values: Dict[str, List[Any]], base: Dict[str, Any],
-             max_combinations: int = _MAX_COMBINATIONS) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]]:
+             max_combinations: float = _MAX_COMBINATIONS) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]]:
     """``(values set, config)``: ``base`` with every combination of ``values`` (dotted
     keys), or, when the combinations are more than ``max_combinations``, with each value
     alone (the other keys at their first value)."""
@@ -156,6 +156,35 @@ def memory_problems(spec: SweepSpec) -> List[str]:
             f"frontend.n_mels or the backbone's size"]
 
 
+def combination_problems(spec: SweepSpec, most: int = 10) -> List[str]:
+    """Lines for grid combinations whose values refuse each other (e.g. ``frontend.n_fft``
+    256 with ``frontend.n_mels`` 200), at most ``most``. The spec's validation checks each
+    value alone; :func:`memory_problems` checks every combination of the values that size
+    a model up to its limit. Past it, the values of the data and front-end (the clip
+    bounds the STFT) and those of the backbone are combined here, each group on its own:
+    no argument constrains one of another group, and each group's combinations are at
+    most the trials, which :func:`plan_problems` has bounded."""
+    from specsweep.spec import _config_problems
+
+    values = sized_values(spec)
+    if math.prod(len(v) for v in values.values()) <= _MAX_COMBINATIONS:
+        return []
+    groups: Dict[str, Dict[str, List[Any]]] = {}
+    for key, vs in values.items():
+        section = key.split(".")[0]
+        if section in ("data", "frontend", "backbone"):
+            groups.setdefault("backbone" if section == "backbone" else "data", {})[key] = vs
+    problems: Dict[str, str] = {}
+    for group in groups.values():
+        for chosen, config in variants(group, spec.base_config(), max_combinations=math.inf):
+            for problem in _config_problems(config, spec.task):
+                # The first combination named per problem (other keys may vary alongside).
+                problems.setdefault(problem, f"search.space: trials with {_at(chosen)} are invalid: {problem}")
+            if len(problems) >= most:
+                break
+    return list(problems.values())[:most]
+
+
 def _at(chosen: Dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in chosen.items())
 
@@ -166,7 +195,7 @@ def plan_problems(spec: SweepSpec, max_trials: int = DEFAULT_MAX_TRIALS) -> List
     if count > max_trials:
         return [f"search: {count:,} trials ({makeup}) exceed the limit of {max_trials:,}; "
                 f"shrink the grid or raise the limit with --max-trials {count}"]
-    return memory_problems(spec)
+    return combination_problems(spec) or memory_problems(spec)
 
 
 def local_resource_problems(spec: SweepSpec, num_cpus: Optional[int] = None) -> List[str]:

@@ -18,7 +18,7 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple, Type
 
 import yaml
 
@@ -30,15 +30,18 @@ class OverrideError(ValueError):
     """A ``--set`` argument is malformed or names no place in the spec."""
 
 
-def parse_setting(setting: str) -> Tuple[str, Any]:
-    """``KEY=VALUE`` as ``(KEY, VALUE read as YAML)``; OverrideError naming the argument."""
+def parse_setting(setting: str, loader: Type[yaml.SafeLoader] = yaml.SafeLoader) -> Tuple[str, Any]:
+    """``KEY=VALUE`` as ``(KEY, VALUE read as YAML by loader)``; OverrideError naming the
+    argument (cut to 200 characters: a hostile value can be megabytes). The spec passes its
+    own loader, which keeps integers Python cannot print as values the number rule names."""
     key, sep, value = setting.partition("=")
+    shown = setting if len(setting) <= 200 else setting[:200] + "..."
     if not sep or not key.strip():
-        raise OverrideError(f"--set {setting}: expected KEY=VALUE")
+        raise OverrideError(f"--set {shown}: expected KEY=VALUE")
     try:
-        return key.strip(), yaml.safe_load(value)
+        return key.strip(), yaml.load(value, Loader=loader)
     except yaml.YAMLError as err:
-        raise OverrideError(f"--set {setting}: the value is not valid YAML ({getattr(err, 'problem', err)})") from None
+        raise OverrideError(f"--set {shown}: the value is not valid YAML ({getattr(err, 'problem', err)})") from None
 
 
 def _key_path(key: str) -> List[str]:

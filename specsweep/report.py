@@ -28,7 +28,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from specsweep.rundir import CHECKPOINTS, REPORT_DIR, RunLocation, load_run, trial_folder  # noqa: E402
+from specsweep.rundir import (CHECKPOINTS, REPORT_DIR, DamagedFileError, RunLocation, first_line, load_run,  # noqa: E402
+                              read_bounded, trial_folder)
 from specsweep.spec import SweepSpec  # noqa: E402
 from specsweep.status import describe_config  # noqa: E402
 from specsweep.study import (DRIFT_KEYS, ClaimsError, Group, Run, claim_markers, claims_markdown,  # noqa: E402
@@ -230,12 +231,15 @@ def tested_state(run_dir: RunLocation, trial_dir: str) -> Optional[Dict[str, Any
     if not checkpoints:
         return None
     try:
-        state = torch.load(io.BytesIO(run_dir.read_bytes(checkpoints[-1])), map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        state = torch.load(io.BytesIO(read_bounded(run_dir, checkpoints[-1])), map_location="cpu", weights_only=True)
+        callbacks = state.get("callbacks", {}) if isinstance(state, dict) else None
+        if not (isinstance(state, dict) and isinstance(state.get("state_dict"), dict) and isinstance(callbacks, dict)
+                and all(isinstance(c, dict) for c in callbacks.values())):
+            raise RuntimeError(f"a {type(state).__name__}, not a Lightning checkpoint")
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, DamagedFileError) as err:
         raise ReportError(f"{run_dir.child(checkpoints[-1]).display} is damaged ({str(err).splitlines()[0]}); the tables "
                           f"are written, the filterbank figure needs it: move that checkpoint folder aside to draw "
                           f"the others") from None
-    callbacks = state.get("callbacks", {})
     kept = [c["weights"] for k, c in callbacks.items() if k.startswith("BestWeights") and c.get("weights")]
     initial = callbacks.get("FrontendFigures", {}).get("initial", {}).get("filterbank")
     return {"weights": kept[0] if kept else state["state_dict"], "initial_filterbank": initial}
@@ -250,10 +254,16 @@ def _learned_filterbank(run_dir: RunLocation, trial: Dict[str, Any]) -> Optional
     state = tested_state(run_dir, trial_folder(trial["id"]))
     if state is None:
         return None
-    config = TrialConfig.model_validate(trial["config"])
-    model = build_model_for(config, describe_dataset(config.data))
-    weights = state["weights"]
-    model.load_state_dict({k.removeprefix("net."): v for k, v in weights.items() if k.startswith("net.")})
+    where = run_dir.child(trial_folder(trial["id"])).display
+    try:
+        config = TrialConfig.model_validate(trial["config"])
+        model = build_model_for(config, describe_dataset(config.data))
+        weights = state["weights"]
+        model.load_state_dict({k.removeprefix("net."): v for k, v in weights.items() if k.startswith("net.")})
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as err:
+        # A config or weights that no model of this version takes (damaged, or another version's).
+        raise ReportError(f"{where}: its config or checkpoint does not make a model ({first_line(err)[:200]}); the "
+                          f"tables are written, the filterbank figure needs it") from None
     return model.frontend.filterbank().detach(), state["initial_filterbank"]
 
 
@@ -351,6 +361,10 @@ def build_report(run_dirs: Union[Path, str, RunLocation, Sequence[Union[Path, st
         claims = load_claims()
     except ClaimsError as err:
         raise ReportError(str(err)) from None
+    # A folder where a report file belongs (report.md, a figure) is named before anything is written.
+    taken = sorted(p for p in out.glob("*") if p.suffix in (".md", ".csv", ".png") and not p.is_file()) if out.is_dir() else []
+    if taken:
+        raise ReportError(f"{taken[0]} is not a file, where the report writes one; move it aside")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -39,9 +39,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 import pyarrow.fs as pafs
 import yaml
 
-from specsweep.contract import STORED_RUN
+from specsweep.contract import STORED_RUN, numbers_checked, parse_int
 from specsweep.layout import CHECKPOINT_FILE
-from specsweep.spec import MAX_SPEC_VALUES, SweepSpec, expanded_size, validate_spec
+from specsweep.spec import MAX_SPEC_BYTES, MAX_SPEC_VALUES, SweepSpec, UniqueKeyLoader, expanded_size, validate_spec
 
 SPEC_FILE = "specsweep.yaml"
 RUN_FILE = "specsweep-run.json"
@@ -208,6 +208,69 @@ class RunLocation:
                         destination_filesystem=self.fs)
 
 
+# What specsweep reads back from a run directory is bounded before it is parsed: a
+# damaged or hostile file (a sparse 6 GiB result.json, JSON nested 100,000 deep, an
+# integer of 5,000 digits) is named, never read whole or turned into a traceback.
+# Far above a real file (a 1,000-epoch trial's result.json is a few MB; a checkpoint of
+# the largest models here is tens of MB).
+MAX_READ_BYTES = 512 * 2**20
+
+
+class DamagedFileError(RunDirError):
+    """A run-directory file cannot be read back: too large, not a file, not what it should
+    hold. ``path`` names it; the message says why."""
+
+    def __init__(self, path: Union[str, "RunLocation"], reason: str) -> None:
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+def read_bounded(run_dir: "RunLocation", relative: str, limit: int = MAX_READ_BYTES) -> bytes:
+    """The bytes of ``relative`` in ``run_dir``, read only when it is a file of at most
+    ``limit`` bytes; :class:`DamagedFileError` naming it otherwise (a folder where the
+    file belongs, a size past the limit) or when it cannot be read."""
+    path = run_dir.child(relative)
+    info = run_dir._info(relative)
+    if info.type == pafs.FileType.Directory:
+        raise DamagedFileError(path, "a folder where a file belongs")
+    if info.type == pafs.FileType.NotFound:
+        raise DamagedFileError(path, "missing")
+    if info.size is not None and info.size > limit:
+        raise DamagedFileError(path, f"{info.size:,} bytes, more than specsweep reads back ({limit:,} bytes); "
+                                     f"not a file a sweep writes")
+    try:
+        with run_dir.fs.open_input_stream(run_dir._at(relative)) as stream:
+            data = stream.read(limit + 1)
+    except OSError as err:
+        raise DamagedFileError(path, f"cannot be read ({first_line(err)})") from None
+    if len(data) > limit:
+        raise DamagedFileError(path, f"more than {limit:,} bytes, more than specsweep reads back")
+    return data
+
+
+def parse_json(data: Union[bytes, str], path: Any, finite: bool = False) -> Any:
+    """``data`` as JSON, with the one rule for numbers and keys
+    (:func:`~specsweep.contract.numbers_checked`: integers of 64 bits; with ``finite``,
+    floats finite too: a metric may be NaN or infinite); :class:`DamagedFileError` naming
+    ``path`` and the first bad key path otherwise. Nesting too deep for the parser and
+    integers too long to convert are refusals, not tracebacks."""
+    try:
+        value = json.loads(data, parse_int=parse_int)
+    except RecursionError:
+        raise DamagedFileError(path, "JSON nested too deeply to be specsweep's or Tune's") from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise DamagedFileError(path, f"not JSON ({first_line(err)[:200]})") from None
+    problems = numbers_checked(value, finite=finite)[0]
+    if problems:
+        raise DamagedFileError(path, f"a value no sweep writes: {problems[0][:300]}")
+    return value
+
+
+def read_json(run_dir: "RunLocation", relative: str, finite: bool = False) -> Any:
+    """:func:`parse_json` of :func:`read_bounded`."""
+    return parse_json(read_bounded(run_dir, relative), run_dir.child(relative), finite)
+
+
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message (the user sees one line, no traceback)."""
     text = str(err).strip() or type(err).__name__
@@ -321,9 +384,12 @@ def load_run(run_dir: Union[Path, str, RunLocation]) -> SweepSpec:
     if not run_dir.exists(SPEC_FILE):
         raise RunDirError(f"{run_dir} is not a specsweep run directory (no {SPEC_FILE})")
     try:
-        raw = yaml.safe_load(run_dir.read_bytes(SPEC_FILE).decode("utf-8"))
+        raw = yaml.load(read_bounded(run_dir, SPEC_FILE, MAX_SPEC_BYTES).decode("utf-8"), Loader=UniqueKeyLoader)
         if expanded_size(raw) > MAX_SPEC_VALUES:
             raise ValueError(f"it expands to more than {MAX_SPEC_VALUES:,} values")
+    except DamagedFileError as err:
+        raise RunDirError(f"{path} is damaged ({err.reason}); the trials' results are untouched: copy the sweep's "
+                          f"spec back to {path} (its path is in {run_dir.child(RUN_FILE)})") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise RunDirError(f"{path} is damaged ({reason}); the trials' results are untouched: "
@@ -339,18 +405,20 @@ def run_info(run_dir: RunLocation) -> Dict[str, Any]:
     """How the sweep in ``run_dir`` was started (``{"spec", "smoke", "created"}``);
     RunDirError naming the file when it is missing or damaged."""
     path = run_dir.child(RUN_FILE)
-    try:
-        if not run_dir.is_file(RUN_FILE):
-            raise FileNotFoundError(str(path))
-        info = json.loads(run_dir.read_bytes(RUN_FILE))
-    except FileNotFoundError:
+    if not run_dir.exists(RUN_FILE):
         raise RunDirError(f"{path} is missing; write {{\"smoke\": false}} (true if the run was a --smoke-test) "
-                          f"into it to resume") from None
-    except (OSError, ValueError) as err:
-        raise RunDirError(f"{path} is damaged ({err}); write {{\"smoke\": false}} (true if the run was a "
+                          f"into it to resume")
+    try:
+        info = read_json(run_dir, RUN_FILE, finite=True)
+    except DamagedFileError as err:
+        raise RunDirError(f"{path} is damaged ({err.reason}); write {{\"smoke\": false}} (true if the run was a "
                           f"--smoke-test) into it to resume") from None
     if not isinstance(info, dict):
         raise RunDirError(f"{path} is damaged (not a JSON object); write {{\"smoke\": false}} into it to resume")
+    packing = info.get("gpu_packing")
+    if packing is not None and not (isinstance(packing, list) and all(isinstance(row, dict) for row in packing)):
+        raise RunDirError(f"{path}: gpu_packing must be a list of mappings (what resources.gpus: auto chose), got "
+                          f"{str(packing)[:100]!r}; remove the key to measure anew on resume")
     # A resume with smoke set runs the smoke test's batch limits on a full run's trials.
     if not isinstance(info.get("smoke", False), bool):
         raise RunDirError(f"{path}: smoke must be true or false, got {info['smoke']!r}; write false (true if the run "

@@ -15,8 +15,9 @@ names without loading Ray.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, TypeVar
 
 from specsweep.registry import Registry
 
@@ -86,7 +87,43 @@ def fifo_scheduler(config: Any, max_t: int) -> "TrialScheduler":
     return FIFOScheduler()
 
 
+def checked_by(problems: Callable[[Any, int], List[str]]) -> Callable[[F], F]:
+    """Give a scheduler's builder a check of its spec section against the reports a trial
+    makes (``problems(config, max_t)``: one line per problem), run before Ray starts."""
+
+    def mark(builder: F) -> F:
+        builder.problems = problems  # type: ignore[attr-defined]
+        return builder
+
+    return mark
+
+
+def scheduler_problems(name: str, config: Any, max_t: int) -> List[str]:
+    """Problems of the ``scheduler`` section ``config`` of the scheduler registered as
+    ``name``, for trials that report ``max_t`` times."""
+    check = getattr(SCHEDULERS.get(name), "problems", None)
+    return check(config, max_t) if check is not None else []
+
+
+def _asha_problems(config: Any, max_t: int) -> List[str]:
+    epochs = max_t - 1
+    if config.grace_period > epochs:
+        # Ray asserts grace_period <= max_t; the last report is the test, after every epoch.
+        return [f"scheduler.grace_period: must be at most train.epochs ({epochs}): ASHA compares trials after "
+                f"grace_period epochs, got {config.grace_period}"]
+    # Ray's ASHA keeps one rung per power of reduction_factor up to max_t: a factor near 1
+    # makes millions of rungs (gigabytes in the driver), more than there are reports.
+    rungs = int(math.log(max_t / config.grace_period) / math.log(config.reduction_factor) + 1)
+    if rungs > max_t:
+        lowest = (max_t / config.grace_period) ** (1 / (max_t - 1)) if max_t > 1 else 2.0
+        return [f"scheduler.reduction_factor: {config.reduction_factor!r} makes {rungs:,} ASHA rungs between "
+                f"grace_period {config.grace_period} and {max_t} reports (train.epochs + 1), more rungs than reports; "
+                f"allowed: at least {math.ceil(lowest * 100) / 100:g}"]
+    return []
+
+
 @SCHEDULERS.register("asha")
+@checked_by(_asha_problems)
 def asha_scheduler(config: Any, max_t: int) -> "TrialScheduler":
     """Asynchronous successive halving: at each rung (``grace_period`` reports, then
     ``reduction_factor`` times as many) a trial outside the best ``1/reduction_factor``

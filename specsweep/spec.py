@@ -16,12 +16,13 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from specsweep.backbones import BACKBONES, backbone_param_names
-from specsweep.contract import STORED_RUN, Seed, WholeNumber, argument_problems, pydantic_problems
+from specsweep.contract import (MAX_INT_DIGITS, STORED_RUN, Seed, WholeNumber, argument_problems, numbers_checked, parse_int,
+                                pydantic_problems)
 from specsweep.data.datasets import DATASETS, dataset_param_names, dataset_task, describe_dataset
 from specsweep.frontends import FRONTENDS, frontend_setting, validate_frontend_config
 from specsweep.overrides import OverrideError, describe_settings, parse_setting, with_overrides
 from specsweep.recipes import RECIPES, apply_recipe
-from specsweep.search import SCHEDULERS, SEARCHERS, search_rules
+from specsweep.search import SCHEDULERS, SEARCHERS, scheduler_problems, search_rules
 from specsweep.tasks import TASKS, Task, get_task
 
 SECTIONS = ("data", "frontend", "backbone", "train")
@@ -132,6 +133,11 @@ class SchedulerConfig(_Strict):
     reduction_factor: float = Field(2.0, gt=1)
 
 
+# ray._private.ray_constants.MIN_RESOURCE_GRANULARITY (Ray 2.60), restated: validating a
+# spec does not load Ray.
+RAY_RESOURCE_STEP = 1e-4
+
+
 class ResourcesConfig(_Strict):
     """What each trial holds.
 
@@ -156,6 +162,16 @@ class ResourcesConfig(_Strict):
     def _whole_above_one(cls, v: Union[str, float]) -> Union[str, float]:
         if not isinstance(v, str) and v > 1 and v != int(v):
             raise ValueError(f"fractional GPUs must be at most 1 (e.g. 0.25 for four trials per GPU) or auto; got {v}")
+        return v
+
+    @field_validator("cpus", "gpus")
+    @classmethod
+    def _ray_granularity(cls, v: Union[str, float]) -> Union[str, float]:
+        # Ray counts resources in steps of its MIN_RESOURCE_GRANULARITY and refuses finer
+        # amounts with an internal error once the trials are requested.
+        steps = v / RAY_RESOURCE_STEP if not isinstance(v, str) else 0
+        if abs(steps - round(steps)) > 1e-6 and not STORED_RUN.get():
+            raise ValueError(f"Ray counts resources in steps of {RAY_RESOURCE_STEP:g}: must be a multiple of it, got {v!r}")
         return v
 
     @property
@@ -452,7 +468,7 @@ _pydantic_problems = pydantic_problems
 
 
 def _section_problems(section: str, config: Dict[str, Any], task: Optional[str],
-                      num_samples: Optional[int] = None) -> List[str]:
+                      num_samples: Optional[int] = None, data_rate: Optional[int] = None) -> List[str]:
     """Problems of one data/frontend/backbone config, each prefixed by its section; every
     value is checked against the contract of the component the config names."""
     name = config.get("name")
@@ -463,7 +479,7 @@ def _section_problems(section: str, config: Dict[str, Any], task: Optional[str],
         return [f"{section}.name: unknown {registry.kind} {name!r}; allowed: {', '.join(registry.names())}"]
     if section == "frontend":
         try:
-            validate_frontend_config(config, num_samples)
+            validate_frontend_config(config, num_samples, data_rate)
         except ValueError as err:
             return [f"frontend.{line}" if not line.startswith("frontend") else line for line in str(err).splitlines()]
         return []
@@ -520,9 +536,10 @@ def _config_problems(raw: Dict[str, Any], task: Optional[str]) -> List[str]:
             except ValueError as err:
                 problems.append(f"data: {err}")
     num_samples = described.nominal_samples if described else None
+    data_rate = described.sample_rate if described else None
     for section in ("frontend", "backbone"):
         if isinstance(raw.get(section), dict):
-            problems += _section_problems(section, raw[section], task, num_samples)
+            problems += _section_problems(section, raw[section], task, num_samples, data_rate)
     train = raw.get("train", {})
     if isinstance(train, dict):
         try:
@@ -580,6 +597,25 @@ def _sections(raw: Dict[str, Any]) -> Dict[str, Any]:
     return {"task": raw.get("task"), **{k: copy.deepcopy(raw.get(k, {})) for k in SECTIONS}}
 
 
+def _range_values(param: SearchParam) -> List[Any]:
+    """Values a sampled range gives trials that bound what it may be: both ends (randint
+    excludes its high), and for uniform and loguniform a fractional value inside, which a
+    field of whole numbers refuses.
+
+    Examples
+    --------
+    >>> _range_values(SearchParam(uniform=(1, 10))), _range_values(SearchParam(randint=(1, 10)))
+    ([1.0, 10.0, 5.5], [1, 9])
+    """
+    low, high = getattr(param, param.form)
+    if param.form == "randint":
+        return [low, high - 1]
+    inside = math.sqrt(low * high) if param.form == "loguniform" else low + (high - low) / 2
+    if inside.is_integer():
+        inside = math.nextafter(inside, high)
+    return [low, high, inside]
+
+
 def _check_space(raw: Dict[str, Any], task: Optional[str], base_problems: List[str]) -> List[str]:
     """Problems of ``search``: its keys, and each grid or choice value checked in the
     base config by the same contracts (a problem the base config has is not repeated)."""
@@ -604,9 +640,7 @@ def _check_space(raw: Dict[str, Any], task: Optional[str], base_problems: List[s
             continue
         values = param.values()
         if values is None:
-            # A sampled range: both ends are values trials can get (randint excludes its high).
-            low, high = getattr(param, param.form)
-            values = [low, high - 1 if param.form == "randint" else high]
+            values = _range_values(param)
         checked = set()
         for value in values:
             if repr(value) in checked:
@@ -618,7 +652,8 @@ def _check_space(raw: Dict[str, Any], task: Optional[str], base_problems: List[s
             except ValueError as err:
                 problems.append(f"{where}: {err}")
                 break
-            problems += [f"{where}: value {value!r}: {p}" for p in _config_problems(trial, task) if p not in known]
+            drawn = f" (a value {param.form} draws)" if param.form in ("uniform", "loguniform") and value == values[-1] else ""
+            problems += [f"{where}: value {value!r}{drawn}: {p}" for p in _config_problems(trial, task) if p not in known]
     seeds = raw.get("seeds")
     if not can.several_seeds and isinstance(seeds, list) and len(seeds) > 1:
         problems.append(f"seeds: {search.algorithm} samples one configuration per trial; give one seed (or run one "
@@ -635,6 +670,23 @@ def _check_space(raw: Dict[str, Any], task: Optional[str], base_problems: List[s
             problems.append(f"search.metric: {metric!r} is not reported by task {task}; "
                             f"allowed: {', '.join(sorted(allowed))}")
     return problems
+
+
+def _across_sections_problems(raw: Dict[str, Any]) -> List[str]:
+    """The scheduler's arguments against the reports of a trial (each epoch and the
+    test), and the W&B names against wandb's own rules (not for a stored run: checks
+    added since it started must not lock its results)."""
+    if STORED_RUN.get():
+        return []
+    try:
+        scheduler = SchedulerConfig.model_validate(raw.get("scheduler") or {})
+        train = TrainConfig.model_validate(raw.get("train") or {})
+        wandb = WandbConfig.model_validate(raw.get("wandb") or {})
+    except ValidationError:
+        return []  # reported by the spec's own validation
+    from specsweep.tracking import name_problems
+
+    return scheduler_problems(scheduler.name, scheduler, train.epochs + 1) + name_problems(wandb.project, wandb.tags)
 
 
 def _smoke_problems(raw: Dict[str, Any], base_problems: List[str]) -> List[str]:
@@ -674,7 +726,13 @@ def spec_problems(raw: Any, check_smoke: bool = True) -> List[str]:
     """
     if not isinstance(raw, dict):
         return ["(top level): a spec must be a YAML mapping"]
-    problems = []
+    # Keys and numbers first: every later check (and its message) may compare, convert or
+    # print a value, which a non-string key or a 5,000-digit integer breaks. The others
+    # check what is left; their lines about a value taken out would repeat these.
+    problems, raw, taken = numbers_checked(raw)
+    if problems:
+        return problems + [p for p in spec_problems(raw, check_smoke)
+                           if not any(p.startswith((f"{path}:", f"{path}.")) or f" {path}:" in p for path in taken)]
     try:
         SweepSpec.model_validate(raw)
     except ValidationError as err:
@@ -685,6 +743,7 @@ def spec_problems(raw: Any, check_smoke: bool = True) -> List[str]:
     filled = apply_recipe(raw)
     problems += _config_problems(filled, task)
     problems += _check_space(filled, task, problems)
+    problems += _across_sections_problems(filled)
     if check_smoke:
         problems += _smoke_problems(raw, problems)
     return list(dict.fromkeys(problems))
@@ -715,10 +774,23 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
+        """An int, or an :class:`~specsweep.contract.OversizedInt` the spec check names
+        (Python refuses to convert more than 4,300 digits, with a traceback)."""
+        text = str(self.construct_scalar(node))
+        if len(text) > MAX_INT_DIGITS and text.lstrip("+-").replace("_", "").isdigit():
+            return parse_int(text)
+        return super().construct_yaml_int(node)
+
+
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", UniqueKeyLoader.construct_yaml_int)
+
 
 # Far above any real spec (the paper's hold about a hundred values), far below what
 # exhausts memory when YAML aliases nest ("billion laughs").
 MAX_SPEC_VALUES = 100_000
+# Far above any real spec file (the paper's are about 2 KB); a larger file is not read.
+MAX_SPEC_BYTES = 4 * 2**20
 
 
 def expanded_size(value: Any) -> int:
@@ -758,7 +830,12 @@ def load_spec(path: Union[str, Path], smoke: bool = False, overrides: Sequence[s
         raise SpecError(str(path), [f"file not found: {path}" if not path.exists() else
                                     "not a regular file (a spec is a YAML file)"])
     try:
-        raw = yaml.load(path.read_bytes().decode("utf-8"), Loader=UniqueKeyLoader)
+        size_on_disk = path.stat().st_size
+        if size_on_disk > MAX_SPEC_BYTES:
+            raise SpecError(str(path), [f"{size_on_disk:,} bytes: more than a spec may hold ({MAX_SPEC_BYTES:,} bytes); "
+                                        f"a spec is a YAML file of a few KB"])
+        with path.open("rb") as stream:
+            raw = yaml.load(stream.read(MAX_SPEC_BYTES + 1).decode("utf-8"), Loader=UniqueKeyLoader)
         size = expanded_size(raw)
     except OSError as err:
         raise SpecError(str(path), [f"cannot read the file: {err.strerror}"]) from None
@@ -782,7 +859,7 @@ def _overridden(raw: Any, overrides: Sequence[str], source: str) -> Any:
     """``raw`` with the ``--set`` arguments applied (a spec that is no mapping is left for
     validation to name)."""
     try:
-        parsed = [parse_setting(setting) for setting in overrides]
+        parsed = [parse_setting(setting, UniqueKeyLoader) for setting in overrides]
         return with_overrides(raw, parsed) if isinstance(raw, dict) else raw
     except OverrideError as err:
         raise SpecError(source, [str(err)]) from None

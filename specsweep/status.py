@@ -3,13 +3,13 @@ it was killed (from Tune's experiment state and each trial's ``result.json``).""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from specsweep.rundir import (ERROR_FILE, EXPERIMENT_STATE, RESULT_FILE, TRIALS, RunDirError, RunLocation, load_run,
+from specsweep.rundir import (ERROR_FILE, EXPERIMENT_STATE, RESULT_FILE, TRIALS, DamagedFileError, RunDirError,
+                              MAX_READ_BYTES, RunLocation, load_run, parse_json, read_bounded, read_json,
                               trial_id_of)
 from specsweep.spec import SweepSpec, swept_values
 
@@ -18,6 +18,8 @@ STATUSES = ("PENDING", "RUNNING", "TERMINATED", "ERROR")
 # again after this many seconds before it counts as damaged.
 _REWRITE_WAIT_S = 0.5
 _READ_FROM_TRIALS = f"trial states are read from each trial's {RESULT_FILE} and {ERROR_FILE} instead"
+# Tune's other record of a trial's results, which its analysis reads when result.json is missing.
+PROGRESS_FILE = "progress.csv"
 
 
 class DamagedRunError(RunDirError):
@@ -33,47 +35,97 @@ def _results(run_dir: RunLocation, trial_dir: str, damaged: Optional[List[str]] 
     """The rows of the ``result.json`` in ``run_dir``'s folder ``trial_dir``; unreadable
     lines other than the last are named in ``damaged``."""
     relative = f"{trial_dir}/{RESULT_FILE}"
-    if not run_dir.is_file(relative):
+    if not run_dir.exists(relative):
         return []
     path = run_dir.child(relative)
-    lines = run_dir.read_bytes(relative).splitlines()
+    try:
+        lines = read_bounded(run_dir, relative).splitlines()
+    except DamagedFileError as err:
+        if damaged is not None and not any(line.startswith(f"{path}:") for line in damaged):
+            damaged.append(f"{err}; its results are not read")
+        return []
     rows, bad = [], []
     for i, line in enumerate(lines):
         try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            # The last line may be the one being written when the sweep was killed.
-            if i < len(lines) - 1:
+            row = parse_json(line, path)
+        except DamagedFileError as err:
+            # The last line may be the one being written when the sweep was killed; a whole
+            # line with a value no sweep writes is damage wherever it is.
+            if i < len(lines) - 1 or not err.reason.startswith("not JSON"):
                 bad.append(i + 1)
             continue
-        if isinstance(row, dict):
+        if isinstance(row, dict) and trial_config_problem(row.get("config", {})) is None:
             rows.append(row)
+        elif isinstance(row, dict) or i < len(lines) - 1:
+            bad.append(i + 1)
     if bad and damaged is not None:
         damaged.append(f"{path}: line{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} of {len(lines)} "
-                       f"are not JSON results; the other lines still count")
+                       f"are not results a sweep writes (not JSON, or values and configs no sweep writes); the other lines still count")
     return rows
 
 
 def _experiment_state_damage(run_dir: RunLocation) -> List[str]:
-    """Tune's experiment state files that are not JSON (e.g. truncated)."""
+    """Tune's experiment state files that are not JSON (e.g. truncated) or hold what Tune
+    would fail on (nesting, integers or trial records no sweep writes)."""
     damaged = []
     for relative in run_dir.glob(EXPERIMENT_STATE):
-        if _is_json(run_dir, relative):
+        if _state_problem(run_dir, relative) is None:
             continue
         # A running sweep rewrites its state file; read mid-write, it is read again once.
         time.sleep(_REWRITE_WAIT_S)
-        if not _is_json(run_dir, relative):
-            damaged.append(f"{run_dir.child(relative)}: Tune's experiment state is truncated or not JSON; "
-                           f"{_READ_FROM_TRIALS}")
+        problem = _state_problem(run_dir, relative)
+        if problem is not None:
+            damaged.append(f"{problem}; Tune's experiment state is not read; {_READ_FROM_TRIALS}")
     return damaged
 
 
-def _is_json(run_dir: RunLocation, relative: str) -> bool:
+def _state_problem(run_dir: RunLocation, relative: str) -> Optional[str]:
+    """Why Tune's experiment state ``relative`` cannot be read, or None. Each trial's
+    record in it is JSON inside a JSON string, checked as well."""
+    path = run_dir.child(relative)
     try:
-        json.loads(run_dir.read_bytes(relative))
-    except (json.JSONDecodeError, UnicodeDecodeError, FileNotFoundError):
-        return False
-    return True
+        state = read_json(run_dir, relative)
+        records = state.get("trial_data", []) if isinstance(state, dict) else None
+        if not isinstance(records, list):
+            raise DamagedFileError(path, "not Tune's experiment state (no list of trials)")
+        for record in records:
+            if not (isinstance(record, list) and all(isinstance(part, str) for part in record)):
+                raise DamagedFileError(path, "a trial record that is not Tune's (JSON strings)")
+            trial = parse_json(record[0], path) if record else None
+            for part in record[1:]:
+                parse_json(part, path)
+            problem = trial_config_problem(trial.get("config", {})) if isinstance(trial, dict) else "not a trial"
+            if problem:
+                raise DamagedFileError(path, f"a trial record no sweep writes ({problem})")
+    except DamagedFileError as err:
+        return str(err)
+    return None
+
+
+def _oversized_results(run_dir: RunLocation) -> List[str]:
+    """Trials' result files larger than specsweep reads back (Tune would read them whole)."""
+    damaged = []
+    for relative in run_dir.glob(f"{TRIALS}/{RESULT_FILE}") + run_dir.glob(f"{TRIALS}/{PROGRESS_FILE}"):
+        size = run_dir._info(relative).size
+        if size is not None and size > MAX_READ_BYTES:
+            damaged.append(f"{run_dir.child(relative)}: {size:,} bytes, more than specsweep reads back "
+                           f"({MAX_READ_BYTES:,} bytes); not a file a sweep writes; {_READ_FROM_TRIALS}")
+    return damaged
+
+
+def trial_config_problem(config: Any) -> Optional[str]:
+    """What makes ``config`` (a trial's config read back) unlike any a sweep writes, or
+    None: a mapping whose ``data``, ``frontend``, ``backbone`` and ``train`` are mappings
+    and whose ``seed`` is a whole number, when present."""
+    if not isinstance(config, dict):
+        return f"the trial config is a {type(config).__name__}, not a mapping"
+    for section in ("data", "frontend", "backbone", "train"):
+        if not isinstance(config.get(section, {}), dict):
+            return f"the trial config's {section} is a {type(config[section]).__name__}, not a mapping"
+    seed = config.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        return f"the trial config's seed is {seed!r}, not a whole number"
+    return None
 
 
 def _trials_from_results(run_dir: RunLocation, metric: str, mode: str, damaged: List[str]) -> List[Dict[str, Any]]:
@@ -82,11 +134,10 @@ def _trials_from_results(run_dir: RunLocation, metric: str, mode: str, damaged: 
     for trial_dir in run_dir.glob(TRIALS):
         rows = _results(run_dir, trial_dir, damaged)
         status = "ERROR" if run_dir.is_file(f"{trial_dir}/{ERROR_FILE}") else _live_status("PENDING", rows, metric)
-        config = rows[-1].get("config", {}) if rows else {}
         trials.append({
             "id": trial_id_of(trial_dir),
             "status": status,
-            "config": config if isinstance(config, dict) else {},
+            "config": rows[-1].get("config", {}) if rows else {},
             "metrics": trial_metrics(rows, metric, mode),
             "error": _error(run_dir, trial_dir) if status == "ERROR" else None,
         })
@@ -112,8 +163,11 @@ def _error(run_dir: RunLocation, trial_dir: str) -> Optional[str]:
     relative = f"{trial_dir}/{ERROR_FILE}"
     if not run_dir.is_file(relative):
         return None
-    lines = [line for line in run_dir.read_bytes(relative).decode(errors="replace").strip().splitlines()
-             if line.strip()]
+    try:
+        text = read_bounded(run_dir, relative).decode(errors="replace")
+    except DamagedFileError as err:
+        return str(err)
+    lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else None
 
 
@@ -142,7 +196,9 @@ def read_trials(run_dir: Union[Path, str, RunLocation], metric: Optional[str] = 
             return []
         damaged = [f"{run_dir}: Tune's experiment state ({EXPERIMENT_STATE}) is missing; {_READ_FROM_TRIALS}"]
     else:
-        damaged = _experiment_state_damage(run_dir)
+        # Tune's analysis reads every trial's results whole: one too large to read back is
+        # named and the trials are read from their own files, which skip it.
+        damaged = _experiment_state_damage(run_dir) + _oversized_results(run_dir)
     if damaged:
         trials = _trials_from_results(run_dir, metric, mode, damaged)
     else:
@@ -211,10 +267,11 @@ def last_result(run_dir: RunLocation, trial_dir: str) -> Dict[str, Any]:
     """The latest row of the ``result.json`` in ``run_dir``'s folder ``trial_dir``; ``{}``
     when there is none or it cannot be read."""
     try:
-        lines = run_dir.read_text(f"{trial_dir}/{RESULT_FILE}").splitlines()
-        return json.loads(lines[-1]) if lines else {}
-    except (OSError, ValueError):
+        lines = read_bounded(run_dir, f"{trial_dir}/{RESULT_FILE}").splitlines()
+        row = parse_json(lines[-1], run_dir.child(f"{trial_dir}/{RESULT_FILE}")) if lines else {}
+    except DamagedFileError:
         return {}
+    return row if isinstance(row, dict) and trial_config_problem(row.get("config", {})) is None else {}
 
 
 def summary_rows(trials: List[Dict[str, Any]], spec: SweepSpec) -> List[Dict[str, Any]]:

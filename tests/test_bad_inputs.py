@@ -51,6 +51,23 @@ def _with(**changes: Any) -> Dict[str, Any]:
     return spec
 
 
+def _with_key(section: str, key: Any) -> Dict[str, Any]:
+    """BASE with a (non-string) ``key`` in mapping ``section`` (dotted)."""
+    spec = copy.deepcopy(BASE)
+    node = spec
+    for part in section.split("."):
+        node = node.setdefault(part, {})
+    node[key] = 1
+    return spec
+
+
+# More combinations of model-sizing grid values than the memory check combines (4,096):
+# each value passes alone, n_fft 256 with n_mels 200 does not.
+_MANY_COMBINATIONS = {"frontend.n_fft": {"grid": [480, 256]}, "frontend.n_mels": {"grid": [40, 200]},
+                      "backbone.dropout": {"grid": [0.1, 0.2, 0.3, 0.4, 0.45]},
+                      "backbone.width": {"grid": [1, 1.5, 2, 2.5, 3]}, "data.seed": {"grid": list(range(50))}}
+
+
 def _grid(n_keys: int, n_values: int) -> Dict[str, Any]:
     keys = ["train.lr", "train.weight_decay", "train.momentum", "train.warmup_epochs", "train.epochs",
             "train.batch_size", "backbone.dropout"][:n_keys]
@@ -139,6 +156,48 @@ SPEC_CASES: List[tuple] = [
     ("cpus-beyond-machine", _with(resources__cpus=4096), [], "resources.cpus: a trial asks for 4096 CPUs"),
     ("cpus-beyond-num-cpus", _with(resources__cpus=2), ["--num-cpus", "1"], "resources.cpus"),
     ("gpus-beyond-machine", _with(resources__gpus=64), [], "resources.gpus: a trial asks for 64 GPUs"),
+    # One rule for keys and numbers, whatever component a value reaches.
+    ("key-true-in-frontend", _with_key("frontend", True), [], "frontend: the key true is not a string"),
+    ("key-1-in-backbone", _with_key("backbone", 1), [], "backbone: the key 1 is not a string"),
+    ("key-null-in-data", _with_key("data", None), [], "data: the key null is not a string"),
+    ("key-true-in-class-weights", _with_key("train.class_weights", True), [],
+     "train.class_weights: the key true is not a string"),
+    ("power-nan", _with(frontend__power=float("nan")), [], "frontend.power: must be a finite number, got nan"),
+    ("sample-rate-inf", _with(frontend__sample_rate=float("inf")), [], "frontend.sample_rate: must be a finite number"),
+    ("window-parameter-nan", _with(frontend__window=["kaiser", float("nan")]), [], "frontend.window.1: must be a finite"),
+    ("fastaudio-amin-nan", _with(frontend={"name": "fastaudio", "amin": float("nan")}), [], "frontend.amin: must be a finite"),
+    ("fastaudio-change-factor-inf", _with(frontend={"name": "fastaudio", "param_change_factor": float("-inf")}), [],
+     "frontend.param_change_factor: must be a finite"),
+    ("stft-eps-beyond-float32", _with(frontend__trainable_stft_eps=1e300), [],
+     "frontend.trainable_stft_eps: must be within float32 range"),
+    ("lr-beyond-float32", _with(train__lr=1e300), [], "train.lr: must be within float32 range"),
+    ("seed-beyond-64-bits", _with(data__seed=2**70), [], "data.seed: must be a whole number of at most 64 bits"),
+    # Sense across keys.
+    ("hop-above-n-fft", _with(frontend__hop_length=20000), [], "frontend.hop_length: must be at most n_fft (480)"),
+    ("sample-rate-not-the-datasets", _with(frontend__sample_rate=8000), [],
+     "frontend.sample_rate: must be the dataset's, 16000 Hz"),
+    ("mask-every-bin", _with(frontend__mask_bins=[[0, 100], [100, 241]]), [],
+     "frontend.mask_bins: [[0, 100], [100, 241]] masks every one of the 241 STFT bins"),
+    ("grace-above-epochs", _with(scheduler={"name": "asha", "grace_period": 50}, train__epochs=3), [],
+     "scheduler.grace_period: must be at most train.epochs (3)"),
+    ("reduction-factor-near-one", _with(scheduler={"name": "asha", "reduction_factor": 1.0000001}), [],
+     "scheduler.reduction_factor: 1.0000001 makes 25,649,495 ASHA rungs"),
+    ("randint-beyond-64-bits", _with(search={"algorithm": "random", "space": {"data.seed": {"randint": [0, 2**70]}}}), [],
+     "search.space.data.seed.randint.1: must be a whole number of at most 64 bits"),
+    ("randint-beyond-field", _with(search={"algorithm": "random", "space": {"data.seed": {"randint": [0, 2**40]}}}), [],
+     "search.space.data.seed: value 1099511627775: data.seed: must be less than or equal to 4294967295"),
+    ("uniform-over-whole-number", _with(search={"algorithm": "random", "space": {"train.epochs": {"uniform": [1, 10]}}}),
+     [], "search.space.train.epochs: value 5.5 (a value uniform draws): train.epochs: must be a valid integer"),
+    ("grid-bad-among-many-combinations", _with(search__space=_MANY_COMBINATIONS), ["--max-trials", "10000"],
+     "search.space: trials with frontend.n_fft=256, frontend.n_mels=200"),
+    ("wandb-project-slash", _with(wandb={"project": "a/b"}), [], "wandb.project: wandb refuses it: Invalid project name"),
+    ("wandb-project-129", _with(wandb={"project": "p" * 129}), [], "exceeded 128 characters"),
+    ("wandb-tag-empty", _with(wandb={"tags": ["ok", ""]}), [], "wandb.tags.1: wandb refuses '': Tag at index 0 is empty"),
+    ("wandb-tag-65", _with(wandb={"tags": ["t" * 65]}), [], "wandb.tags.0: wandb refuses"),
+    ("bcresnet-million-blocks", _with(backbone__blocks=[10**6, 1, 1, 1]), [], "memory: a trial"),
+    ("lstm-10-to-the-12-layers", _with(task="asr", data={"name": "embedded_phonemes"}, smoke={},
+                                      backbone={"name": "simple", "num_layers": 10**12}), [], "memory: a trial"),
+    ("cpus-below-ray-step", _with(resources__cpus=1e-5), [], "resources.cpus: Ray counts resources in steps of 0.0001"),
     ("name-flag-dotdot", BASE, ["--name", "../escape"], "--name '../escape'"),
     ("name-flag-absolute", BASE, ["--name", "/tmp/escape"], "--name '/tmp/escape'"),
     ("name-flag-dot", BASE, ["--name", "."], "--name '.'"),
@@ -270,8 +329,40 @@ def _smoke_word_resume(ws: Dict[str, Path]) -> List[str]:
     return ["resume", str(run_dir)]
 
 
+_DIGITS = "1" * 5000
+
+
+def _sparse_spec(ws: Dict[str, Path]) -> List[str]:
+    with ws["spec"].open("wb") as spec:
+        spec.truncate(6 * GIB)
+    return ["inspect", str(ws["spec"])]
+
+
+def _cache_env(name: str) -> Callable[[Dict[str, Path]], List[str]]:
+    """``data prepare`` and ``run`` with SPECSWEEP_CACHE at ``name`` in the temp folder
+    (``loop``: two symlinks naming each other)."""
+    def setup(ws: Dict[str, Path]) -> List[str]:
+        cache = ws["tmp"] / name
+        if name == "loop":
+            os.symlink(ws["tmp"] / "loop2", cache)
+            os.symlink(cache, ws["tmp"] / "loop2")
+        os.environ["SPECSWEEP_CACHE"] = str(cache)  # restored by the test's monkeypatch
+        return ["data", "prepare", "embedded_kws"]
+    return setup
+
+
 # (case id, setup returning argv, text the message must contain)
 COMMAND_CASES = [
+    ("int-of-5000-digits", _text(yaml.safe_dump(BASE).replace("n_mels: 40", f"n_mels: {_DIGITS}")),
+     "frontend.n_mels: must be a whole number of at most 64 bits (|n| <= 9223372036854775807), got an integer of 5,000 "
+     "digits"),
+    ("spec-sparse-6-gib", _sparse_spec, "6,442,450,944 bytes: more than a spec may hold"),
+    ("address-port-21-digits", lambda ws: ["run", "x.yaml", "--address", "127.0.0.1:100000000000000000000"],
+     "port must be a number in 1-65535, got '100000000000000000000'"),
+    ("cache-name-300", _cache_env("c" * 300), "File name too long"),
+    ("cache-symlink-loop", _cache_env("loop"), "loop"),
+    ("prepare-set-5000-digits", lambda ws: ["data", "prepare", "embedded_kws", "--set", f"seed={_DIGITS}"],
+     "--set seed: must be a whole number of at most 64 bits"),
     ("binary-spec", _binary, "not a text file"),
     ("yaml-error", _text("name: [unclosed\n"), "not valid YAML"),
     ("spec-is-list", _text("- 1\n- 2\n"), "(top level): a spec must be a YAML mapping"),
@@ -323,9 +414,19 @@ COMMAND_CASES = [
 @pytest.mark.parametrize("setup, message", [c[1:] for c in COMMAND_CASES], ids=[c[0] for c in COMMAND_CASES])
 def test_bad_file_flag_or_run_directory_is_refused(setup, message, workspace, capsys, monkeypatch):
     monkeypatch.chdir(workspace["tmp"])
+    monkeypatch.setenv("SPECSWEEP_CACHE", os.environ.get("SPECSWEEP_CACHE", str(workspace["tmp"] / "cache")))
     argv = setup(workspace)
     printed = _refused(argv, capsys, workspace["tmp"])
     assert message in printed
+
+
+def test_a_bad_ray_address_in_the_environment_is_named(workspace, capsys, monkeypatch):
+    """RAY_ADDRESS is checked as --address is (a 21-digit port reached the socket layer)."""
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:100000000000000000000")
+    workspace["spec"].write_text(yaml.safe_dump(BASE))
+    printed = _refused(["run", str(workspace["spec"]), "--storage", str(workspace["storage"])], capsys,
+                       workspace["tmp"])
+    assert "RAY_ADDRESS: port must be a number in 1-65535" in printed
 
 
 @pytest.mark.parametrize("value", ["abc", "nan", "-1", "0", "inf"])

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import resource
 import shutil
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Any, Callable, Dict
 
 import pytest
+import torch
 import yaml
 
 from specsweep.cli import main
@@ -76,7 +79,59 @@ def _remove_result(run_dir: Path) -> Path:
     return trial / "result.json"
 
 
+def _first_result_line(change: Callable[[str], str]) -> Callable[[Path], Path]:
+    """Damage that rewrites the first row of a trial's result.json with ``change``."""
+    def damage(run_dir: Path) -> Path:
+        path = next(run_dir.glob("trial_*/result.json"))
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join([change(lines[0]), *lines[1:]]) + "\n")
+        return path
+    return damage
+
+
+_DEEP = "[" * 100_000 + "]" * 100_000
+_DIGITS = "1" * 5000
+
+
+def _row(**changes: Any) -> Callable[[str], str]:
+    return lambda line: json.dumps({**json.loads(line), **changes})
+
+
+def _state_trial(change: Callable[[Dict[str, Any]], None]) -> Callable[[Path], Path]:
+    """Damage to the first trial's record in Tune's experiment state (JSON in a JSON string)."""
+    def damage(run_dir: Path) -> Path:
+        path = next(run_dir.glob("experiment_state-*.json"))
+        state = json.loads(path.read_text())
+        trial = json.loads(state["trial_data"][0][0])
+        change(trial)
+        state["trial_data"][0][0] = json.dumps(trial).replace('"_big_": 0', f'"_big_": {_DIGITS}')
+        path.write_text(json.dumps(state))
+        return path
+    return damage
+
+
+def _rewrite(pattern: str, write: Callable[[Path], Any]) -> Callable[[Path], Path]:
+    """Damage that ``write``s the first file matching ``pattern``."""
+    def damage(run_dir: Path) -> Path:
+        path = next(run_dir.glob(pattern))
+        write(path)
+        return path
+    return damage
+
+
 DAMAGE: Dict[str, Callable[[Path], Path]] = {
+    "result-nested-100000-deep": _first_result_line(lambda line: _DEEP),
+    "result-integer-of-5000-digits": _first_result_line(
+        lambda line: line.replace('"training_iteration": 1', f'"training_iteration": {_DIGITS}', 1)),
+    "result-metric-too-large-for-a-float": _first_result_line(
+        lambda line: line.replace('"val_acc": ', f'"val_acc": {"9" * 400}, "was": ', 1)),
+    "result-config-a-string": _first_result_line(_row(config="abc")),
+    "result-config-section-a-number": _first_result_line(
+        lambda line: _row(config={**json.loads(line)["config"], "frontend": 5})(line)),
+    "result-sparse-6-gib": _rewrite("trial_*/result.json", lambda path: os.truncate(path, 6 * 2**30)),
+    "state-nested-100000-deep": _rewrite("experiment_state-*.json", lambda path: path.write_text(_DEEP)),
+    "state-integer-of-5000-digits": _state_trial(lambda trial: trial.update(_big_=0)),
+    "state-config-a-list": _state_trial(lambda trial: trial.update(config=[1, 2])),
     "empty-result": _empty_result,
     "result-missing": _remove_result,
     "truncated-experiment-state": _truncate_state,
@@ -88,8 +143,9 @@ DAMAGE: Dict[str, Callable[[Path], Path]] = {
 
 
 def _digest(run_dir: Path) -> Dict[str, str]:
-    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    # A file past a GiB (a sparse one) by its size and time: reading it is what is tested against.
+    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest() if p.stat().st_size < 2**30
+            else f"{p.stat().st_size} {p.stat().st_mtime_ns}" for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
@@ -98,6 +154,7 @@ def test_damaged_run_is_named_and_left_as_it_was(damage, finished_run, tmp_path,
     shutil.copytree(finished_run, run_dir)
     damaged = DAMAGE[damage](run_dir)
     before = _digest(run_dir)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     for command in (["status", str(run_dir)], ["status", str(run_dir), "--json"], ["resume", str(run_dir)],
                     ["report", str(run_dir), "--out", str(tmp_path / "report")]):
         code = main(command)
@@ -107,6 +164,8 @@ def test_damaged_run_is_named_and_left_as_it_was(damage, finished_run, tmp_path,
         assert "Traceback" not in out + err
         assert _digest(run_dir) == before, f"{command[0]} changed the damaged run"
     assert not (tmp_path / "report").exists()
+    # Nothing is read whole (a sparse 6 GiB result.json included).
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - peak < 2**30
 
 
 def test_status_of_a_damaged_state_still_lists_the_trials(finished_run, tmp_path, capsys):
@@ -133,21 +192,60 @@ def test_report_names_a_damaged_checkpoint_after_writing_the_tables(finished_run
     assert (tmp_path / "report" / "report.md").is_file()
 
 
-def test_resume_names_a_damaged_tuner_pickle(finished_run, tmp_path, capsys):
+@pytest.mark.parametrize("content", [b"garbage\n" * 4, b""], ids=["garbage", "empty"])
+def test_resume_names_a_damaged_tuner_pickle(content, finished_run, tmp_path, capsys):
     """A run with a trial still to come (a second seed added to its spec) whose Tune
-    tuner.pkl holds garbage: resume names Tune's state, exits 2, and writes nothing."""
+    tuner.pkl holds garbage or nothing: resume names Tune's state, exits 2, and writes
+    nothing."""
     run_dir = tmp_path / "copy"
     shutil.copytree(finished_run, run_dir)
     spec = yaml.safe_load((run_dir / SPEC_FILE).read_text())
     spec["seeds"] = [1, 2]
     (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec))
-    (run_dir / "tuner.pkl").write_bytes(b"garbage\n" * 4)
+    (run_dir / "tuner.pkl").write_bytes(content)
     before = _digest(run_dir)
     code = main(["resume", str(run_dir)])
     out, err = capsys.readouterr()
     assert code == 2, (out, err)
     assert f"{run_dir}: Tune's saved state cannot be read" in err and "Traceback" not in out + err
+    assert str(run_dir / "tuner.pkl") in err
     assert _digest(run_dir) == before
+
+
+@pytest.mark.parametrize("content, reason", [
+    (_DEEP, "JSON nested too deeply"),
+    (f'{{"smoke": false, "created": {_DIGITS}}}', "created: must be a whole number of at most 64 bits"),
+    ('{"smoke": false, "gpu_packing": "all"}', "gpu_packing must be a list of mappings"),
+], ids=["nested-100000-deep", "integer-of-5000-digits", "gpu-packing-a-string"])
+def test_resume_names_a_damaged_run_file(content, reason, finished_run, tmp_path, capsys):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run, run_dir)
+    (run_dir / "specsweep-run.json").write_text(content)
+    before = _digest(run_dir)
+    assert main(["resume", str(run_dir)]) == 2
+    out, err = capsys.readouterr()
+    assert str(run_dir / "specsweep-run.json") in err and reason in err and "Traceback" not in out + err
+    assert _digest(run_dir) == before
+
+
+def test_report_names_a_checkpoint_that_is_a_list(finished_run, tmp_path, capsys):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run, run_dir)
+    checkpoint = sorted(run_dir.glob("trial_*/checkpoint_*/checkpoint.ckpt"))[-1]
+    torch.save([1, 2, 3], checkpoint)
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "report")]) == 2
+    out, err = capsys.readouterr()
+    assert f"{checkpoint} is damaged (a list, not a Lightning checkpoint)" in err and "Traceback" not in out + err
+
+
+def test_report_names_a_folder_where_report_md_belongs(finished_run, tmp_path, capsys):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run, run_dir)
+    (run_dir / "report" / "report.md").mkdir(parents=True)
+    assert main(["report", str(run_dir)]) == 2
+    out, err = capsys.readouterr()
+    assert f"{run_dir / 'report' / 'report.md'} is not a file" in err and "Traceback" not in out + err
+    assert sorted(p.name for p in (run_dir / "report").iterdir()) == ["report.md"]
 
 
 def test_resume_refuses_an_unfinished_trials_damaged_checkpoint(finished_run, tmp_path):

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from specsweep.cli import main
 from specsweep.spec import SpecError, expand_trials, load_spec, num_trials, smoke_spec, validate_spec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from specsweep.cli import main
 from specsweep.launcher import run_sweep

@@ -93,6 +93,11 @@ class BCResBlock(nn.Module):
         return torch.relu(out)
 
 
+# Channels past which a footprint is not counted on the meta device: the head's 1x1
+# convolution alone then holds over 2**40 parameters.
+_MAX_CHANNELS = 2**20
+
+
 class BCResNet(nn.Module):
     """BC-ResNet on a log-spectrogram ``(batch, bins, frames)``.
 
@@ -226,6 +231,23 @@ class BCResNet(nn.Module):
         True
         True
         """
+        stem_ch, *stage_ch, head_ch = [max(1, round(c * width)) for c in cls.base_channels]
+        if max(stem_ch, *stage_ch, head_ch) > _MAX_CHANNELS:
+            # The head's 1x1 convolution alone: a lower bound that is refused as too large
+            # (the meta device cannot size tensors past 64-bit element counts).
+            return Footprint({"backbone": stage_ch[-1] * head_ch}, frozen=0, activations=stage_ch[-1] * head_ch)
+        if any(n > 2 for n in blocks):
+            # Blocks after a stage's first are alike (same channels, frequency, stride 1):
+            # sizes grow by the second block's, counted from networks of at most 2 blocks
+            # per stage (a million blocks are counted, never built).
+            ones = cls.footprint(input_shape, num_outputs, head, width, (1, 1, 1, 1), subbands, **options)
+            total = {"params": ones.trainable["backbone"], "activations": ones.activations}
+            for stage, n in enumerate(blocks):
+                two = cls.footprint(input_shape, num_outputs, head, width,
+                                    tuple(2 if s == stage else 1 for s in range(4)), subbands, **options)
+                total["params"] += (n - 1) * (two.trainable["backbone"] - ones.trainable["backbone"])
+                total["activations"] += (n - 1) * (two.activations - ones.activations)
+            return Footprint({"backbone": total["params"]}, frozen=0, activations=total["activations"])
         with torch.device("meta"):
             net = cls(input_shape, num_outputs, head, width, blocks, subbands=subbands, **options)
         params = sum(p.numel() for p in net.parameters())

@@ -62,10 +62,12 @@ class SimpleModel(nn.Module):
         bins, frames = input_shape
         if head == "utterance":
             return Footprint({"backbone": (bins * frames + 1) * num_outputs}, activations=num_outputs)
-        params = (2 * hidden_size + 1) * num_outputs
-        for layer in range(num_layers):
-            inputs = bins if layer == 0 else 2 * hidden_size
-            params += 2 * (4 * hidden_size * (inputs + hidden_size) + 8 * hidden_size)
+        # Per direction and layer: 4 gates over inputs and hidden state, two biases each;
+        # layers after the first read both directions (closed form: num_layers may be huge).
+        def layer(inputs: int) -> int:
+            return 2 * (4 * hidden_size * (inputs + hidden_size) + 8 * hidden_size)
+
+        params = (2 * hidden_size + 1) * num_outputs + layer(bins) + (num_layers - 1) * layer(2 * hidden_size)
         # Gates, cell and hidden states of both directions per frame and layer.
         return Footprint({"backbone": params}, activations=frames * num_layers * 2 * 6 * hidden_size)
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Callable, Dict, List, Literal, Optional, Type
 
 from pydantic import Field
 
-from specsweep.contract import PositiveInt, Seed
+from specsweep.contract import Seed
 from specsweep.data import speechcommands
 from specsweep.data.cache import CachedAudio, ClipSource, build_cache, default_cache_root
 from specsweep.registry import Registry
@@ -311,9 +311,11 @@ def prepare_dataset(config: Dict[str, Any]) -> PreparedData:
     kwargs = {k: v for k, v in config.items() if k != "name"}
     try:
         return DATASETS.build(config["name"], **kwargs)
-    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
+    except OSError as err:
+        if err.filename is None:
+            raise
         # A file where a folder belongs (SPECSWEEP_CACHE, data.cache_dir or a dataset root),
-        # or a folder that cannot be written.
+        # a folder that cannot be written, a name too long, a symlink loop.
         raise DatasetConfigError(f"data ({config['name']}): {err.strerror or err}: {err.filename!r} (the dataset cache "
                                  f"is SPECSWEEP_CACHE or data.cache_dir, default ~/.cache/specsweep: a folder this user "
                                  f"can write)") from None

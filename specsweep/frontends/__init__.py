@@ -123,7 +123,8 @@ def frontend_argument(config: Mapping[str, Any], name: str) -> Any:
     return constructor_parameters(_frontend_class(config))[name].default
 
 
-def validate_frontend_config(config: Mapping[str, Any], num_samples: Optional[int] = None) -> None:
+def validate_frontend_config(config: Mapping[str, Any], num_samples: Optional[int] = None,
+                             data_rate: Optional[int] = None) -> None:
     """Raise ValueError with one line per problem of a front-end config, each line starting
     with the offending field and saying what is allowed.
 
@@ -137,6 +138,8 @@ def validate_frontend_config(config: Mapping[str, Any], num_samples: Optional[in
         ``{"name": ..., "setting": "A"-"D" (optional), **constructor arguments}``.
     num_samples : int, optional
         Clip length of the dataset, which bounds the STFT window.
+    data_rate : int, optional
+        Sampling rate of the dataset, which ``sample_rate`` must equal.
 
     Examples
     --------
@@ -151,7 +154,7 @@ def validate_frontend_config(config: Mapping[str, Any], num_samples: Optional[in
     ValueError: colour: unknown key for frontend 'nnaudio'; allowed: center, clamp_mel, eps, ...
     mask_bins: [5, 3) must satisfy 0 <= start < end <= 241 (n_fft // 2 + 1)
     """
-    _check_config(config, num_samples)
+    _check_config(config, num_samples, data_rate)
 
 
 def frontend_footprint(config: Mapping[str, Any], num_samples: int) -> Footprint:
@@ -192,7 +195,8 @@ def build_frontend(config: Mapping[str, Any]) -> FrontEnd:
     return FRONTENDS.build(config["name"], **args)
 
 
-def _check_config(config: Mapping[str, Any], num_samples: Optional[int] = None) -> Dict[str, Any]:
+def _check_config(config: Mapping[str, Any], num_samples: Optional[int] = None,
+                  data_rate: Optional[int] = None) -> Dict[str, Any]:
     """Validate ``config`` and return the constructor arguments it stands for."""
     cls = _frontend_class(config)
     name = config["name"]
@@ -215,7 +219,7 @@ def _check_config(config: Mapping[str, Any], num_samples: Optional[int] = None) 
                 args[flag] = value
     problems += cls.config_problems(**args)
     if num_samples is not None and not problems:
-        problems += cls.input_problems(num_samples, **args)
+        problems += cls.input_problems(num_samples, data_rate, **args)
     raise_problems(problems)
     return args
 

@@ -15,7 +15,7 @@ from scipy.signal import get_window
 from torch import nn
 from torch.nn import functional as F
 
-from specsweep.contract import Footprint
+from specsweep.contract import STORED_RUN, Footprint
 from specsweep.frontends.base import (
     FrontEnd,
     check_waveform,
@@ -116,6 +116,12 @@ def stft_problems(
         problems.append(f"n_fft: must be an int >= 2, got {n_fft!r}")
     if not is_int(hop_length) or hop_length < 1:
         problems.append(f"hop_length: must be an int >= 1, got {hop_length!r}")
+    elif is_int(n_fft) and hop_length > n_fft:
+        # Frames start hop_length samples apart and each reads n_fft: a longer hop leaves
+        # samples between frames that no frame analyses. (The clip bounds n_fft, so this
+        # also keeps hop_length within the clip.)
+        problems.append(f"hop_length: must be at most n_fft ({n_fft}): frames {hop_length} samples apart, each "
+                        f"{n_fft} long, would leave samples between them unanalysed; got {hop_length}")
     if win_length is not None and is_int(n_fft) and (not is_int(win_length) or not 1 <= win_length <= n_fft):
         problems.append(f"win_length: must be an int in [1, {n_fft}] (n_fft) or None, got {win_length!r}")
     if pad_mode not in PAD_MODES:
@@ -138,7 +144,11 @@ def filterbank_problems(n_mels: Any, n_fft: Any, mask_bins: Any) -> List[str]:
         problems.append(str(err))
     else:
         if n_freq is not None:
-            problems.extend(mask_bins_problems(pairs, n_freq))
+            bad = mask_bins_problems(pairs, n_freq)
+            problems.extend(bad)
+            if not bad and pairs and bin_mask(pairs, n_freq).sum() == 0:
+                problems.append(f"mask_bins: {[list(p) for p in pairs]} masks every one of the {n_freq} STFT bins "
+                                f"(n_fft // 2 + 1): the spectrogram would be all zeros; leave at least one bin")
     return problems
 
 
@@ -424,13 +434,20 @@ class StftFrontEnd(FrontEnd):
         return self.spectrogram.kernels()
 
     @classmethod
-    def input_problems(cls, num_samples: int, **args: Any) -> List[str]:
-        """Problems of the arguments with clips of ``num_samples`` samples: the STFT
-        window must fit in a clip."""
-        n_fft = with_defaults(cls, args)["n_fft"]
-        if is_int(n_fft) and n_fft > num_samples:
-            return [f"n_fft: must be at most the clip length, {num_samples} samples, got {n_fft}"]
-        return []
+    def input_problems(cls, num_samples: int, data_rate: int | None = None, **args: Any) -> List[str]:
+        """Problems of the arguments with clips of ``num_samples`` samples at
+        ``data_rate`` Hz (None: not checked): the STFT window must fit in a clip, and
+        ``sample_rate`` (which places the filterbank's frequencies) must be the data's,
+        since clips are not resampled."""
+        a = with_defaults(cls, args)
+        problems = []
+        if is_int(a["n_fft"]) and a["n_fft"] > num_samples:
+            problems.append(f"n_fft: must be at most the clip length, {num_samples} samples, got {a['n_fft']}")
+        # Not for a stored run: a check added since it started must not lock its results.
+        if data_rate is not None and a["sample_rate"] != data_rate and not STORED_RUN.get():
+            problems.append(f"sample_rate: must be the dataset's, {data_rate} Hz (clips are not resampled, and the "
+                            f"filterbank's frequencies follow sample_rate), got {a['sample_rate']!r}")
+        return problems
 
     @classmethod
     def footprint(cls, num_samples: int, **args: Any) -> Footprint:
