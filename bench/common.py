@@ -37,17 +37,20 @@ def usable_cores() -> int:
 
 
 def machine_line(torch_threads: Optional[int] = None) -> str:
-    """``- machine: <CPU>, <n> usable cores, torch threads <t>; <UTC date>``.
+    """``- machine: <CPU>, <n> usable cores, torch threads <t>, kernel path <k>; <UTC date>``.
 
     ``torch_threads`` is the number the measured code ran with when it is not this
-    process's current setting (e.g. trials in other processes).
+    process's current setting (e.g. trials in other processes). The kernel path is the
+    CPU kernels torch picked (``AVX512``, ``AVX2``, ``DEFAULT``; ``ATEN_CPU_CAPABILITY``
+    forces one): timings and results depend on it (docs/reproducibility.md).
     """
-    if torch_threads is None:
-        import torch
+    import torch
 
+    if torch_threads is None:
         torch_threads = torch.get_num_threads()
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"- machine: {cpu_model()}, {usable_cores()} usable cores, torch threads {torch_threads}; {date}"
+    return (f"- machine: {cpu_model()}, {usable_cores()} usable cores, torch threads {torch_threads}, "
+            f"kernel path {torch.backends.cpu.get_cpu_capability()}; {date}")
 
 
 def versions_line(*modules: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +51,7 @@ def written(proc: subprocess.CompletedProcess, out: Path) -> str:
     text = out.read_text()
     assert text.startswith("# ")
     assert "- machine: " in text and "usable cores, torch threads" in text and "UTC" in text
+    assert f"kernel path {torch.backends.cpu.get_cpu_capability()};" in text
     assert text in proc.stdout, "the table is printed as well as written"
     return text
 

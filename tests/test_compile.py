@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from specsweep.data.datasets import PreparedData
@@ -12,6 +13,7 @@ from specsweep.spec import TrainConfig, TrialConfig
 from specsweep.trainables.trial import build_trial_task
 
 
+@pytest.mark.kernel_path
 def test_compiled_training_step_equals_eager_within_tolerance():
     # The smallest model with every kind of parameter (STFT kernels, Mel basis, backbone) trainable,
     # so that compiling stays well under a minute on two cores.

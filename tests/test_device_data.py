@@ -77,6 +77,7 @@ def _fit(config: Dict[str, Any], root: Path) -> tuple[Dict[str, float], Dict[str
     return metrics, task.state_dict()
 
 
+@pytest.mark.kernel_path
 def test_a_trial_fits_the_same_on_either_data_path(speech_commands_tree, cache_dir, tmp_path):
     loader_metrics, loader_state = _fit(_config(speech_commands_tree, "loader"), tmp_path / "a")
     device_metrics, device_state = _fit(_config(speech_commands_tree, "device"), tmp_path / "b")
@@ -104,6 +105,7 @@ def test_auto_data_path_and_what_the_device_path_refuses(speech_commands_tree, c
         validate_spec(spec)
 
 
+@pytest.mark.kernel_path
 @pytest.mark.parametrize("task", ["kws", "asr"])
 def test_epoch_training_metrics_are_the_mean_over_every_step(task, cache_dir, tmp_path):
     """The training loss is logged once per epoch (at its last step); its value is still

@@ -125,6 +125,7 @@ def test_contradicting_setting_and_flag(name: str) -> None:
         build_frontend({"name": name, "setting": "B", "trainable_stft": True})
 
 
+@pytest.mark.kernel_path
 @pytest.mark.parametrize("name", FRONTENDS.names())
 def test_fft_path_equals_conv_path(name: str) -> None:
     """Setting A (torch.stft) and C (nnAudio conv kernels, untrained) compute the same."""
@@ -143,6 +144,7 @@ def test_fft_path_equals_conv_path(name: str) -> None:
     {"pad_mode": "constant", "power": 1.0},
     {"center": False, "n_fft": 401, "hop_length": 100},
 ])
+@pytest.mark.kernel_path
 def test_fft_spectrogram_follows_nnaudio_conventions(options: dict) -> None:
     args = {"sample_rate": 16000, "n_fft": 480, "hop_length": 160, "win_length": None, "window": "hann",
             "center": True, "pad_mode": "reflect", "power": 2.0, **options}
@@ -157,6 +159,7 @@ def test_fft_spectrogram_follows_nnaudio_conventions(options: dict) -> None:
     torch.testing.assert_close(fft, conv, rtol=0, atol=1e-5 * float(fft.max()))
 
 
+@pytest.mark.kernel_path
 @pytest.mark.parametrize("setting", ["A", "B", "C", "D"])
 def test_silent_frames_match_nnaudio_in_every_setting(setting: str) -> None:
     """A clip zero-padded at its end (as short Speech Commands clips are): nnAudio's
@@ -185,6 +188,7 @@ def test_silent_frames_match_nnaudio_in_every_setting(setting: str) -> None:
         assert float(unguarded.spectrogram(x).detach()[..., -10:].max()) < 1e-6
 
 
+@pytest.mark.kernel_path
 def test_setting_a_matches_upstream_nnaudio_and_torchaudio() -> None:
     fe = NnAudioFrontEnd()
     x = waveform(2)
