@@ -278,11 +278,12 @@ def test_s3_locations_keep_their_endpoint(s3_storage):
     from specsweep.rundir import RunLocation, claim_run_dir
 
     storage, endpoint = s3_storage
-    run_dir = claim_run_dir(RunLocation(storage), "k")
-    assert (str(run_dir), run_dir.name) == (f"s3://sweeps/runs/k?{endpoint}", "k")
+    # moto keeps buckets in memory across servers of one process: a name no other test claims.
+    run_dir = claim_run_dir(RunLocation(storage), "locations")
+    assert (str(run_dir), run_dir.name) == (f"s3://sweeps/runs/locations?{endpoint}", "locations")
     assert (str(run_dir.parent), str(run_dir.parent.parent)) == (storage, f"s3://sweeps?{endpoint}")
     run_dir.child("trial_1").write_text("result.json", "{}\n")
-    assert RunLocation(f"s3://sweeps/runs/k/trial_1/?{endpoint}").read_text("result.json") == "{}\n"
+    assert RunLocation(f"s3://sweeps/runs/locations/trial_1/?{endpoint}").read_text("result.json") == "{}\n"
     assert run_dir.glob("trial_*/result.json") == ["trial_1/result.json"]
 
 
