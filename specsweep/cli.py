@@ -258,26 +258,10 @@ def _not_empty(text: str) -> str:
     return text
 
 
-def address_problem(text: str) -> Optional[str]:
-    """What is wrong with a cluster address (``--address`` or ``RAY_ADDRESS``), or None
-    for ``auto``, ``local``, or ``HOST:PORT`` with a port in 1-65535 (the launcher names
-    what it does not join, such as a dashboard's http:// address)."""
-    if text in ("auto", "local"):
-        return None
-    if text.startswith("ray://"):
-        return (f"ray:// (Ray Client) is not supported: give the head's HOST:PORT, or run specsweep on a cluster "
-                f"node or as a job; got {text[:200]!r}")
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        return f"must be HOST:PORT (or auto, local), got {text[:200]!r}"
-    # Digits counted before converting: Python refuses ints of thousands of digits.
-    if not port.isdigit() or len(port) > 5 or not 1 <= int(port) <= 65535:
-        return f"port must be a number in 1-65535, got {port[:40]!r} in {text[:200]!r}"
-    return None
-
-
 def _address(text: str) -> str:
-    """An ``--address`` that :func:`address_problem` takes."""
+    """An ``--address`` that :func:`~specsweep.contract.address_problem` takes."""
+    from specsweep.contract import address_problem
+
     problem = address_problem(_not_empty(text))
     if problem:
         raise argparse.ArgumentTypeError(problem)

@@ -277,3 +277,21 @@ def _number_problem(node: Any) -> Optional[str]:
     if isinstance(node, float) and abs(node) > FLOAT32_MAX:
         return f"must be within float32 range (at most {FLOAT32_MAX:.2g} in size), got {node:g}"
     return None
+
+
+def address_problem(text: str) -> Optional[str]:
+    """What is wrong with a cluster address (``--address`` or ``RAY_ADDRESS``), or None
+    for ``auto``, ``local``, or ``HOST:PORT`` with a port in 1-65535 (the launcher names
+    what it does not join, such as a dashboard's http:// address)."""
+    if text in ("auto", "local"):
+        return None
+    if text.startswith("ray://"):
+        return (f"ray:// (Ray Client) is not supported: give the head's HOST:PORT, or run specsweep on a cluster "
+                f"node or as a job; got {text[:200]!r}")
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        return f"must be HOST:PORT (or auto, local), got {text[:200]!r}"
+    # Digits counted before converting: Python refuses ints of thousands of digits.
+    if not port.isdigit() or len(port) > 5 or not 1 <= int(port) <= 65535:
+        return f"port must be a number in 1-65535, got {port[:40]!r} in {text[:200]!r}"
+    return None

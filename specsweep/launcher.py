@@ -38,7 +38,7 @@ def cluster_address(address: Optional[str]) -> Optional[str]:
     """The cluster a command joins: ``address``, else ``RAY_ADDRESS`` (which Ray sets for a
     job's entrypoint); None for a new local Ray."""
     if not address and os.environ.get("RAY_ADDRESS"):
-        from specsweep.cli import address_problem
+        from specsweep.contract import address_problem
 
         problem = address_problem(os.environ["RAY_ADDRESS"])
         if problem:

@@ -684,9 +684,28 @@ def _across_sections_problems(raw: Dict[str, Any]) -> List[str]:
         wandb = WandbConfig.model_validate(raw.get("wandb") or {})
     except ValidationError:
         return []  # reported by the spec's own validation
-    from specsweep.tracking import name_problems
-
     return scheduler_problems(scheduler.name, scheduler, train.epochs + 1) + name_problems(wandb.project, wandb.tags)
+
+
+def name_problems(project: str, tags: List[str]) -> List[str]:
+    """Lines for a W&B project name or tags that wandb's own settings refuse (``/`` or
+    ``#`` in a project, more than 128 characters; an empty tag, or one over 64
+    characters), each naming its spec key, so that the sweep is refused before Ray starts
+    rather than every trial failing in ``wandb.init``."""
+    import wandb
+    from pydantic import ValidationError
+    from wandb.errors import UsageError
+
+    problems = []
+    for key, field_name, value in [("wandb.project", "project", project),
+                                   *((f"wandb.tags.{i}", "run_tags", [tag]) for i, tag in enumerate(tags))]:
+        try:
+            wandb.Settings(**{field_name: value})
+        except ValidationError as err:
+            problems.append(f"{key}: wandb refuses {value[0]!r}: {err.errors()[0]['msg'].removeprefix('Value error, ')}")
+        except UsageError as err:
+            problems.append(f"{key}: wandb refuses it: {err}")
+    return problems
 
 
 def _smoke_problems(raw: Dict[str, Any], base_problems: List[str]) -> List[str]:

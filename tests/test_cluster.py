@@ -225,7 +225,7 @@ def test_gpus_auto_packs_trials_from_kept_measurements(ray_head, tmp_path):
 
 @pytest.mark.parametrize("setting, message", [
     ({"--address": "127.0.0.1:1"}, "no Ray cluster answers at 127.0.0.1:1"),
-    ({"RAY_ADDRESS": "garbage"}, "RAY_ADDRESS 'garbage': Invalid address format"),
+    ({"RAY_ADDRESS": "garbage"}, "RAY_ADDRESS: must be HOST:PORT (or auto, local), got 'garbage'"),
     ({"--address": "http://127.0.0.1:8265"}, "is the dashboard, which `ray job submit` takes"),
 ])
 def test_bad_cluster_addresses_fail_fast_in_one_line(setting, message, tmp_path):
