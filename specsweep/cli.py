@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -412,7 +413,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from specsweep.spec import SpecError
 
     try:
-        return args.func(args)
+        status = args.func(args)
+        # Flushed here, where a reader that went away is caught below, not at exit.
+        sys.stdout.flush()
+        return status
     except (SpecError, UsageError, RunDirError, LaunchError, PackingError, StorageError, ReportError,
             DatasetMissingError, DatasetConfigError, AudioDecodeError, FileNotFoundError) as err:
         if getattr(args, "debug", False):
@@ -426,6 +430,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"specsweep {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`specsweep inspect ... | head`): what it wanted was printed.
+        # Python's own recipe: point stdout at devnull so the flush at exit raises nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -39,6 +39,19 @@ def test_help_loads_no_torch():
         assert not imported & {"torch", "lightning", "ray", "wandb", "specsweep.spec"}, command
 
 
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`specsweep inspect SPEC | head -1`: the pipe closes after the first line; the command
+    ends with 141 (128 + SIGPIPE, as a shell tool would) and no traceback."""
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen([sys.executable, "-m", "specsweep", "inspect", str(ROOT / "sweeps" / "quickstart.yaml")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("quickstart:")
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
 def test_version_from_package_metadata():
     for module in ("specsweep", "specsweep.cli"):
         done = _cli("-m", module, "--version", timeout=120)
