@@ -312,7 +312,9 @@ def load_claims(path: Path = CLAIMS_FILE) -> Optional[List[Dict[str, Any]]]:
     try:
         claims = yaml.safe_load(path.read_text())["claims"]
     except (OSError, yaml.YAMLError, TypeError, KeyError) as err:
-        raise ClaimsError(f"{path} is damaged ({type(err).__name__}: {err}); it needs a 'claims' list") from None
+        raise ClaimsError(f"{path} is damaged ({type(err).__name__}: {str(err)[:200]}); it needs a 'claims' list") from None
+    if not isinstance(claims, list):
+        raise ClaimsError(f"{path}: 'claims' must be a list of claims, got {type(claims).__name__}")
     required = {"id", "text", "task", "metric", "models", "settings", "against", "direction", "figure", "source"}
     for claim in claims:
         missing = required - set(claim) if isinstance(claim, dict) else required

@@ -172,3 +172,21 @@ def test_per_claims_read_lower_as_better():
     shrinks = judge_claim(claims["gain-shrinks-with-model-complexity-asr"], groups)
     assert shrinks["verdict"] == "supported" and shrinks["comparisons"][0].interval.mean == pytest.approx(0.04)
     assert judge_claim(claims["kws-accuracy-gain"], groups)["verdict"] == "no trials"
+
+
+@pytest.mark.parametrize("text", ["claims: null\n", "claims: 3\n", "nothing: []\n", "claims: [{id: x}]\n",
+                                  "claims: [\n", "- a\n- b\n"])
+def test_a_damaged_claims_file_is_named(tmp_path, text):
+    from specsweep.study import ClaimsError, load_claims
+
+    path = tmp_path / "claims.yaml"
+    path.write_text(text)
+    with pytest.raises(ClaimsError, match=str(path)):
+        load_claims(path)
+
+
+def test_the_shipped_claims_file_loads():
+    from specsweep.study import load_claims
+
+    claims = load_claims()
+    assert claims and {c["id"] for c in claims} >= {"kws-accuracy-gain", "asr-per-drop"}
