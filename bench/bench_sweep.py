@@ -1,6 +1,6 @@
 """Sweep efficiency: N identical short trials through Ray Tune versus one after another in one process.
 
-* Ray Tune: ``specsweep.launcher.run_sweep`` on a temporary spec derived from
+* Ray Tune: ``specsweep.sweep.launcher.run_sweep`` on a temporary spec derived from
   ``sweeps/quickstart.yaml`` (setting A only, seeds 1..N, ``train.epochs`` epochs,
   W&B offline), local Ray with ``num_cpus`` = concurrency and 1 CPU per trial, so
   ``concurrency`` trials run at a time with 1 torch thread each.
@@ -78,7 +78,7 @@ def write_spec(folder: Path, trials: int, epochs: int, tiny: bool) -> Path:
 
 
 def timed_ray_init(num_cpus: int) -> float:
-    from specsweep.launcher import start_ray
+    from specsweep.sweep.launcher import start_ray
 
     start = time.perf_counter()
     start_ray(num_cpus=num_cpus)
@@ -126,9 +126,9 @@ def ray_start_costs(with_task: bool = True) -> List[Tuple[str, float, float, int
 
 
 def ray_sweep(spec_path: Path, storage: Path, concurrency: int, tiny: bool) -> Dict[str, Any]:
-    from specsweep.launcher import run_sweep
+    from specsweep.sweep.launcher import run_sweep
     from specsweep.rundir import RunLocation, trial_folder
-    from specsweep.status import last_result, read_trials
+    from specsweep.results.status import last_result, read_trials
 
     init_s = timed_ray_init(concurrency)
     start_unix, start = time.time(), time.perf_counter()
@@ -317,7 +317,7 @@ def sections(ray_res: Dict[str, Any], seq: Dict[str, Any], concurrency: int, n: 
     second = [
         "## Fixed cost per trial",
         "Seconds per trial; Ray columns from the `timing/*` metrics of each trial's final report "
-        "(`specsweep.status.read_trials`), sequential from the same parts timed in-process (its total: "
+        "(`specsweep.results.status.read_trials`), sequential from the same parts timed in-process (its total: "
         "(wall - sum fit) / N, imports included). Fit runs with 1 thread in Ray trials and all threads "
         "in the sequential process, so fit times differ by design. A slot (one trial actor, reused by "
         "the trials that follow on it) starts once: a worker process that imports torch, Lightning and "

@@ -123,8 +123,8 @@ def gpu_sweep(tiny: bool, seeds: int, epochs: int, per_gpu: int) -> str:
     import ray
 
     from specsweep.data.datasets import prepare_dataset
-    from specsweep.launcher import run_sweep, start_ray
-    from specsweep.status import read_trials
+    from specsweep.sweep.launcher import run_sweep, start_ray
+    from specsweep.results.status import read_trials
 
     os.environ.setdefault("WANDB_MODE", "offline")
     with tempfile.TemporaryDirectory(prefix="bench-gpu-sweep-") as tmp:

@@ -9,7 +9,7 @@ __all__ = ["load_trial"]
 def __getattr__(name: str) -> Any:
     # Loaded on first use: `import specsweep` (and the command's --help) stays free of torch.
     if name == "load_trial":
-        from specsweep.export import load_trial
+        from specsweep.results.export import load_trial
 
         return load_trial
     raise AttributeError(f"module 'specsweep' has no attribute {name!r}")

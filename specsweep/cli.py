@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from specsweep.limits import DEFAULT_MAX_TRIALS
+from specsweep.plan.limits import DEFAULT_MAX_TRIALS
 
 # The command's modules are imported by the commands that use them: `--help`, `--version`
 # and argument errors answer without loading torch (seconds).
@@ -28,7 +28,7 @@ class UsageError(ValueError):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from specsweep.launcher import run_sweep
+    from specsweep.sweep.launcher import run_sweep
 
     outcome = run_sweep(Path(args.spec), storage=args.storage, name=args.name, address=args.address,
                         smoke=args.smoke_test, num_cpus=args.num_cpus, max_trials=args.max_trials,
@@ -37,7 +37,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from specsweep.launcher import resume_sweep
+    from specsweep.sweep.launcher import resume_sweep
 
     outcome = resume_sweep(args.run_dir, address=args.address, restart_errored=args.restart_errored,
                            num_cpus=args.num_cpus, verbose=args.verbose)
@@ -46,7 +46,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from specsweep.rundir import RunLocation, load_run
-    from specsweep.status import DamagedRunError, format_table, read_trials, summary_rows
+    from specsweep.results.status import DamagedRunError, format_table, read_trials, summary_rows
 
     run_dir = RunLocation(args.run_dir)
     spec = load_run(run_dir)
@@ -79,7 +79,7 @@ def _param_counts(spec: Any, configs: List[Dict[str, Any]]) -> List[Dict[str, An
     ``"LOW..HIGH"`` over the choices or the range's ends."""
     from specsweep.assembly import model_footprint_for
     from specsweep.data.datasets import describe_dataset
-    from specsweep.limits import sized_values, variants
+    from specsweep.plan.limits import sized_values, variants
     from specsweep.spec import ModelConfig
 
     sampled = sized_values(spec, keys=("data.", "frontend.", "backbone."), sampled_only=True)
@@ -117,9 +117,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _inspect_spec(path: Path, args: argparse.Namespace) -> Dict[str, Any]:
-    from specsweep.limits import local_resource_problems, plan_problems, trial_count
+    from specsweep.plan.limits import local_resource_problems, plan_problems, trial_count
     from specsweep.spec import SpecError, expand_trials, load_spec
-    from specsweep.status import describe_config
+    from specsweep.results.status import describe_config
 
     spec = load_spec(path, smoke=args.smoke_test, overrides=args.set)
     count, makeup = trial_count(spec)
@@ -183,7 +183,8 @@ def _data_settings(name: str, settings: Sequence[str]) -> Dict[str, Any]:
 
 
 def _sweep_cost(spec: Any, trials: List[Dict[str, Any]], calibrate: bool, smoke: bool) -> Dict[str, Any]:
-    from specsweep.cost import measure_steps, model_key, sweep_cost
+    from specsweep.plan.cost import model_key, sweep_cost
+    from specsweep.trainables.calibrate import measure_steps
 
     measures, share_of = None, None
     if calibrate:
@@ -201,7 +202,7 @@ def _sweep_cost(spec: Any, trials: List[Dict[str, Any]], calibrate: bool, smoke:
             print("note: a sampled search value shapes the model: --calibrate times nothing, the recorded "
                   "figures are used", file=sys.stderr)
         if measures and spec.resources.auto_gpus and all(m.device != "cpu" for m in measures.values()):
-            from specsweep.packing import TrialResources, plan_packing
+            from specsweep.plan.packing import TrialResources, plan_packing
 
             share_of = TrialResources(spec.resources.cpus, plan_packing(measures, trials)).gpus
     limit = spec.smoke.limit_train_batches if smoke else None
@@ -270,7 +271,7 @@ def _address(text: str) -> str:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from specsweep.export import EXPORT_EXTRA_FILE, EXPORT_FORMAT, export_trial
+    from specsweep.results.export import EXPORT_EXTRA_FILE, EXPORT_FORMAT, export_trial
 
     # Checked before the model is loaded; export_trial's exclusive open covers a race.
     if args.out.exists() or args.out.is_symlink():
@@ -291,7 +292,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from specsweep.report import report_command
+    from specsweep.results.report import report_command
 
     return report_command(args)
 
@@ -406,9 +407,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from specsweep.data.cache import AudioDecodeError
     from specsweep.data.datasets import DatasetConfigError
     from specsweep.data.speechcommands import DatasetMissingError
-    from specsweep.launcher import LaunchError
-    from specsweep.packing import PackingError
-    from specsweep.report import ReportError
+    from specsweep.sweep.launcher import LaunchError
+    from specsweep.plan.packing import PackingError
+    from specsweep.results.report import ReportError
     from specsweep.rundir import RunDirError, StorageError
     from specsweep.spec import SpecError
 

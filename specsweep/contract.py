@@ -85,6 +85,22 @@ _ARGUMENT_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, 
 _UNION_MEMBER = re.compile(r"^(int|float|str|bool|list|dict|none|[a-z]+(-[a-z]+)+)(\[.*\])?$|^[a-z]+\[.*\]$")
 
 
+
+@dataclass(frozen=True)
+class StepMeasure:
+    """Training steps of one model timed on a device (:mod:`specsweep.trainables.calibrate`),
+    as the sweep's plan prices and packs them: ``clips_per_s``; on a
+    GPU also the device's name and memory, the peak memory the steps reserved
+    (``torch.cuda.max_memory_reserved``, the allocator's pools and any CUDA graphs'), and
+    ``busy``, the fraction of the steps' wall time the GPU spent running their kernels and
+    copies (``torch.profiler``; None where the profiler gave nothing)."""
+
+    clips_per_s: float
+    device: str
+    total_mib: Optional[float] = None
+    peak_mib: Optional[float] = None
+    busy: Optional[float] = None
+
 def format_loc(loc: Iterable[Any]) -> str:
     """A pydantic error location as a dotted key path (list indices included, the
     names pydantic gives union members left out)."""

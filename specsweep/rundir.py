@@ -11,7 +11,7 @@ A run directory holds (docs/run-directory.md describes each file)::
     specsweep.yaml              the validated spec the sweep ran, --set applied (SPEC_FILE)
     specsweep-run.json          how it was started: spec path, --smoke-test, time, --set
                                 and what resources.gpus: auto chose (RUN_FILE)
-    trials.tsv                  trial folder -> setting, swept values, seed (specsweep.index)
+    trials.tsv                  trial folder -> setting, swept values, seed (specsweep.sweep.index)
     experiment_state-*.json     Tune's experiment state (EXPERIMENT_STATE)
     trial_<id>/                 one folder per trial (trial_folder)
         result.json             one JSON row per report (RESULT_FILE)
@@ -363,7 +363,7 @@ def write_run(run_dir: RunLocation, spec: SweepSpec, spec_path: Union[Path, str]
     """Write the files :func:`load_run` and :func:`run_info` read back: the validated spec
     (with the ``--set`` ``overrides`` applied, which are recorded too) and how the sweep
     was started, with what ``resources.gpus: auto`` chose (``gpu_packing``, rows of
-    :func:`specsweep.packing.packing_record`; empty: no GPUs), so that a resume asks for
+    :func:`specsweep.plan.packing.packing_record`; empty: no GPUs), so that a resume asks for
     the same resources."""
     info: Dict[str, Any] = {"spec": str(spec_path), "smoke": smoke, "created": datetime.now().isoformat()}
     if overrides:

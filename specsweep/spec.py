@@ -147,7 +147,7 @@ class ResourcesConfig(_Strict):
         CPUs per trial (its torch threads).
     gpus : float or "auto"
         GPUs per trial (a fraction below 1 shares one), or ``auto``: each model measured on a
-        GPU at launch decides how many of its trials share one (:mod:`specsweep.packing`), and
+        GPU at launch decides how many of its trials share one (:mod:`specsweep.plan.packing`), and
         trials run on CPUs where Ray has no GPU.
     max_concurrent : int, optional
         Trials running at once at most (None: as many as the resources hold).

@@ -30,10 +30,12 @@ import pytest
 import yaml
 from ray.tune import ExperimentAnalysis
 
-from specsweep.cost import StepMeasure, model_key
-from specsweep.packing import MEASURES_FILE, MeasureCache, packing_configs
+from specsweep.contract import StepMeasure
+from specsweep.plan.cost import model_key
+from specsweep.plan.packing import packing_configs
+from specsweep.sweep.gpus import MEASURES_FILE, MeasureCache
 from specsweep.spec import load_spec
-from specsweep.status import read_trials
+from specsweep.results.status import read_trials
 from test_resume import _spec, _wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

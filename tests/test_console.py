@@ -17,7 +17,7 @@ from typing import Iterator
 import yaml
 
 from specsweep.cli import build_parser
-from specsweep.status import read_trials
+from specsweep.results.status import read_trials
 from wandb_records import read_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def test_help_loads_no_torch():
         assert done.returncode == 0, done.stderr
         assert "usage: specsweep" in done.stdout
         imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
-        assert "specsweep.limits" in imported
+        assert "specsweep.plan.limits" in imported
         assert not imported & {"torch", "lightning", "ray", "wandb", "specsweep.spec"}, command
 
 
@@ -170,7 +170,7 @@ def _trials():
 
 
 def test_progress_view_lines_counts_and_eta(capsys):
-    from specsweep.progress import SweepProgress, set_console
+    from specsweep.sweep.progress import SweepProgress, set_console
 
     set_console(live=False)
     view = SweepProgress("val_acc", "max", epochs=3, total_trials=3, labels=["frontend.setting", "seed"])
@@ -189,7 +189,7 @@ def test_progress_view_lines_counts_and_eta(capsys):
 
 
 def test_progress_view_redraws_in_place_on_a_terminal(capsys):
-    from specsweep.progress import SweepProgress, set_console
+    from specsweep.sweep.progress import SweepProgress, set_console
 
     set_console(live=True)
     try:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from specsweep.cli import main
-from specsweep.cost import CPU_RATES, GPU_RATES, clip_steps, recorded_rate
+from specsweep.plan.cost import CPU_RATES, GPU_RATES, clip_steps, recorded_rate
 from specsweep.data.datasets import declared_train_clips
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"

@@ -1,4 +1,4 @@
-"""specsweep.effects: paired effects, interval coverage on simulated runs, verdicts."""
+"""specsweep.results.effects: paired effects, interval coverage on simulated runs, verdicts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from specsweep.effects import (BOOTSTRAP, BOOTSTRAP_MIN_PAIRS, PAIRED_T, bootstrap_interval, interval, paired_effects,
+from specsweep.results.effects import (BOOTSTRAP, BOOTSTRAP_MIN_PAIRS, PAIRED_T, bootstrap_interval, interval, paired_effects,
                                seeds_to_resolve, t_interval, verdict)
 
 TRUE_EFFECT, NOISE = 0.05, 0.03

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from specsweep.cost import measure_steps
+from specsweep.trainables.calibrate import measure_steps
 from specsweep.data.datasets import prepare_dataset
 from specsweep.data.loaders import make_loaders
 from specsweep.spec import TrainConfig, TrialConfig, expand_trials, load_spec

@@ -36,7 +36,10 @@ REQUIRED_PRIVATE_RAY = {
 # Modules a trial stack is built from: none may reach up into the trainables.
 BELOW_TRAINABLES = ("specsweep.frontends", "specsweep.backbones", "specsweep.data", "specsweep.assembly",
                     "specsweep.model", "specsweep.spec", "specsweep.tasks", "specsweep.contract", "specsweep.rundir",
-                    "specsweep.layout")
+                    "specsweep.layout", "specsweep.tracking")
+# The packages of the sweep's driver: what runs it, what plans it, what reads its results.
+DRIVER = ("specsweep.plan", "specsweep.sweep", "specsweep.results")
+MAX_UNIT_LAYERS = 8
 
 
 def _cycles(graph: nx.DiGraph) -> List[List[str]]:
@@ -214,6 +217,22 @@ def test_no_edge_against_the_layering():
     assert import_graph().back_edges() == []
 
 
+def test_units_stack_in_at_most_eight_layers():
+    """Each subpackage and top-level module is one unit; the longest chain of units that
+    import each other (the command line over the sweep, over the plan and results, over
+    the trainables, ..., over the shared contracts) is at most MAX_UNIT_LAYERS long."""
+    assert import_graph().measures()["unit layers"] <= MAX_UNIT_LAYERS
+
+
+def test_trials_and_their_components_never_import_the_driver():
+    """Plan, sweep and results sit above everything a trial is built from: a trial worker
+    never loads the driver's modules."""
+    upward = [(a, b) for a, b in import_graph().modules.edges
+              if not _within(a, DRIVER + ("specsweep.cli", "specsweep.__main__", "specsweep.reference", "specsweep"))
+              and _within(b, DRIVER)]
+    assert upward == []
+
+
 def test_private_ray_modules_only_where_required():
     assert import_graph().ray_imports <= REQUIRED_PRIVATE_RAY
 
@@ -228,7 +247,7 @@ def test_launcher_reaches_the_trials_only_through_the_trainable():
     """The launcher names the Tune trainable; the trial stack (``trainables.trial``: torch,
     Lightning) loads in the trial workers."""
     graph = import_graph()
-    assert [b for b in graph.imports_of("specsweep.launcher") if _within(b, ("specsweep.trainables",))] == [
+    assert [b for b in graph.imports_of("specsweep.sweep.launcher") if _within(b, ("specsweep.trainables",))] == [
         "specsweep.trainables.trainable"]
 
 

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from specsweep.cost import GPU_RATES, StepMeasure, model_key, shared_rate, sweep_cost
+from specsweep.contract import StepMeasure
+from specsweep.plan.cost import GPU_RATES, model_key, shared_rate, sweep_cost
 from specsweep.data.datasets import prepare_dataset
-from specsweep.launcher import LaunchError, _trial_resources, resume_sweep, run_sweep
-from specsweep.packing import (
+from specsweep.sweep.gpus import MEASURES_FILE, MeasureCache
+from specsweep.sweep.launcher import LaunchError, _trial_resources, resume_sweep, run_sweep
+from specsweep.plan.packing import (
     CONTEXT_MIB,
     MAX_PER_GPU,
-    MEASURES_FILE,
-    MeasureCache,
     USABLE,
     PackingError,
     TrialResources,

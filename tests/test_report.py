@@ -154,7 +154,7 @@ def test_per_claims_read_lower_as_better():
     """The ASR claims on trials as read_trials returns them (PER: lower is better); the
     linear model's PER drops by 0.05 in setting B, BC-ResNet's by 0.01."""
     from specsweep.spec import load_spec
-    from specsweep.study import Run, group_trials, judge_claim, load_claims
+    from specsweep.results.study import Run, group_trials, judge_claim, load_claims
 
     spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "paper" / "asr_settings.yaml")
     drop = {"simple": 0.05, "bcresnet": 0.01}
@@ -177,7 +177,7 @@ def test_per_claims_read_lower_as_better():
 @pytest.mark.parametrize("text", ["claims: null\n", "claims: 3\n", "nothing: []\n", "claims: [{id: x}]\n",
                                   "claims: [\n", "- a\n- b\n"])
 def test_a_damaged_claims_file_is_named(tmp_path, text):
-    from specsweep.study import ClaimsError, load_claims
+    from specsweep.results.study import ClaimsError, load_claims
 
     path = tmp_path / "claims.yaml"
     path.write_text(text)
@@ -186,7 +186,7 @@ def test_a_damaged_claims_file_is_named(tmp_path, text):
 
 
 def test_the_shipped_claims_file_loads():
-    from specsweep.study import load_claims
+    from specsweep.results.study import load_claims
 
     claims = load_claims()
     assert claims and {c["id"] for c in claims} >= {"kws-accuracy-gain", "asr-per-drop"}

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from specsweep.cli import main
-from specsweep.launcher import run_sweep
+from specsweep.sweep.launcher import run_sweep
 from specsweep.rundir import RunDirError
-from specsweep.status import read_trials
+from specsweep.results.status import read_trials
 from wandb_records import read_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,7 +174,7 @@ def test_the_driver_names_the_trainable_without_importing_lightning():
     code = (
         "import sys\n"
         "import specsweep.cli\n"
-        "from specsweep.launcher import _prepare_data\n"
+        "from specsweep.sweep.launcher import _prepare_data\n"
         "from specsweep.spec import load_spec, param_space\n"
         "from specsweep.trainables.trainable import RunContext, train_trial\n"
         "param_space(load_spec(sys.argv[1]))\n"

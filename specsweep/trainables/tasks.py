@@ -19,7 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from specsweep.data.datasets import PreparedData
 from specsweep.model import SpectrogramModel
-from specsweep.plots import plot_confusion_matrix
+from specsweep.trainables.plots import plot_confusion_matrix
 from specsweep.spec import TrainConfig
 
 

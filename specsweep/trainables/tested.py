@@ -2,7 +2,7 @@
 
 Tune keeps only the best checkpoints by the sweep's metric, which need not hold the weights
 a trial tested (its last epoch's, or its best epoch's by ``train.best_by``), so each trial
-saves them itself: :func:`specsweep.export.load_trial` reads them back. This module imports
+saves them itself: :func:`specsweep.results.export.load_trial` reads them back. This module imports
 torch only, so that a trial's code loads without Ray (benchmarks, ``inspect --calibrate``).
 """
 

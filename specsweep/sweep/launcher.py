@@ -2,28 +2,50 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import pickle
 import platform
 import shlex
+import sys
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from specsweep.layout import CHECKPOINT_FILE
-from specsweep.limits import DEFAULT_MAX_TRIALS, check_plan, data_configs, trial_count
+from specsweep.plan.limits import DEFAULT_MAX_TRIALS, check_plan, data_configs, trial_count
 from specsweep.rundir import (EXPERIMENT_STATE, RUN_FILE, SPEC_FILE, TRIALS, DamagedFileError, RunDirError, RunLocation,
                               check_free, check_run_name, claim_run_dir, first_line, load_run, released_on_failure, run_info,
                               read_bounded, trial_dirname, trial_folder, write_run)
 from specsweep.spec import SpecError, SweepSpec, load_spec, param_space
-from specsweep.status import DamagedRunError, format_table, last_result, read_trials, summary_rows
+from specsweep.results.status import DamagedRunError, format_table, last_result, read_trials, summary_rows
 
 # Tune pickles the experiment's ``trial_dirname_creator`` by name: run directories written
 # before the layout moved to rundir.py name it here, and status, report and resume unpickle it.
 _trial_dirname = trial_dirname
+# Modules that a run directory's tuner.pkl names (Tune pickles the callbacks, the trial
+# folder namer and the trials' resource request by module and name) and that have moved
+# since: older runs still resume.
+MOVED_MODULES = {"specsweep.launcher": "specsweep.sweep.launcher", "specsweep.progress": "specsweep.sweep.progress",
+                 "specsweep.index": "specsweep.sweep.index", "specsweep.packing": "specsweep.plan.packing"}
+
+
+@contextmanager
+def _moved_modules() -> Iterator[None]:
+    """The old names of :data:`MOVED_MODULES` resolve to the modules' places while Tune
+    unpickles a run's tuner.pkl (pickle finds a class through ``sys.modules``)."""
+    added = [old for old in MOVED_MODULES if old not in sys.modules]
+    for old in added:
+        sys.modules[old] = importlib.import_module(MOVED_MODULES[old])
+    try:
+        yield
+    finally:
+        for old in added:
+            sys.modules.pop(old, None)
 
 
 class LaunchError(RuntimeError):
@@ -273,7 +295,7 @@ def _trial_resources(spec: SweepSpec, gpu_packing: Optional[List[Dict[str, Any]]
     """Tune's resources of a trial: the spec's, or with ``gpus: auto`` each model's share."""
     if not spec.resources.auto_gpus:
         return {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
-    from specsweep.packing import TrialResources, packing_from_record
+    from specsweep.plan.packing import TrialResources, packing_from_record
 
     return TrialResources(spec.resources.cpus, packing_from_record(gpu_packing or []))
 
@@ -282,7 +304,8 @@ def _resolve_gpus(spec: SweepSpec) -> Optional[List[Dict[str, Any]]]:
     """What ``resources.gpus: auto`` chooses on the joined Ray (None for a fixed number)."""
     if not spec.resources.auto_gpus:
         return None
-    from specsweep.packing import packing_configs, packing_record, resolve_gpus
+    from specsweep.plan.packing import packing_configs, packing_record
+    from specsweep.sweep.gpus import resolve_gpus
 
     return packing_record(resolve_gpus(packing_configs(spec), spec.resources.cpus))
 
@@ -293,8 +316,8 @@ def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bo
     from ray import tune
 
     from specsweep import tracking
-    from specsweep.index import TrialIndexCallback
-    from specsweep.progress import SchedulerState, SweepProgress, set_console
+    from specsweep.sweep.index import TrialIndexCallback
+    from specsweep.sweep.progress import SchedulerState, SweepProgress, set_console
     from specsweep.search import build_scheduler, build_searcher, stops_early
     from specsweep.trainables.trainable import RunContext, train_trial
 
@@ -340,8 +363,9 @@ def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bo
                                     _trial_resources(spec, gpu_packing))
     if restore:
         try:
-            return tune.Tuner.restore(run_dir.uri, trainable, resume_unfinished=True,
-                                      resume_errored=not restart_errored, restart_errored=restart_errored)
+            with _moved_modules():
+                return tune.Tuner.restore(run_dir.uri, trainable, resume_unfinished=True,
+                                          resume_errored=not restart_errored, restart_errored=restart_errored)
         except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError,
                 ValueError) as err:
             # Tune reads its pickled tuner.pkl and the experiment state before it writes anything.
@@ -446,7 +470,7 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
     info = run_info(run_dir)
     smoke = info.get("smoke", False)
     if spec.resources.auto_gpus and info.get("gpu_packing") is not None:
-        from specsweep.packing import packing_from_record
+        from specsweep.plan.packing import packing_from_record
 
         try:
             packing_from_record(info["gpu_packing"])
@@ -543,7 +567,7 @@ def _require_recorded_gpus(gpu_packing: List[Dict[str, Any]], run_dir: RunLocati
 
 
 def _finish(tuner: Any, spec: SweepSpec, run_dir: RunLocation) -> SweepOutcome:
-    from specsweep.index import write_index
+    from specsweep.sweep.index import write_index
 
     interrupted = False
     try:
@@ -574,7 +598,7 @@ def _finish(tuner: Any, spec: SweepSpec, run_dir: RunLocation) -> SweepOutcome:
 
 def _effects(run_dir: RunLocation, spec: SweepSpec, trials: List[Dict[str, Any]]) -> str:
     """The effects of B, C, D against A with their intervals, per group of trials."""
-    from specsweep.study import Run, effects_summary, group_trials
+    from specsweep.results.study import Run, effects_summary, group_trials
 
     run = Run(run_dir.name, spec, trials, run_dir)
     return effects_summary(group_trials([run]), [spec])

@@ -38,7 +38,7 @@ def index_text(trials: Sequence[Tuple[str, Dict[str, Any]]], spec: SweepSpec) ->
     """``trials.tsv`` for ``(trial id, trial config)`` pairs of a sweep of ``spec``: a
     header row, then per trial its folder, setting, swept values and seed (as ``status``
     shows them) and id."""
-    from specsweep.status import describe_config
+    from specsweep.results.status import describe_config
 
     columns = list(describe_config({}, spec))
     rows = [[trial_folder(trial_id), *map(_cell, describe_config(config, spec).values()), trial_id]

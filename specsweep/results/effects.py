@@ -10,7 +10,7 @@ size at the measured spread needs for its interval to exclude 0.
 
 Examples
 --------
->>> from specsweep.effects import paired_effects
+>>> from specsweep.results.effects import paired_effects
 >>> (b,) = paired_effects({"A": {1: 0.80, 2: 0.82, 3: 0.81}, "B": {1: 0.85, 2: 0.86, 3: 0.87}},
 ...                       mode="max", settings=("B",))
 >>> round(b.interval.mean, 3), b.interval.n, b.interval.method, b.reading

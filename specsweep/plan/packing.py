@@ -6,9 +6,9 @@ Small models leave a GPU mostly idle: one compiled BC-ResNet-1 trial kept an H20
 up to :data:`GPU_LOAD` times the GPU's time, or until their memory fills the GPU,
 whichever comes first.
 
-Each distinct model of a sweep (:func:`specsweep.cost.model_key`: task, front-end,
+Each distinct model of a sweep (:func:`specsweep.plan.cost.model_key`: task, front-end,
 backbone, batch size, compile switch) is measured once by a Ray task that holds a whole
-GPU (:func:`specsweep.cost.measure_steps`): its peak GPU memory and the fraction of the
+GPU (:func:`specsweep.trainables.calibrate.measure_steps`, :mod:`specsweep.sweep.gpus`): its peak GPU memory and the fraction of the
 time the GPU ran its kernels (``busy``). Its trials then ask for ``1 / n`` of a GPU
 (:func:`trials_per_gpu`), planned per model and data (:func:`packing_key`: the data a
 trial holds on the device path adds to its memory); Ray places them, and a node's CPUs
@@ -27,16 +27,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
-from specsweep.cost import StepMeasure, model_key
+from specsweep.contract import StepMeasure
 from specsweep.data.datasets import describe_dataset
+from specsweep.plan.cost import model_key
 
 if TYPE_CHECKING:
     from specsweep.spec import SweepSpec
@@ -49,10 +45,6 @@ CONTEXT_MIB = 600.0
 # Of the GPU's memory, what trials may fill; the rest is slack for fragmentation and the driver.
 USABLE = 0.9
 MAX_PER_GPU = 64
-# Measurements kept between launches, in the dataset cache folder (MeasureCache).
-MEASURES_FILE = "gpu_measures.json"
-# Seconds between notes while the measurements wait for GPUs.
-_WAIT_NOTE_S = 120.0
 # Search keys that change what packing_key sees, and so a trial's GPU memory and time.
 _PACKING_KEYS = ("task", "data.", "frontend.", "backbone.", "train.batch_size", "train.eval_batch_size",
                  "train.compile", "train.data_path")
@@ -76,7 +68,7 @@ class Packing:
 
 
 def packing_key(config: Mapping[str, Any]) -> str:
-    """What a trial's packing depends on: its model (:func:`specsweep.cost.model_key`),
+    """What a trial's packing depends on: its model (:func:`specsweep.plan.cost.model_key`),
     its data and its data path (the data it holds on the GPU), as one JSON string."""
     return json.dumps({"model": model_key(dict(config)), "data": config["data"],
                        "data_path": config["train"].get("data_path", "auto")}, sort_keys=True, default=str)
@@ -133,26 +125,7 @@ def trials_per_gpu(peak_mib: float, data_mib: float, busy: Optional[float], tota
     return n, f"{memory}, GPU time {by_load} (busy {busy:.0%} alone, packed to {GPU_LOAD:.0%})"
 
 
-def _measure_on_gpu(config: Dict[str, Any], cpus: float) -> Dict[str, Any]:
-    """Body of the Ray task that measures one model on the GPU Ray gave it."""
-    import os
-
-    import torch
-
-    from specsweep.cost import measure_steps
-
-    if not torch.cuda.is_available():
-        import ray
-
-        raise PackingError(
-            f"Ray gave a GPU on node {ray.util.get_node_ip_address()} (CUDA_VISIBLE_DEVICES="
-            f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}) but torch sees no CUDA device there "
-            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); was the node started with "
-            f"`ray start --num-gpus` on a machine without a usable GPU?")
-    return asdict(measure_steps(config, cpus))
-
-
-def _label(config: Mapping[str, Any]) -> str:
+def label(config: Mapping[str, Any]) -> str:
     from specsweep.frontends import frontend_setting
 
     train = config["train"]
@@ -162,7 +135,7 @@ def _label(config: Mapping[str, Any]) -> str:
 
 def plan_packing(measures: Mapping[str, StepMeasure], configs: List[Dict[str, Any]]) -> Dict[str, Packing]:
     """A :class:`Packing` per :func:`packing_key` of ``configs`` from the GPU measurement
-    of its model (``measures`` by :func:`specsweep.cost.model_key`)."""
+    of its model (``measures`` by :func:`specsweep.plan.cost.model_key`)."""
     plans = {}
     for config in configs:
         key = packing_key(config)
@@ -171,17 +144,17 @@ def plan_packing(measures: Mapping[str, StepMeasure], configs: List[Dict[str, An
         m = measures[model_key(config)]
         data = device_data_mib(config)
         if m.peak_mib is None or m.total_mib is None:
-            raise PackingError(f"{_label(config)}: measured on {m.device}, not a GPU")
+            raise PackingError(f"{label(config)}: measured on {m.device}, not a GPU")
         try:
             n, why = trials_per_gpu(m.peak_mib, data or 0.0, m.busy, m.total_mib)
         except PackingError as err:
             held = "unknown (not prepared here)" if data is None else f"{data:,.0f} MiB"
-            raise PackingError(f"{_label(config)} on {m.device}: {err} (steps {m.peak_mib:,.0f} MiB, data on the "
+            raise PackingError(f"{label(config)} on {m.device}: {err} (steps {m.peak_mib:,.0f} MiB, data on the "
                                f"device {held}); lower train.batch_size or the model's size, or keep the data off "
                                f"the GPU with train.data_path: loader") from None
         if data is None:
             why += "; the data's size is unknown, so its GPU memory is not counted"
-        plans[key] = Packing(key, _label(config), n, gpu_share(n), why, asdict(m))
+        plans[key] = Packing(key, label(config), n, gpu_share(n), why, asdict(m))
     return plans
 
 
@@ -190,7 +163,7 @@ def packing_configs(spec: "SweepSpec") -> List[Dict[str, Any]]:
     that shapes the model is represented by its choices, or by the two ends of its range
     (memory and GPU time grow with sizes); a trial whose model was not measured as such
     gets the most cautious packing (:class:`TrialResources`)."""
-    from specsweep.limits import sized_values, variants
+    from specsweep.plan.limits import sized_values, variants
     from specsweep.spec import expand_trials
 
     sampled = sized_values(spec, keys=_PACKING_KEYS, sampled_only=True)
@@ -199,147 +172,6 @@ def packing_configs(spec: "SweepSpec") -> List[Dict[str, Any]]:
         for _, config in variants(sampled, trial):
             configs.setdefault(packing_key(config), config)
     return list(configs.values())
-
-
-class MeasureCache:
-    """GPU measurements kept between launches, in ``gpu_measures.json`` under the
-    dataset cache (``SPECSWEEP_CACHE``): by model, the Ray accelerator type of the GPUs
-    measured on, the trial's CPUs, and the torch and specsweep versions of this machine.
-    A damaged or unwritable file is the same as none: models are measured again."""
-
-    def __init__(self, path: Path, gpu_type: str, cpus: float) -> None:
-        self.path, self.gpu_type, self.cpus = path, gpu_type, cpus
-
-    def key(self, model: str) -> str:
-        import torch
-
-        from specsweep import __version__
-
-        return json.dumps({"model": model, "gpu_type": self.gpu_type, "cpus": self.cpus, "torch": torch.__version__,
-                           "specsweep": __version__}, sort_keys=True)
-
-    def _entries(self) -> Dict[str, Any]:
-        try:
-            entries = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return entries if isinstance(entries, dict) else {}
-
-    def get(self, model: str) -> Optional[StepMeasure]:
-        entry = self._entries().get(self.key(model))
-        try:
-            return StepMeasure(**entry["measure"]) if isinstance(entry, dict) else None
-        except (KeyError, TypeError):
-            return None
-
-    def put(self, model: str, measure: StepMeasure) -> None:
-        entries = self._entries()
-        entries[self.key(model)] = {"measure": asdict(measure), "measured": datetime.now().isoformat(timespec="seconds")}
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", dir=self.path.parent, prefix=".gpu_measures-", delete=False) as f:
-                json.dump(entries, f, indent=1)
-            os.replace(f.name, self.path)
-        except OSError as err:
-            print(f"[specsweep]   could not keep the measurement in {self.path} ({err}); it will be measured again",
-                  flush=True)
-
-
-def cluster_gpu_type() -> Optional[str]:
-    """The accelerator type Ray reports for the GPUs of the joined cluster
-    (``accelerator_type:<type>`` among a node's resources), when all its GPU nodes have
-    one and the same; None otherwise."""
-    import ray
-
-    types = set()
-    for node in ray.nodes():
-        resources = node.get("Resources", {})
-        if not node.get("Alive") or resources.get("GPU", 0) <= 0:
-            continue
-        kinds = [name.split(":", 1)[1] for name in resources if name.startswith("accelerator_type:")]
-        types.add(kinds[0] if len(kinds) == 1 else None)
-    return types.pop() if len(types) == 1 else None
-
-
-def _print_plans(measures: Mapping[str, StepMeasure], configs: List[Dict[str, Any]], key: str, source: str) -> None:
-    m = measures[key]
-    for p in plan_packing(measures, [c for c in configs if model_key(c) == key]).values():
-        print(f"[specsweep]   {p.label}: {p.per_gpu} per GPU ({p.gpus:g} GPU each) on {m.device} ({source}): "
-              f"{p.why}; {m.clips_per_s:,.0f} clips/s alone", flush=True)
-
-
-def measure_models(configs: List[Dict[str, Any]], cpus: float) -> Dict[str, Packing]:
-    """Measure each distinct model of ``configs`` on a GPU of the joined Ray cluster (one
-    Ray task per model, each holding a whole GPU, as many at once as there are GPUs) and
-    plan its packing; models measured before on GPUs of the same type come from the
-    :class:`MeasureCache`. Prints a line per model as its measurement comes in."""
-    import ray
-
-    from specsweep.data.cache import default_cache_root
-
-    distinct: Dict[str, Dict[str, Any]] = {}
-    for config in configs:
-        distinct.setdefault(model_key(config), config)
-    gpu_type = cluster_gpu_type()
-    cache = MeasureCache(default_cache_root() / MEASURES_FILE, gpu_type, cpus) if gpu_type else None
-    measures: Dict[str, StepMeasure] = {}
-    for key in distinct:
-        kept = cache.get(key) if cache else None
-        if kept is not None:
-            measures[key] = kept
-    if measures and cache:
-        print(f"[specsweep] resources.gpus: auto: {len(measures)} model(s) measured before on {gpu_type} GPUs "
-              f"(kept in {cache.path}; delete it to measure again)", flush=True)
-        for key in measures:
-            _print_plans(measures, configs, key, "measured before")
-    todo = {key: config for key, config in distinct.items() if key not in measures}
-    if not todo:
-        return plan_packing(measures, configs)
-    # max_calls=1: the worker exits after its task, so its CUDA context and cached memory
-    # leave the GPU before trials arrive.
-    task = ray.remote(num_gpus=1, num_cpus=cpus, max_retries=0, max_calls=1)(_measure_on_gpu)
-    print(f"[specsweep] resources.gpus: auto: measuring {len(todo)} model(s) on a GPU each "
-          f"(compiling ones take about a minute)", flush=True)
-    pending = {task.remote(config, cpus): key for key, config in todo.items()}
-    started = time.monotonic()
-    try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=_WAIT_NOTE_S)
-            if not done:
-                # A GPU busy with other work, or one the autoscaler has yet to add, holds the task.
-                print(f"[specsweep]   still measuring {len(pending)} model(s) after "
-                      f"{time.monotonic() - started:.0f} s (each needs a whole free GPU; `ray status` shows what "
-                      f"holds them)", flush=True)
-                continue
-            key = pending.pop(done[0])
-            try:
-                measures[key] = StepMeasure(**ray.get(done[0]))
-            except ray.exceptions.RayError as err:
-                # A task's own exception (RayTaskError.cause), or its worker crashed, ran out
-                # of memory, lost its node.
-                cause = getattr(err, "cause", None) or err
-                lines = str(cause).strip().splitlines()
-                raise PackingError(f"measuring {_label(distinct[key])} on a GPU failed: "
-                                   f"{lines[-1] if lines else type(cause).__name__}") from None
-            if cache:
-                cache.put(key, measures[key])
-            _print_plans(measures, configs, key, "measured now")
-    finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-    return plan_packing(measures, configs)
-
-
-def resolve_gpus(configs: List[Dict[str, Any]], cpus: float) -> Dict[str, Packing]:
-    """``auto`` on the joined Ray cluster: a packing per model when it has GPUs, none
-    (trials on CPUs, with a line saying so) when it has none."""
-    import ray
-
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if gpus <= 0:
-        print("[specsweep] resources.gpus: auto: Ray has no GPUs here; trials run on CPUs", flush=True)
-        return {}
-    return measure_models(configs, cpus)
 
 
 class TrialResources:

@@ -174,7 +174,7 @@ def load_trial(run_dir: Union[str, Path, RunLocation], trial_id: str = "best") -
     TrialLoadError
         No such trial, not finished, or its tested weights are missing or damaged.
     """
-    from specsweep.status import read_trials
+    from specsweep.results.status import read_trials
 
     if not isinstance(run_dir, RunLocation) and Path(run_dir).is_file():
         return _load_weights_file(Path(run_dir))

@@ -4,7 +4,7 @@ never mixes what differs, each setting's effect against A per group, and the pap
 
 A group holds the finished trials that agree on every config value except the setting and
 the seed (task, front-end, backbone, n_mels, mask range, initialisation, ...), and on the
-run directory when several are read together. Within a group, :mod:`specsweep.effects`
+run directory when several are read together. Within a group, :mod:`specsweep.results.effects`
 pairs trials by seed. No plotting here: ``specsweep run`` prints the effects from this
 module without loading matplotlib.
 """
@@ -20,12 +20,12 @@ import numpy as np
 import yaml
 from scipy import stats
 
-from specsweep.effects import (CONTRADICTED, NOT_RESOLVED, SUPPORTED, Effect, Interval, interval, paired_effects,
+from specsweep.results.effects import (CONTRADICTED, NOT_RESOLVED, SUPPORTED, Effect, Interval, interval, paired_effects,
                                seeds_to_resolve, verdict)
 from specsweep.frontends.base import SETTINGS
 from specsweep.rundir import RunLocation
 from specsweep.spec import SweepSpec
-from specsweep.status import describe_config
+from specsweep.results.status import describe_config
 
 CLAIMS_FILE = Path(__file__).resolve().parents[1] / "docs" / "claims.yaml"
 DRIFT_KEYS = {"filterbank_drift": "frontend/filterbank_drift", "stft_drift": "frontend/stft_drift"}
@@ -40,7 +40,7 @@ RUN_KEY = "run"
 
 @dataclass
 class Run:
-    """A run directory's name, spec and trials (as :func:`specsweep.status.read_trials`)."""
+    """A run directory's name, spec and trials (as :func:`specsweep.results.status.read_trials`)."""
 
     name: str
     spec: SweepSpec

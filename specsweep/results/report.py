@@ -1,7 +1,7 @@
 """Paper-style tables and figures from one or several (partly) finished run directories.
 
 Trials are grouped by everything that differs except the setting and the seed
-(:mod:`specsweep.study`). Per group: a table whose rows are the settings A-D and whose
+(:mod:`specsweep.results.study`). Per group: a table whose rows are the settings A-D and whose
 cells are mean ± std over seeds of the best validation metric over epochs, of the test
 metric of the tested weights, and of how far the trainable filterbank and STFT moved
 from their initial values (``frontend/*_drift``, ``||W - W0||_F / ||W0||_F``); the effects
@@ -31,8 +31,8 @@ import torch  # noqa: E402
 from specsweep.rundir import (CHECKPOINTS, REPORT_DIR, DamagedFileError, RunLocation, first_line, load_run,  # noqa: E402
                               read_bounded, trial_folder)
 from specsweep.spec import SweepSpec  # noqa: E402
-from specsweep.status import describe_config  # noqa: E402
-from specsweep.study import (DRIFT_KEYS, ClaimsError, Group, Run, claim_markers, claims_markdown,  # noqa: E402
+from specsweep.results.status import describe_config  # noqa: E402
+from specsweep.results.study import (DRIFT_KEYS, ClaimsError, Group, Run, claim_markers, claims_markdown,  # noqa: E402
                              effect_rows, effects_markdown, format_value, group_trials, load_claims, tested_note)
 
 
@@ -303,7 +303,7 @@ def plot_best_filterbanks(groups: Sequence[Group], path: Path) -> Optional[Path]
 
 def read_runs(run_dirs: Sequence[Union[Path, str, RunLocation]]) -> List[Run]:
     """Spec and trials of each run directory, named by folder (by path where two share a name)."""
-    from specsweep.status import DamagedRunError, read_trials
+    from specsweep.results.status import DamagedRunError, read_trials
 
     locations = [RunLocation(r) for r in run_dirs]
     names = [loc.name for loc in locations]
