@@ -29,6 +29,11 @@ from typing import Annotated, Any, Callable, Dict, Iterable, List, Mapping, Opti
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
+class UsageError(ValueError):
+    """A command's arguments are wrong in a way argparse cannot see (the command line
+    names the flag and exits with status 2)."""
+
+
 # Set while the spec of an existing run directory is read: checks added after a run was
 # started must not make its results unreadable or its sweep unresumable.
 STORED_RUN: contextvars.ContextVar[bool] = contextvars.ContextVar("STORED_RUN", default=False)

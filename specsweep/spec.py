@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
@@ -86,6 +88,40 @@ class SearchParam(_Strict):
     def values(self) -> Optional[List[Any]]:
         """The listed values (grid or choice), for checking each one."""
         return self.grid if self.grid is not None else self.choice
+
+    def sampled(self) -> "Sampled":
+        """The marker a planned trial holds for this dimension, when it is drawn per trial."""
+        return Sampled(self.form, tuple(getattr(self, self.form)))
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """A value a trial draws from a search dimension when it starts (``choice``,
+    ``uniform``, ``loguniform``, ``randint``): what a planned trial holds at that key.
+
+    Examples
+    --------
+    >>> lr = Sampled("loguniform", (0.0001, 0.1))
+    >>> str(lr), lr.ends()
+    ('loguniform(0.0001, 0.1)', [0.0001, 0.1])
+    >>> Sampled("randint", (10, 41)).ends(), Sampled("choice", ("A", "B", "A")).ends()
+    ([10, 40], ['A', 'B'])
+    """
+
+    form: str
+    args: Tuple[Any, ...]
+
+    def __str__(self) -> str:
+        return f"{self.form}({', '.join(map(str, self.args))})"
+
+    def ends(self) -> List[Any]:
+        """The values that bound what the draw may be: a choice's distinct values, a
+        range's two ends (``randint`` excludes its high end)."""
+        if self.form == "choice":
+            return list({json.dumps(v, sort_keys=True): v for v in self.args}.values())
+        if self.form == "randint":
+            return [self.args[0], self.args[1] - 1]
+        return list(self.args)
 
 
 class SearchConfig(_Strict):
@@ -407,6 +443,25 @@ class SweepSpec(_Strict):
     def mode(self) -> str:
         return self.search.mode or get_task(self.task).mode(self.metric)
 
+    def describe(self, config: Union["TrialConfig", Dict[str, Any]]) -> Dict[str, Any]:
+        """The few values that tell ``config`` (a planned trial, or a trial's config as Tune
+        or a run directory gives it) apart from the sweep's other trials: the setting, the
+        swept keys' values (by short name, see :func:`swept_values`) and the seed."""
+        if isinstance(config, PlannedTrial):
+            values = config.as_dict(markers=True)
+        else:
+            values = config.as_dict() if isinstance(config, TrialConfig) else config
+        frontend = trial_value(values, "frontend") or {}
+        try:
+            setting: Any = frontend_setting(frontend)
+        except (ValueError, TypeError):
+            # A planned trial's sampled setting is shown as its draw; a run written by
+            # another version may name a front-end this one does not know.
+            sampled = trial_value(values, "frontend.setting")
+            setting = sampled if isinstance(sampled, Sampled) else "?"
+        swept = [key for key in self.search.space if key != "frontend.setting"]
+        return {"setting": setting, **swept_values(values, swept), "seed": trial_value(values, "seed")}
+
     def base_config(self) -> Dict[str, Any]:
         """The trial config before search values are filled in."""
         return {
@@ -463,6 +518,77 @@ class TrialConfig(ModelConfig):
     train: TrainConfig = Field(default_factory=TrainConfig)
     seed: Seed = 0
 
+    def as_dict(self) -> Dict[str, Any]:
+        """The config as Tune hands it to the trial: a plain dict, sections in spec order."""
+        return {"task": self.task, "data": copy.deepcopy(self.data), "frontend": copy.deepcopy(self.frontend),
+                "backbone": copy.deepcopy(self.backbone), "train": self.train.model_dump(), "seed": self.seed}
+
+    def value(self, key: str) -> Any:
+        """The value at a dotted ``key`` (``train.lr``, ``frontend.n_mels``), None where absent."""
+        return trial_value(self.as_dict(), key)
+
+
+class PlannedTrial(TrialConfig):
+    """A trial of a sweep's plan before it runs: a :class:`TrialConfig` whose values drawn
+    per trial are not known yet. ``sampled`` holds their :class:`Sampled` markers by dotted
+    key; the typed config holds the first value each may take there (a valid one), so that
+    every part of the plan reads a typed config.
+
+    Examples
+    --------
+    >>> spec = validate_spec({"name": "x", "task": "kws", "data": {"name": "embedded_kws"},
+    ...     "frontend": {"name": "nnaudio"}, "backbone": {"name": "simple"},
+    ...     "search": {"algorithm": "random", "space": {"train.lr": {"loguniform": [1e-4, 1e-2]}}}})
+    >>> trial = plan_trials(spec)[0]
+    >>> trial.value("train.lr"), trial.train.lr, trial.as_dict()["train"]["lr"]
+    (Sampled(form='loguniform', args=(0.0001, 0.01)), 0.0001, 'loguniform(0.0001, 0.01)')
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    sampled: Dict[str, Sampled] = Field(default_factory=dict)
+
+    def as_dict(self, markers: bool = False) -> Dict[str, Any]:
+        """The trial config with each sampled value shown as its draw (``"choice(A, B)"``),
+        or with ``markers`` as its :class:`Sampled` marker."""
+        config = super().as_dict()
+        for key, marker in self.sampled.items():
+            _set_dotted(config, key, marker if markers else str(marker))
+        return config
+
+    def value(self, key: str) -> Any:
+        """The value at a dotted ``key``: its :class:`Sampled` marker where it is drawn."""
+        return trial_value(self.as_dict(markers=True), key)
+
+    def with_values(self, chosen: Dict[str, Any]) -> "PlannedTrial":
+        """This trial with the values ``chosen`` (by dotted key) in place of its draws or
+        its values there (the plan's variants that bound a sampled size)."""
+        config = TrialConfig.as_dict(self)
+        for key, value in chosen.items():
+            _set_dotted(config, key, value)
+        return PlannedTrial.model_validate({**config, "sampled": {k: m for k, m in self.sampled.items() if k not in chosen}})
+
+    def is_sampled(self, *prefixes: str) -> bool:
+        """Whether a value at a key starting with one of ``prefixes`` is drawn per trial."""
+        return any(key.startswith(prefixes) for key in self.sampled)
+
+
+def plan_trials(spec: "SweepSpec") -> List[PlannedTrial]:
+    """Every trial of ``spec``: each grid point × seed × sample, typed; the sampled
+    dimensions as :class:`Sampled` markers."""
+    grid_keys = [k for k, p in spec.search.space.items() if p.form == "grid"]
+    sampled = {k: p.sampled() for k, p in spec.search.space.items() if p.form != "grid"}
+    trials = []
+    for combo in itertools.product(*(spec.search.space[k].grid for k in grid_keys)):
+        config = spec.base_config()
+        for key, value in zip(grid_keys, combo):
+            _set_dotted(config, key, value)
+        for key, marker in sampled.items():
+            _set_dotted(config, key, marker.ends()[0])
+        for seed in spec.seeds:
+            trial = PlannedTrial.model_validate({**config, "seed": seed, "sampled": sampled})
+            trials.extend(trial.model_copy(deep=True) for _ in range(spec.search.num_samples))
+    return trials
+
 
 _pydantic_problems = pydantic_problems
 
@@ -497,6 +623,50 @@ def _section_problems(section: str, config: Dict[str, Any], task: Optional[str],
     return problems
 
 
+def data_prepare_command(args: Any) -> int:
+    """``specsweep data prepare DATASET``: prepare it (download when asked, decode into
+    the cache) and print each split's folder."""
+    from specsweep.data.datasets import prepare_dataset
+
+    prepared = prepare_dataset(data_config_from_flags(args.dataset, args.set, args.root, args.download))
+    for split, folder in prepared.splits.items():
+        print(f"{split}: {folder}")
+    return 0
+
+
+def data_config_from_flags(name: str, settings: Sequence[str], root: Optional[str] = None,
+                           download: bool = False) -> Dict[str, Any]:
+    """The data config of ``specsweep data prepare``: the dataset ``name``, its ``--set
+    KEY=VALUE`` arguments (values read as YAML), ``--root`` and ``--download``, checked
+    like a spec's data section; :class:`~specsweep.data.datasets.DatasetConfigError` or
+    :class:`~specsweep.contract.UsageError` naming the flag otherwise."""
+    from specsweep.contract import UsageError, number_problems
+    from specsweep.data.datasets import DatasetConfigError
+
+    if name not in DATASETS:
+        raise DatasetConfigError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS.names())}")
+    allowed = dataset_param_names(name)
+    config: Dict[str, Any] = {"name": name}
+    for setting in settings:
+        key = setting.partition("=")[0]
+        if "=" not in setting or key not in allowed:
+            raise DatasetConfigError(f"--set {setting}: expected KEY=VALUE with KEY one of {', '.join(sorted(allowed))}")
+        try:
+            config[key] = parse_setting(setting, UniqueKeyLoader)[1]
+        except OverrideError as err:
+            raise DatasetConfigError(str(err)) from None
+    problems = number_problems(config)
+    if problems:
+        raise DatasetConfigError("; ".join(f"--set {p.removeprefix('name').lstrip('.')}" for p in problems))
+    config.update({"root": root} if root else {}, **({"download": True} if download else {}))
+    problems = _section_problems("data", config, None)
+    if problems:
+        flags = {"data.name": "dataset", "data.root": "--root", "data.download": "--download"}
+        raise UsageError("data prepare: " + "; ".join(
+            next((p.replace(k, v, 1) for k, v in flags.items() if p.startswith(k)), p) for p in problems))
+    return config
+
+
 def train_task_problems(train: Dict[str, Any], task: Optional[str]) -> List[str]:
     """Training values that do not fit the task: a ``best_by`` the task does not report, the
     device data path for variable-length utterances."""
@@ -511,7 +681,9 @@ def train_task_problems(train: Dict[str, Any], task: Optional[str]) -> List[str]
     if not info.fixed_length and train.get("data_path") == "device":
         problems.append(f"train.data_path: device needs clips of one length; task {task}'s utterances are "
                         "padded per batch by the loader: use auto or loader")
-    weighted = info.class_sampling and (train.get("balance_classes", True) or train.get("class_weights"))
+    # A raw spec's train section, before the schema fills its defaults in.
+    balance = train.get("balance_classes", TrainConfig.model_fields["balance_classes"].default)
+    weighted = info.class_sampling and (balance or train.get("class_weights"))
     if train.get("shuffle") is False and weighted:
         problems.append("train.shuffle: false reads the training split in order, but train.balance_classes / "
                         "train.class_weights draw clips by class weights; set balance_classes: false and no "
@@ -583,13 +755,40 @@ def swept_values(config: Dict[str, Any], keys: List[str]) -> Dict[str, Any]:
     ...              ["frontend.name", "frontend.n_mels", "seed", "train.lr"])
     {'frontend': 'nnaudio', 'n_mels': 20, 'seed': 1, 'lr': None}
     """
-    out: Dict[str, Any] = {}
-    for key in keys:
-        node: Any = config
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        out[key.split(".")[0] if key.endswith(".name") else key.rsplit(".", 1)[-1]] = node
-    return out
+    return {key.split(".")[0] if key.endswith(".name") else key.rsplit(".", 1)[-1]: trial_value(config, key)
+            for key in keys}
+
+
+def trial_config_problem(config: Any) -> Optional[str]:
+    """What makes ``config`` (a trial's config read back) unlike any a sweep writes, or
+    None: a mapping whose ``data``, ``frontend``, ``backbone`` and ``train`` are mappings
+    and whose ``seed`` is a whole number, when present."""
+    if not isinstance(config, dict):
+        return f"the trial config is a {type(config).__name__}, not a mapping"
+    for section in ("data", "frontend", "backbone", "train"):
+        value = trial_value(config, section)
+        if value is not None and not isinstance(value, dict):
+            return f"the trial config's {section} is a {type(value).__name__}, not a mapping"
+    seed = trial_value(config, "seed")
+    seed = 0 if seed is None else seed
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        return f"the trial config's seed is {seed!r}, not a whole number"
+    return None
+
+
+def trial_value(config: Any, key: str) -> Any:
+    """The value at a dotted ``key`` of a trial config given as a dict (as Tune or a run
+    directory gives it), None where absent: the one place such a dict is read by key.
+
+    Examples
+    --------
+    >>> trial_value({"train": {"lr": 0.1}, "seed": 2}, "train.lr"), trial_value({"seed": 2}, "train.lr")
+    (0.1, None)
+    """
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _sections(raw: Dict[str, Any]) -> Dict[str, Any]:
@@ -927,27 +1126,6 @@ def param_space(spec: SweepSpec) -> Dict[str, Any]:
             dim = tune.randint(p.randint[0], p.randint[1])
         _set_dotted(space, key, dim)
     return space
-
-
-def expand_trials(spec: SweepSpec) -> List[Dict[str, Any]]:
-    """The trial plan without Ray: every grid point × seed × sample; sampled dimensions
-    are shown as their distribution (e.g. ``"loguniform(0.0001, 0.1)"``)."""
-    grid_keys = [k for k, p in spec.search.space.items() if p.form == "grid"]
-    grid_values = [spec.search.space[k].grid for k in grid_keys]
-    trials = []
-    for combo in itertools.product(*grid_values):
-        for seed in spec.seeds:
-            for _ in range(spec.search.num_samples):
-                config = spec.base_config()
-                config["seed"] = seed
-                for key, value in zip(grid_keys, combo):
-                    _set_dotted(config, key, value)
-                for key, p in spec.search.space.items():
-                    if p.form != "grid":
-                        bounds = getattr(p, p.form)
-                        _set_dotted(config, key, f"{p.form}({', '.join(map(str, bounds))})")
-                trials.append(config)
-    return trials
 
 
 def num_trials(spec: SweepSpec) -> int:

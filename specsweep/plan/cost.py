@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 from specsweep.contract import StepMeasure
 from specsweep.data.datasets import declared_train_clips
+from specsweep.spec import PlannedTrial, Sampled, TrialConfig
 
 # Training clips/s of one trial with one torch thread on a CPU: the bare training step of
 # bench/bench_trials.py (batch 32, nnAudio front-end, 2-core AMD EPYC, bench/recorded/trials.md).
-CPU_RATES: Dict[Tuple[str, str], float] = {
-    ("bcresnet", "A"): 118, ("bcresnet", "B"): 135, ("bcresnet", "C"): 107, ("bcresnet", "D"): 99,
-    ("simple", "A"): 1_511, ("simple", "B"): 1_893, ("simple", "C"): 350, ("simple", "D"): 358,
+# Keyed by (task, backbone, setting): the figures are of one-second keyword clips.
+CPU_RATES: Dict[Tuple[str, str, str], float] = {
+    ("kws", "bcresnet", "A"): 118, ("kws", "bcresnet", "B"): 135, ("kws", "bcresnet", "C"): 107,
+    ("kws", "bcresnet", "D"): 99, ("kws", "simple", "A"): 1_511, ("kws", "simple", "B"): 1_893,
+    ("kws", "simple", "C"): 350, ("kws", "simple", "D"): 358,
 }
 
 
@@ -38,11 +41,11 @@ class GpuRate:
 
 
 # Whole trials on an NVIDIA H200, batch 32 (bench/recorded/gpu_packing_h200*.md, gpu_trials_h200.md).
-GPU_RATES: Dict[Tuple[str, bool], GpuRate] = {
-    ("bcresnet", True): GpuRate(2_946, 12_199, "H200, compiled, device data path (gpu_packing)", 16),
-    ("bcresnet", False): GpuRate(1_053, 3_523, "H200, eager, DataLoader (gpu_packing)", 8),
-    ("simple", False): GpuRate(8_636, None, "H200, eager bare step, setting D (gpu_trials)"),
-    ("simple", True): GpuRate(8_636, None, "H200, eager bare step, setting D (gpu_trials); compiled not measured"),
+GPU_RATES: Dict[Tuple[str, str, bool], GpuRate] = {
+    ("kws", "bcresnet", True): GpuRate(2_946, 12_199, "H200, compiled, device data path (gpu_packing)", 16),
+    ("kws", "bcresnet", False): GpuRate(1_053, 3_523, "H200, eager, DataLoader (gpu_packing)", 8),
+    ("kws", "simple", False): GpuRate(8_636, None, "H200, eager bare step, setting D (gpu_trials)"),
+    ("kws", "simple", True): GpuRate(8_636, None, "H200, eager bare step, setting D (gpu_trials); compiled not measured"),
 }
 
 
@@ -55,41 +58,48 @@ def shared_rate(alone: float, busy: Optional[float], share: float) -> float:
     return min(alone, alone / busy * share)
 
 
-def model_key(config: Dict[str, Any]) -> str:
+def model_key(trial: TrialConfig) -> str:
     """What sets a trial's training speed and its GPU memory apart from its data: task,
     front-end, backbone, batch sizes (training, and evaluation, which validation and
-    test run at) and compile switch (not the seed, learning rate or data), as one JSON string."""
-    train = config["train"]
-    return json.dumps({"task": config["task"], "data": config["data"]["name"], "frontend": config["frontend"],
-                       "backbone": config["backbone"], "batch_size": train["batch_size"],
-                       "eval_batch_size": train.get("eval_batch_size"), "compile": bool(train["compile"])},
-                      sort_keys=True, default=str)
+    test run at) and compile switch (not the seed, learning rate or data), as one JSON
+    string (a sampled value as its draw)."""
+    frontend, backbone = trial.value("frontend"), trial.value("backbone")
+    return json.dumps({"task": trial.task, "data": trial.data["name"], "frontend": frontend, "backbone": backbone,
+                       "batch_size": trial.value("train.batch_size"), "eval_batch_size": trial.value("train.eval_batch_size"),
+                       "compile": _flag(trial.value("train.compile"))}, sort_keys=True, default=str)
 
 
-def train_clips(data: Dict[str, Any]) -> Optional[int]:
-    """Declared training clips per epoch of a data config; None when unknown, also when a
-    sampled search value (shown as its distribution) sets one of the dataset's arguments."""
+def _flag(value: Any) -> Any:
+    return value if isinstance(value, Sampled) else bool(value)
+
+
+def train_clips(trial: TrialConfig) -> Optional[int]:
+    """Declared training clips per epoch of a trial's data; None when unknown, also when
+    a value drawn per trial sets one of the dataset's arguments that the count needs."""
     try:
-        return declared_train_clips(data)
+        return declared_train_clips(trial.value("data"))
     except (TypeError, ValueError):
         return None
 
 
-def clip_steps(config: Dict[str, Any], limit_train_batches: Optional[int] = None) -> Optional[int]:
-    """Epochs x training clips per epoch of a trial config; None when either is unknown
-    (a sampled epoch count or batch size, an undeclared dataset size).
+def clip_steps(trial: TrialConfig, limit_train_batches: Optional[int] = None) -> Optional[int]:
+    """Epochs x training clips per epoch of a trial; None when either is unknown (an
+    epoch count or batch size drawn per trial, an undeclared dataset size).
 
     ``limit_train_batches`` caps the batches per epoch (smoke tests)."""
-    epochs, batch = config["train"]["epochs"], config["train"]["batch_size"]
-    clips = train_clips(config["data"])
-    if not isinstance(epochs, int) or not isinstance(batch, int) or clips is None:
+    clips = train_clips(trial)
+    if _drawn(trial, "train.epochs", "train.batch_size") or clips is None:
         return None
     if limit_train_batches is not None:
-        clips = min(clips, limit_train_batches * batch)
-    return epochs * clips
+        clips = min(clips, limit_train_batches * trial.train.batch_size)
+    return trial.train.epochs * clips
 
 
-def recorded_rate(config: Dict[str, Any], gpus: Union[float, str]) -> Tuple[Optional[float], str, float]:
+def _drawn(trial: TrialConfig, *keys: str) -> bool:
+    return isinstance(trial, PlannedTrial) and trial.is_sampled(*keys)
+
+
+def recorded_rate(trial: TrialConfig, gpus: Union[float, str]) -> Tuple[Optional[float], str, float]:
     """A trial's training clips/s from the recorded figures, where it comes from, and the
     GPU share it holds.
 
@@ -98,17 +108,16 @@ def recorded_rate(config: Dict[str, Any], gpus: Union[float, str]) -> Tuple[Opti
     a GPU as the recorded figure's trials did."""
     from specsweep.frontends import frontend_setting
 
-    backbone = config["backbone"]["name"]
+    backbone = trial.backbone["name"]
     share = 0.0 if gpus == "auto" else float(gpus)
     try:
-        setting = frontend_setting(config["frontend"])
+        setting = frontend_setting(trial.value("frontend"))
     except ValueError:
         return None, "the front-end's setting is sampled: no recorded figure for one setting", share
-    if config["task"] != "kws":
-        # The figures are of one-second keyword clips; utterances are longer and vary.
-        return None, f"no recorded figure for task {config['task']}: use --calibrate", share
+    if not any(task == trial.task for task, *_ in [*CPU_RATES, *GPU_RATES]):
+        return None, f"no recorded figure for task {trial.task}: use --calibrate", share
     if gpus == "auto" or share > 0:
-        rate = GPU_RATES.get((backbone, bool(config["train"]["compile"])))
+        rate = GPU_RATES.get((trial.task, backbone, _flag(trial.value("train.compile"))))
         if rate is None:
             return None, "no recorded GPU figure for this model: use --calibrate", share
         source = f"recorded: {rate.source}"
@@ -117,15 +126,15 @@ def recorded_rate(config: Dict[str, Any], gpus: Union[float, str]) -> Tuple[Opti
             source += f", {rate.trials or 1} per GPU"
         own = rate.alone if rate.per_gpu is None else min(rate.alone, rate.per_gpu * min(1.0, share))
         return own, source, share
-    cpu = CPU_RATES.get((backbone, setting))
+    cpu = CPU_RATES.get((trial.task, backbone, setting))
     if cpu is None:
         return None, "no recorded CPU figure for this model: use --calibrate", share
     return cpu, f"recorded: CPU one thread, {backbone} setting {setting} (bench_trials)", share
 
 
-def sweep_cost(configs: List[Dict[str, Any]], cpus: float, gpus: Union[float, str],
+def sweep_cost(trials: Sequence[TrialConfig], cpus: float, gpus: Union[float, str],
                limit_train_batches: Optional[int] = None, measures: Optional[Dict[str, StepMeasure]] = None,
-               share_of: Optional[Callable[[Dict[str, Any]], float]] = None) -> Dict[str, Any]:
+               share_of: Optional[Callable[[TrialConfig], float]] = None) -> Dict[str, Any]:
     """Per trial and in total: clip-steps, clips/s, GPU share and hours. ``measures`` maps
     :func:`model_key` to a calibration on this machine (others use the recorded
     figures); ``share_of`` gives a trial's GPU share as ``gpus: auto`` chose it from a GPU
@@ -135,7 +144,7 @@ def sweep_cost(configs: List[Dict[str, Any]], cpus: float, gpus: Union[float, st
     ``cpu_hours`` and ``gpu_hours`` (trial hours x the CPUs and GPUs each holds). A total
     is None when any trial's part is unknown."""
     per_trial = []
-    for i, config in enumerate(configs):
+    for i, config in enumerate(trials):
         steps = clip_steps(config, limit_train_batches)
         key = model_key(config)
         measure = (measures or {}).get(key)
@@ -150,8 +159,9 @@ def sweep_cost(configs: List[Dict[str, Any]], cpus: float, gpus: Union[float, st
             rate = shared_rate(measure.clips_per_s, measure.busy, share)
             source = f"calibrated on this machine ({measure.device})"
         hours = steps / rate / 3600 if steps is not None and rate else None
-        per_trial.append({"trial": i, "epochs": config["train"]["epochs"],
-                          "train_clips": train_clips(config["data"]), "clip_steps": steps,
+        epochs = config.value("train.epochs")
+        per_trial.append({"trial": i, "epochs": str(epochs) if isinstance(epochs, Sampled) else epochs,
+                          "train_clips": train_clips(config), "clip_steps": steps,
                           "clips_per_s": rate, "gpus": share, "hours": hours, "rate_source": source})
 
     def total(field: str, factor: int | float = 1) -> Optional[float]:

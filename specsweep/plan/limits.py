@@ -61,31 +61,37 @@ def sized_values(spec: SweepSpec, keys: Tuple[str, ...] = SIZE_KEYS,
     for key, p in spec.search.space.items():
         if not key.startswith(keys) or (sampled_only and p.form == "grid"):
             continue
-        if p.form in ("grid", "choice"):
-            values[key] = list({json.dumps(v, sort_keys=True): v for v in p.values()}.values())
-        elif p.form == "randint":
-            values[key] = [p.randint[0], p.randint[1] - 1]
+        if p.form == "grid":
+            values[key] = list({json.dumps(v, sort_keys=True): v for v in p.grid}.values())
         else:
-            values[key] = list(getattr(p, p.form))
+            values[key] = p.sampled().ends()
     return values
+
+
+def variant_combinations(values: Dict[str, List[Any]], max_combinations: float = _MAX_COMBINATIONS
+                         ) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """``(values named, values set)``: every combination of ``values`` (dotted keys), or,
+    when the combinations are more than ``max_combinations``, each value alone (named),
+    set with the other keys at their first value."""
+    if math.prod(len(v) for v in values.values()) <= max_combinations:
+        for combo in itertools.product(*values.values()):
+            chosen = dict(zip(values, combo))
+            yield chosen, chosen
+        return
+    others = {key: vs[0] for key, vs in values.items()}
+    for key, vs in values.items():
+        for v in vs:
+            yield {key: v}, {**others, key: v}
 
 
 def variants(values: Dict[str, List[Any]], base: Dict[str, Any],
              max_combinations: float = _MAX_COMBINATIONS) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]]:
-    """``(values set, config)``: ``base`` with every combination of ``values`` (dotted
-    keys), or, when the combinations are more than ``max_combinations``, with each value
-    alone (the other keys at their first value)."""
+    """``(values named, config)``: ``base`` with each of :func:`variant_combinations`."""
     from specsweep.spec import _set_dotted
 
-    if math.prod(len(v) for v in values.values()) <= max_combinations:
-        combos = [dict(zip(values, combo)) for combo in itertools.product(*values.values())]
-        others: Dict[str, Any] = {}
-    else:
-        combos = [{key: v} for key, vs in values.items() for v in vs]
-        others = {key: vs[0] for key, vs in values.items()}
-    for chosen in combos:
+    for chosen, setting in variant_combinations(values, max_combinations):
         config = copy.deepcopy(base)
-        for key, value in {**others, **chosen}.items():
+        for key, value in setting.items():
             _set_dotted(config, key, value)
         yield chosen, config
 

@@ -28,14 +28,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from specsweep.contract import StepMeasure
 from specsweep.data.datasets import describe_dataset
 from specsweep.plan.cost import model_key
-
-if TYPE_CHECKING:
-    from specsweep.spec import SweepSpec
+from specsweep.spec import PlannedTrial, SweepSpec, TrialConfig
 
 # Trials per GPU until their GPU time measured alone sums to this many GPUs: kernels of
 # different processes take turns on a GPU, and a trial's CPU work leaves gaps that others fill.
@@ -67,11 +65,11 @@ class Packing:
     measure: Dict[str, Any]
 
 
-def packing_key(config: Mapping[str, Any]) -> str:
+def packing_key(trial: TrialConfig) -> str:
     """What a trial's packing depends on: its model (:func:`specsweep.plan.cost.model_key`),
     its data and its data path (the data it holds on the GPU), as one JSON string."""
-    return json.dumps({"model": model_key(dict(config)), "data": config["data"],
-                       "data_path": config["train"].get("data_path", "auto")}, sort_keys=True, default=str)
+    return json.dumps({"model": model_key(trial), "data": trial.value("data"),
+                       "data_path": trial.value("train.data_path")}, sort_keys=True, default=str)
 
 
 def gpu_share(per_gpu: int) -> float:
@@ -80,7 +78,7 @@ def gpu_share(per_gpu: int) -> float:
     return 1.0 if per_gpu <= 1 else math.floor(10_000 / per_gpu) / 10_000
 
 
-def device_data_mib(config: Mapping[str, Any]) -> Optional[float]:
+def device_data_mib(trial: TrialConfig) -> Optional[float]:
     """GPU memory a trial's data takes on the device data path: every split's int16 clips
     and int64 targets (one per clip). 0 where the trial uses the DataLoader on a GPU
     (:func:`specsweep.data.loaders.resolve_data_path`). Split sizes the dataset does not
@@ -92,13 +90,13 @@ def device_data_mib(config: Mapping[str, Any]) -> Optional[float]:
     from specsweep.data.loaders import resolve_data_path
     from specsweep.data.speechcommands import DatasetMissingError
 
-    info = describe_dataset(config["data"])
-    if resolve_data_path(config["train"].get("data_path", "auto"), info, torch.device("cuda")) != "device":
+    info = describe_dataset(trial.data)
+    if resolve_data_path(trial.train.data_path, info, torch.device("cuda")) != "device":
         return 0.0
     sizes = list(info.split_sizes.values())
     if any(n is None for n in sizes):
         try:
-            prepared = prepare_dataset_once(config["data"])
+            prepared = prepare_dataset_once(trial.data)
         except (DatasetMissingError, DatasetConfigError, OSError):
             return None
         sizes = [len(prepared.dataset(split)) for split in prepared.splits]
@@ -125,19 +123,17 @@ def trials_per_gpu(peak_mib: float, data_mib: float, busy: Optional[float], tota
     return n, f"{memory}, GPU time {by_load} (busy {busy:.0%} alone, packed to {GPU_LOAD:.0%})"
 
 
-def label(config: Mapping[str, Any]) -> str:
-    from specsweep.frontends import frontend_setting
-
-    train = config["train"]
-    return (f"{config['frontend']['name']}+{config['backbone']['name']} setting {frontend_setting(config['frontend'])}, "
-            f"batch {train['batch_size']}{', compiled' if train.get('compile') else ''}, {config['data']['name']}")
+def label(trial: TrialConfig) -> str:
+    """The model of a packing in words: front-end, backbone, setting, batch, data."""
+    return (f"{trial.frontend['name']}+{trial.backbone['name']} setting {trial.setting}, "
+            f"batch {trial.train.batch_size}{', compiled' if trial.train.compile else ''}, {trial.data['name']}")
 
 
-def plan_packing(measures: Mapping[str, StepMeasure], configs: List[Dict[str, Any]]) -> Dict[str, Packing]:
-    """A :class:`Packing` per :func:`packing_key` of ``configs`` from the GPU measurement
+def plan_packing(measures: Mapping[str, StepMeasure], trials: Sequence[TrialConfig]) -> Dict[str, Packing]:
+    """A :class:`Packing` per :func:`packing_key` of ``trials`` from the GPU measurement
     of its model (``measures`` by :func:`specsweep.plan.cost.model_key`)."""
     plans = {}
-    for config in configs:
+    for config in trials:
         key = packing_key(config)
         if key in plans:
             continue
@@ -158,20 +154,20 @@ def plan_packing(measures: Mapping[str, StepMeasure], configs: List[Dict[str, An
     return plans
 
 
-def packing_configs(spec: "SweepSpec") -> List[Dict[str, Any]]:
-    """One trial config per distinct model the sweep can run. A sampled search dimension
-    that shapes the model is represented by its choices, or by the two ends of its range
-    (memory and GPU time grow with sizes); a trial whose model was not measured as such
-    gets the most cautious packing (:class:`TrialResources`)."""
-    from specsweep.plan.limits import sized_values, variants
-    from specsweep.spec import expand_trials
+def packing_trials(spec: SweepSpec, trials: Sequence[PlannedTrial]) -> List[PlannedTrial]:
+    """One of ``trials`` (the plan of ``spec``) per distinct model the sweep can run. A
+    sampled search dimension that shapes the model is represented by its choices, or by
+    the two ends of its range (memory and GPU time grow with sizes); a trial whose model
+    was not measured as such gets the most cautious packing (:class:`TrialResources`)."""
+    from specsweep.plan.limits import sized_values, variant_combinations
 
     sampled = sized_values(spec, keys=_PACKING_KEYS, sampled_only=True)
-    configs: Dict[str, Dict[str, Any]] = {}
-    for trial in expand_trials(spec):
-        for _, config in variants(sampled, trial):
-            configs.setdefault(packing_key(config), config)
-    return list(configs.values())
+    distinct: Dict[str, PlannedTrial] = {}
+    for trial in trials:
+        for chosen in variant_combinations(sampled):
+            variant = trial.with_values(chosen)
+            distinct.setdefault(packing_key(variant), variant)
+    return list(distinct.values())
 
 
 class TrialResources:
@@ -184,13 +180,14 @@ class TrialResources:
         self.shares = {key: p.gpus for key, p in plans.items()}
         self.cautious = max(self.shares.values(), default=0.0)
 
-    def gpus(self, config: Mapping[str, Any]) -> float:
-        return self.shares.get(packing_key(config), self.cautious)
+    def gpus(self, trial: TrialConfig) -> float:
+        return self.shares.get(packing_key(trial), self.cautious)
 
     def __call__(self, config: Dict[str, Any]) -> Any:
+        """The request for the trial Tune is about to start, whose ``config`` is a plain dict."""
         from ray.tune import PlacementGroupFactory
 
-        gpus = self.gpus(config)
+        gpus = self.gpus(TrialConfig.model_validate(config))
         return PlacementGroupFactory([{"CPU": self.cpus, **({"GPU": gpus} if gpus else {})}])
 
 

@@ -36,6 +36,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from specsweep.contract import UsageError
 from specsweep.layout import TESTED_FILE
 from specsweep.rundir import CHECKPOINTS, RunDirError, RunLocation, first_line, load_run, trial_folder
 from specsweep.spec import SweepSpec, TrialConfig
@@ -230,6 +231,32 @@ def _load_weights_file(path: Path) -> nn.Module:
     return _model(config, saved["state_dict"], card.get("weights_from", str(path)), run_dir=card.get("run_dir", ""),
                   trial_id=card.get("trial_id", ""), metrics=card.get("metrics", {}),
                   tested_epoch=card.get("tested_epoch"))
+
+
+def export_command(args: Any) -> int:
+    """``specsweep export RUN_DIR ID --out FILE``: :func:`export_trial`, and what was written."""
+    print(_export(args.run_dir, args.trial_id, args.out))
+    return 0
+
+
+def _export(run_dir: str, trial_id: str, out: Path) -> str:
+    """Write trial ``trial_id`` of ``run_dir`` to the new file ``out``; what to tell the
+    user. :class:`UsageError` names an ``out`` that exists or whose folder does not."""
+    exists = UsageError(f"--out {out} exists; give a new file name (export never overwrites)")
+    # Checked before the model is loaded; export_trial's exclusive open covers a race.
+    if out.exists() or out.is_symlink():
+        raise exists
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
+    try:
+        written = export_trial(run_dir, trial_id, out)
+    except FileExistsError:
+        raise exists from None
+    if written == EXPORT_FORMAT:
+        return (f"{out}: trial {trial_id} of {run_dir} as a torch.export program; load it with "
+                f"torch.export.load({str(out)!r}).module() (its description: extra file {EXPORT_EXTRA_FILE})")
+    return (f"{out}: trial {trial_id} of {run_dir} as weights and description (torch.export cannot capture this "
+            f"model for every length); load it with specsweep.load_trial({str(out)!r})")
 
 
 def export_trial(run_dir: Union[str, Path, RunLocation], trial_id: str, out: Path) -> str:

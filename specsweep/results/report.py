@@ -31,7 +31,6 @@ import torch  # noqa: E402
 from specsweep.rundir import (CHECKPOINTS, REPORT_DIR, DamagedFileError, RunLocation, first_line, load_run,  # noqa: E402
                               read_bounded, trial_folder)
 from specsweep.spec import SweepSpec  # noqa: E402
-from specsweep.results.status import describe_config  # noqa: E402
 from specsweep.results.study import (DRIFT_KEYS, ClaimsError, Group, Run, claim_markers, claims_markdown,  # noqa: E402
                              effect_rows, effects_markdown, format_value, group_trials, load_claims, tested_note)
 
@@ -216,7 +215,7 @@ def _best_trial_per_setting(group: Group) -> Dict[str, Dict[str, Any]]:
         value = t["metrics"].get(key)
         if not isinstance(value, (int, float)):
             continue
-        s = describe_config(t["config"], group.run.spec)["setting"]
+        s = group.run.spec.describe(t["config"])["setting"]
         current = best.get(s)
         if current is None or (value > current["metrics"][key] if group.mode == "max" else value < current["metrics"][key]):
             best[s] = t

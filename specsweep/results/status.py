@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Union
 from specsweep.rundir import (ERROR_FILE, EXPERIMENT_STATE, RESULT_FILE, TRIALS, DamagedFileError, RunDirError,
                               MAX_READ_BYTES, RunLocation, load_run, parse_json, read_bounded, read_json,
                               trial_id_of)
-from specsweep.spec import SweepSpec, swept_values
+from specsweep.spec import SweepSpec, trial_config_problem
 
 STATUSES = ("PENDING", "RUNNING", "TERMINATED", "ERROR")
 # A running sweep rewrites its experiment state in place: a file read mid-write is read
@@ -111,21 +111,6 @@ def _oversized_results(run_dir: RunLocation) -> List[str]:
             damaged.append(f"{run_dir.child(relative)}: {size:,} bytes, more than specsweep reads back "
                            f"({MAX_READ_BYTES:,} bytes); not a file a sweep writes; {_READ_FROM_TRIALS}")
     return damaged
-
-
-def trial_config_problem(config: Any) -> Optional[str]:
-    """What makes ``config`` (a trial's config read back) unlike any a sweep writes, or
-    None: a mapping whose ``data``, ``frontend``, ``backbone`` and ``train`` are mappings
-    and whose ``seed`` is a whole number, when present."""
-    if not isinstance(config, dict):
-        return f"the trial config is a {type(config).__name__}, not a mapping"
-    for section in ("data", "frontend", "backbone", "train"):
-        if not isinstance(config.get(section, {}), dict):
-            return f"the trial config's {section} is a {type(config[section]).__name__}, not a mapping"
-    seed = config.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        return f"the trial config's seed is {seed!r}, not a whole number"
-    return None
 
 
 def _trials_from_results(run_dir: RunLocation, metric: str, mode: str, damaged: List[str]) -> List[Dict[str, Any]]:
@@ -248,21 +233,6 @@ def _tune_trials(run_dir: RunLocation, metric: str, mode: str, damaged: List[str
     return trials
 
 
-def describe_config(config: Dict[str, Any], spec: SweepSpec) -> Dict[str, Any]:
-    """The few config values that tell trials of one sweep apart: the setting, the swept keys, the seed."""
-    from specsweep.frontends import frontend_setting
-
-    try:
-        setting = frontend_setting(config.get("frontend", {}))
-    except ValueError:
-        # A planned trial's sampled setting is shown as its distribution; a run written by
-        # another version may name a front-end this one does not know.
-        sampled = config.get("frontend", {}).get("setting")
-        setting = sampled if isinstance(sampled, str) and "(" in sampled else "?"
-    swept = swept_values(config, [key for key in spec.search.space if key != "frontend.setting"])
-    return {"setting": setting, **swept, "seed": config.get("seed")}
-
-
 def last_result(run_dir: RunLocation, trial_dir: str) -> Dict[str, Any]:
     """The latest row of the ``result.json`` in ``run_dir``'s folder ``trial_dir``; ``{}``
     when there is none or it cannot be read."""
@@ -275,13 +245,13 @@ def last_result(run_dir: RunLocation, trial_dir: str) -> Dict[str, Any]:
 
 
 def summary_rows(trials: List[Dict[str, Any]], spec: SweepSpec) -> List[Dict[str, Any]]:
-    """One row per trial for :func:`format_table`: its id, :func:`describe_config`, status,
+    """One row per trial for :func:`format_table`: its id, :meth:`~specsweep.spec.SweepSpec.describe`, status,
     best validation metric and test metric."""
     test_metric = spec.metric.replace("val_", "test_")
     rows = []
     for t in trials:
         m = t["metrics"]
-        rows.append({"trial": t["id"], **describe_config(t["config"], spec), "status": t["status"],
+        rows.append({"trial": t["id"], **spec.describe(t["config"]), "status": t["status"],
                      f"best {spec.metric}": m.get(f"best_{spec.metric}"), test_metric: m.get(test_metric)})
     return rows
 
@@ -304,3 +274,32 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
+
+
+def status_command(args: Any) -> int:
+    """``specsweep status RUN_DIR [--json]``: the trials' table (or JSON) of ``args.run_dir``;
+    status 2 when files are damaged (what could still be read is shown)."""
+    import json
+    import sys
+
+    run_dir = RunLocation(args.run_dir)
+    spec = load_run(run_dir)
+    damage = None
+    try:
+        trials = read_trials(run_dir)
+    except DamagedRunError as err:
+        damage, trials = err, err.trials
+    if args.json:
+        print(json.dumps({"run_dir": run_dir.uri,
+                          "trials": [{k: t[k] for k in ("id", "status", "config", "metrics", "error")} for t in trials],
+                          **({"damaged": damage.damaged} if damage else {})},
+                         indent=1, default=str))
+    else:
+        print(format_table(summary_rows(trials, spec), spec))
+        counts = {s: sum(t["status"] == s for t in trials) for s in ("TERMINATED", "RUNNING", "PENDING", "ERROR")}
+        print(", ".join(f"{v} {k.lower()}" for k, v in counts.items()))
+    if damage:
+        print(f"specsweep: {damage}\nthe table shows what could still be read; `specsweep resume` refuses this "
+              f"run until the damaged files are restored or moved aside", file=sys.stderr)
+        return 2
+    return 0

@@ -24,8 +24,7 @@ from specsweep.results.effects import (CONTRADICTED, NOT_RESOLVED, SUPPORTED, Ef
                                seeds_to_resolve, verdict)
 from specsweep.frontends.base import SETTINGS
 from specsweep.rundir import RunLocation
-from specsweep.spec import SweepSpec
-from specsweep.results.status import describe_config
+from specsweep.spec import SweepSpec, trial_value
 
 CLAIMS_FILE = Path(__file__).resolve().parents[1] / "docs" / "claims.yaml"
 DRIFT_KEYS = {"filterbank_drift": "frontend/filterbank_drift", "stft_drift": "frontend/stft_drift"}
@@ -167,12 +166,12 @@ def group_trials(runs: Sequence[Run]) -> List[Group]:
                 groups[ident] = Group(label, run, t["config"], values={kind: {} for kind in kinds})
             group = groups[ident]
             group.trials.append(t)
-            setting = describe_config(t["config"], run.spec)["setting"]
+            setting = run.spec.describe(t["config"])["setting"]
             for kind, key in kinds.items():
                 value = t["metrics"].get(key)
                 if isinstance(value, (int, float)):
                     # A seed repeated within a group (a resumed copy) keeps its first trial.
-                    group.values[kind].setdefault(setting, {}).setdefault(t["config"].get("seed"), float(value))
+                    group.values[kind].setdefault(setting, {}).setdefault(trial_value(t["config"], "seed"), float(value))
     return list(groups.values())
 
 
@@ -328,7 +327,7 @@ def _frontend_value(config: Mapping[str, Any], name: str) -> Any:
     from specsweep.frontends import frontend_argument
 
     try:
-        return frontend_argument(config.get("frontend", {}), name)
+        return frontend_argument(trial_value(config, "frontend") or {}, name)
     except (KeyError, ValueError):
         return None
 
@@ -337,9 +336,9 @@ def _matches(claim: Mapping[str, Any], group: Group) -> bool:
     """Whether ``group``'s trials are a condition ``claim`` speaks of: its task, one of its
     models, its metric, and every ``where`` value (front-end values read with their defaults)."""
     config = group.config
-    if config.get("task") != claim["task"] or group.test_key != claim["metric"]:
+    if trial_value(config, "task") != claim["task"] or group.test_key != claim["metric"]:
         return False
-    if config.get("backbone", {}).get("name") not in claim["models"]:
+    if trial_value(config, "backbone.name") not in claim["models"]:
         return False
     for key, allowed in (claim.get("where") or {}).items():
         section, _, leaf = key.partition(".")
@@ -366,7 +365,7 @@ def _model_pairs(claim: Mapping[str, Any], groups: Sequence[Group]) -> List[Tupl
     for g in groups:
         if _matches(claim, g):
             rest = {k: v for k, v in g.label.items() if k != "backbone"}
-            by_rest.setdefault(_hashable(rest), {})[g.config["backbone"]["name"]] = g
+            by_rest.setdefault(_hashable(rest), {})[trial_value(g.config, "backbone.name")] = g
     return [(pair[simpler], pair[larger]) for pair in by_rest.values() if simpler in pair and larger in pair]
 
 

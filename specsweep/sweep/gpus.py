@@ -13,11 +13,12 @@ from dataclasses import asdict
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from specsweep.contract import StepMeasure
 from specsweep.plan.cost import model_key
 from specsweep.plan.packing import Packing, PackingError, label, plan_packing
+from specsweep.spec import TrialConfig
 
 # Measurements kept between launches, in the dataset cache folder (MeasureCache).
 MEASURES_FILE = "gpu_measures.json"
@@ -25,7 +26,7 @@ MEASURES_FILE = "gpu_measures.json"
 _WAIT_NOTE_S = 120.0
 
 
-def _measure_on_gpu(config: Dict[str, Any], cpus: float) -> Dict[str, Any]:
+def _measure_on_gpu(config: TrialConfig, cpus: float) -> Dict[str, Any]:
     """Body of the Ray task that measures one model on the GPU Ray gave it."""
     import torch
 
@@ -107,14 +108,14 @@ def cluster_gpu_type() -> Optional[str]:
     return types.pop() if len(types) == 1 else None
 
 
-def _print_plans(measures: Mapping[str, StepMeasure], configs: List[Dict[str, Any]], key: str, source: str) -> None:
+def _print_plans(measures: Mapping[str, StepMeasure], configs: Sequence[TrialConfig], key: str, source: str) -> None:
     m = measures[key]
     for p in plan_packing(measures, [c for c in configs if model_key(c) == key]).values():
         print(f"[specsweep]   {p.label}: {p.per_gpu} per GPU ({p.gpus:g} GPU each) on {m.device} ({source}): "
               f"{p.why}; {m.clips_per_s:,.0f} clips/s alone", flush=True)
 
 
-def measure_models(configs: List[Dict[str, Any]], cpus: float) -> Dict[str, Packing]:
+def measure_models(configs: Sequence[TrialConfig], cpus: float) -> Dict[str, Packing]:
     """Measure each distinct model of ``configs`` on a GPU of the joined Ray cluster (one
     Ray task per model, each holding a whole GPU, as many at once as there are GPUs) and
     plan its packing; models measured before on GPUs of the same type come from the
@@ -123,7 +124,7 @@ def measure_models(configs: List[Dict[str, Any]], cpus: float) -> Dict[str, Pack
 
     from specsweep.data.cache import default_cache_root
 
-    distinct: Dict[str, Dict[str, Any]] = {}
+    distinct: Dict[str, TrialConfig] = {}
     for config in configs:
         distinct.setdefault(model_key(config), config)
     gpu_type = cluster_gpu_type()
@@ -176,7 +177,7 @@ def measure_models(configs: List[Dict[str, Any]], cpus: float) -> Dict[str, Pack
     return plan_packing(measures, configs)
 
 
-def resolve_gpus(configs: List[Dict[str, Any]], cpus: float) -> Dict[str, Packing]:
+def resolve_gpus(configs: Sequence[TrialConfig], cpus: float) -> Dict[str, Packing]:
     """``auto`` on the joined Ray cluster: a packing per model when it has GPUs, none
     (trials on CPUs, with a line saying so) when it has none."""
     import ray

@@ -38,10 +38,8 @@ def index_text(trials: Sequence[Tuple[str, Dict[str, Any]]], spec: SweepSpec) ->
     """``trials.tsv`` for ``(trial id, trial config)`` pairs of a sweep of ``spec``: a
     header row, then per trial its folder, setting, swept values and seed (as ``status``
     shows them) and id."""
-    from specsweep.results.status import describe_config
-
-    columns = list(describe_config({}, spec))
-    rows = [[trial_folder(trial_id), *map(_cell, describe_config(config, spec).values()), trial_id]
+    columns = list(spec.describe({}))
+    rows = [[trial_folder(trial_id), *map(_cell, spec.describe(config).values()), trial_id]
             for trial_id, config in trials]
     return "".join("\t".join(row) + "\n" for row in [["folder", *columns, "trial"], *rows])
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from specsweep.layout import CHECKPOINT_FILE
-from specsweep.plan.limits import DEFAULT_MAX_TRIALS, check_plan, data_configs, trial_count
+from specsweep.plan.limits import DEFAULT_MAX_TRIALS
+from specsweep.plan.plan import SweepPlan, plan_sweep
 from specsweep.rundir import (EXPERIMENT_STATE, RUN_FILE, SPEC_FILE, TRIALS, DamagedFileError, RunDirError, RunLocation,
                               check_free, check_run_name, claim_run_dir, first_line, load_run, released_on_failure, run_info,
                               read_bounded, trial_dirname, trial_folder, write_run)
@@ -270,12 +271,12 @@ def _join_ray(address: Optional[str], num_cpus: Optional[int]) -> None:
         raise LaunchError(f"could not start or join {where}: {err}") from err
 
 
-def _prepare_data(spec: SweepSpec) -> None:
+def _prepare_data(plan: SweepPlan) -> None:
     """Prepare every distinct dataset the sweep uses before trials start: downloads and
     synthesis happen once, and a missing dataset fails here with its message."""
     from specsweep.data.datasets import prepare_dataset
 
-    for data in data_configs(spec):
+    for data in plan.data_configs:
         prepare_dataset(data)
 
 
@@ -300,23 +301,25 @@ def _trial_resources(spec: SweepSpec, gpu_packing: Optional[List[Dict[str, Any]]
     return TrialResources(spec.resources.cpus, packing_from_record(gpu_packing or []))
 
 
-def _resolve_gpus(spec: SweepSpec) -> Optional[List[Dict[str, Any]]]:
+def _resolve_gpus(plan: SweepPlan) -> Optional[List[Dict[str, Any]]]:
     """What ``resources.gpus: auto`` chooses on the joined Ray (None for a fixed number)."""
-    if not spec.resources.auto_gpus:
+    if not plan.spec.resources.auto_gpus:
         return None
-    from specsweep.plan.packing import packing_configs, packing_record
+    from specsweep.plan.packing import packing_record
     from specsweep.sweep.gpus import resolve_gpus
 
-    return packing_record(resolve_gpus(packing_configs(spec), spec.resources.cpus))
+    return packing_record(resolve_gpus(plan.packing_trials, plan.spec.resources.cpus))
 
 
-def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bool = False,
+def _build_tuner(plan: SweepPlan, run_dir: RunLocation, smoke: bool, restore: bool = False,
                  restart_errored: bool = False, verbose: bool = False,
                  gpu_packing: Optional[List[Dict[str, Any]]] = None):
     from ray import tune
 
     from specsweep import tracking
     from specsweep.sweep.index import TrialIndexCallback
+
+    spec = plan.spec
     from specsweep.sweep.progress import SchedulerState, SweepProgress, set_console
     from specsweep.search import build_scheduler, build_searcher, stops_early
     from specsweep.trainables.trainable import RunContext, train_trial
@@ -396,8 +399,8 @@ def _build_tuner(spec: SweepSpec, run_dir: RunLocation, smoke: bool, restore: bo
             sync_config=tune.SyncConfig(sync_artifacts=True),
             # SchedulerState first: Tune keeps callback states by position in this list.
             callbacks=[*([SchedulerState(scheduler)] if early_stopping else []),
-                       SweepProgress(spec.metric, spec.mode, spec.train.epochs, trial_count(spec)[0],
-                                     labels=[*spec.search.space, "seed"], early_stopping=early_stopping),
+                       SweepProgress(spec.metric, spec.mode, spec.train.epochs, plan.count, labels=plan.labels,
+                                     early_stopping=early_stopping),
                        TrialIndexCallback(run_dir.uri, spec)],
             verbose=0,
         ),
@@ -424,23 +427,37 @@ def run_sweep(
     spec = load_spec(spec_path, smoke=smoke, overrides=overrides)
     name = check_run_name(f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}" if name is None else name)
     cluster = cluster_address(address)
-    check_plan(spec, str(spec_path), max_trials, local=cluster is None, num_cpus=num_cpus)
+    plan = plan_sweep(spec)
+    plan.check(str(spec_path), max_trials, local=cluster is None, num_cpus=num_cpus)
     storage = _storage_dir(storage)
     check_free(storage.child(name))
-    _prepare_data(spec)
+    _prepare_data(plan)
     # Ray is started or joined before the run directory exists: a cluster that cannot be
     # joined or is too small leaves nothing to clean up.
     _join_ray(address, num_cpus)
     if cluster:
         _check_cluster(spec, cluster)
-    gpu_packing = _resolve_gpus(spec)
+    gpu_packing = _resolve_gpus(plan)
     storage_existed = storage.is_dir()
     claimed = claim_run_dir(storage, name)
     run_dir = RunLocation(claimed)
     with released_on_failure(claimed, storage_existed):
         write_run(run_dir, spec, spec_path, smoke, gpu_packing, overrides=overrides)
-        tuner = _build_tuner(spec, run_dir, smoke, verbose=verbose, gpu_packing=gpu_packing)
+        tuner = _build_tuner(plan, run_dir, smoke, verbose=verbose, gpu_packing=gpu_packing)
     return _finish(tuner, spec, run_dir)
+
+
+def run_command(args: Any) -> int:
+    """``specsweep run``: :func:`run_sweep` with the command's arguments; its exit status."""
+    return run_sweep(Path(args.spec), storage=args.storage, name=args.name, address=args.address, smoke=args.smoke_test,
+                     num_cpus=args.num_cpus, max_trials=args.max_trials, verbose=args.verbose,
+                     overrides=args.set).exit_code
+
+
+def resume_command(args: Any) -> int:
+    """``specsweep resume``: :func:`resume_sweep` with the command's arguments; its exit status."""
+    return resume_sweep(args.run_dir, address=args.address, restart_errored=args.restart_errored,
+                        num_cpus=args.num_cpus, verbose=args.verbose).exit_code
 
 
 def _check_cluster(spec: SweepSpec, address: str) -> None:
@@ -493,21 +510,22 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
         raise RunDirError(f"{run_dir} has no Tune experiment state to resume (was the sweep started?)")
     # Trials a search has not generated yet (max_concurrent, optuna) are not in the run
     # directory: the sweep is done only when every planned trial is there and finished.
-    if len(trials) >= trial_count(spec)[0] and all(t["status"] == "TERMINATED" for t in trials):
+    plan = plan_sweep(spec)
+    if len(trials) >= plan.count and all(t["status"] == "TERMINATED" for t in trials):
         print(f"[specsweep] {run_dir}: all {len(trials)} trials already finished; nothing to resume")
         return SweepOutcome(run_dir.display, summary_rows(trials, spec), 0, 0)
     # The trial count was accepted when the sweep started (perhaps with --max-trials).
-    check_plan(spec, str(run_dir.child(SPEC_FILE)), max_trials=trial_count(spec)[0],
-               local=cluster_address(address) is None, num_cpus=num_cpus)
-    _prepare_data(spec)
+    plan.check(str(run_dir.child(SPEC_FILE)), max_trials=plan.count, local=cluster_address(address) is None,
+               num_cpus=num_cpus)
+    _prepare_data(plan)
     _join_ray(address, num_cpus)
     # The resources the sweep started with; a run from before gpus: auto was recorded measures anew.
     gpu_packing = info.get("gpu_packing")
     if gpu_packing is None:
-        gpu_packing = _resolve_gpus(spec)
+        gpu_packing = _resolve_gpus(plan)
     else:
         _require_recorded_gpus(gpu_packing, run_dir)
-    tuner = _build_tuner(spec, run_dir, smoke, restore=True, restart_errored=restart_errored, verbose=verbose,
+    tuner = _build_tuner(plan, run_dir, smoke, restore=True, restart_errored=restart_errored, verbose=verbose,
                          gpu_packing=gpu_packing)
     return _finish(tuner, spec, run_dir)
 

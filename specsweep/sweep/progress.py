@@ -121,7 +121,9 @@ class SweepProgress(Callback):
         return self.best is None or (value > self.best if self.mode == "max" else value < self.best)
 
     def _epochs_of(self, trial: Any) -> int:
-        return int(trial.config.get("train", {}).get("epochs", self.epochs))
+        from specsweep.spec import trial_value
+
+        return int(trial_value(trial.config, "train.epochs") or self.epochs)
 
     def eta_seconds(self, trials: List[Any], changed: Optional[Dict[str, str]] = None) -> Optional[float]:
         """Seconds left by the measured mean report time; None before the first report."""

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from specsweep.contract import StepMeasure
+from specsweep.spec import TrialConfig
 
 
 @contextmanager
@@ -37,7 +38,7 @@ def _trial_algorithms() -> Iterator[None]:
         torch.set_num_threads(saved[5])
 
 
-def measure_steps(config: Dict[str, Any], cpus: float, seconds: float = 2.0, warmup: int = 3,
+def measure_steps(config: TrialConfig, cpus: float, seconds: float = 2.0, warmup: int = 3,
                   profiled: int = 10) -> StepMeasure:
     """Time ``config``'s model on this machine's device: forward, backward and optimizer
     steps on random batches of the trial's size, with the trial's torch threads and
@@ -48,10 +49,11 @@ def measure_steps(config: Dict[str, Any], cpus: float, seconds: float = 2.0, war
     import torch
 
     from specsweep.data.datasets import PreparedData, describe_dataset
-    from specsweep.spec import TrialConfig
     from specsweep.trainables.trial import build_trial_task, trial_device
 
-    trial = TrialConfig.model_validate({**config, "train": {**config["train"], "schedule": "constant", "warmup_epochs": 0}})
+    # The steps timed are plain ones: no warm-up or schedule scales their learning rate.
+    trial = config.model_copy(update={"train": config.train.model_copy(update={"schedule": "constant",
+                                                                               "warmup_epochs": 0})})
     info = describe_dataset(trial.data)
     n_labels, clip_samples = len(info.labels), info.nominal_samples
     device = trial_device()
