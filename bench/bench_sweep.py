@@ -353,13 +353,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        from specsweep.spec import expand_trials, load_spec
+        from specsweep.spec import load_spec, plan_trials
 
         spec_path = write_spec(folder, args.trials, args.epochs, args.tiny)
         spec = load_spec(spec_path, smoke=args.tiny)
         limits = ({"limit_train_batches": spec.smoke.limit_train_batches,
                    "limit_eval_batches": spec.smoke.limit_eval_batches} if args.tiny else {})
-        configs = expand_trials(spec)
+        configs = [trial.as_dict() for trial in plan_trials(spec)]
         start = time.perf_counter()
         seq = sequential(configs, limits, folder / "sequential")
         ray_res = ray_sweep(spec_path, folder / "ray", args.concurrency, args.tiny)

@@ -32,7 +32,7 @@ from ray.tune import ExperimentAnalysis
 
 from specsweep.contract import StepMeasure
 from specsweep.plan.cost import model_key
-from specsweep.plan.packing import packing_configs
+from specsweep.plan.plan import plan_sweep
 from specsweep.sweep.gpus import MEASURES_FILE, MeasureCache
 from specsweep.spec import load_spec
 from specsweep.results.status import read_trials
@@ -201,7 +201,7 @@ def test_gpus_auto_packs_trials_from_kept_measurements(ray_head, tmp_path):
     each model kept the GPU always busy, so two share it (0.5 GPU each). The trials run
     on the CPU, as torch sees no GPU on this machine."""
     path = _auto_quickstart(tmp_path)
-    configs = packing_configs(load_spec(path, smoke=True))
+    configs = plan_sweep(load_spec(path, smoke=True)).packing_trials
     cache_file = Path(ray_head.env["SPECSWEEP_CACHE"]) / MEASURES_FILE
     cache = MeasureCache(cache_file, FAKE_GPU, 1.0)
     for config in configs:

@@ -11,6 +11,7 @@ import yaml
 from specsweep.cli import main
 from specsweep.plan.cost import CPU_RATES, GPU_RATES, clip_steps, recorded_rate
 from specsweep.data.datasets import declared_train_clips
+from specsweep.spec import PlannedTrial, Sampled, TrialConfig
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"
 KWS_SETTINGS = QUICKSTART.parent / "paper" / "kws_settings.yaml"
@@ -27,8 +28,8 @@ def test_quickstart_cost_from_declared_sizes(capsys):
     assert [t["clip_steps"] for t in cost["per_trial"]] == [12 * 1_448] * 8
     assert cost["total"]["clip_steps"] == 8 * 12 * 1_448
     setting_a = cost["per_trial"][0]
-    assert setting_a["clips_per_s"] == CPU_RATES["bcresnet", "A"]
-    assert setting_a["hours"] == pytest.approx(12 * 1_448 / CPU_RATES["bcresnet", "A"] / 3600)
+    assert setting_a["clips_per_s"] == CPU_RATES["kws", "bcresnet", "A"]
+    assert setting_a["hours"] == pytest.approx(12 * 1_448 / CPU_RATES["kws", "bcresnet", "A"] / 3600)
     assert cost["total"]["trial_hours"] == pytest.approx(sum(t["hours"] for t in cost["per_trial"]))
     assert cost["total"]["gpu_hours"] == 0 and not cost["calibrated"]
     assert main(["inspect", str(QUICKSTART)]) == 0
@@ -43,7 +44,7 @@ def test_paper_grid_cost_on_a_gpu_share(capsys):
     assert {t["clip_steps"] for t in cost["per_trial"]} == {200 * 87_919}
     assert cost["total"]["clip_steps"] == 48 * 200 * 87_919
     bcresnet = next(t for t in cost["per_trial"] if "eager, DataLoader" in t["rate_source"])
-    rate = GPU_RATES["bcresnet", False]
+    rate = GPU_RATES["kws", "bcresnet", False]
     # A quarter GPU: the trial's own rate, at most a quarter of what the GPU did for all trials.
     assert bcresnet["clips_per_s"] == min(rate.alone, rate.per_gpu / 4)
     assert cost["total"]["gpu_hours"] == pytest.approx(cost["total"]["trial_hours"] * 0.25)
@@ -55,10 +56,13 @@ def test_declared_sizes_and_unknowns():
     assert declared_train_clips({"name": "timit", "root": "/nowhere", "protocol": "paper"}) == 4_000
     assert declared_train_clips({"name": "embedded_phonemes", "n_utterances": 80}) == 60
     config = {"task": "kws", "data": {"name": "speechcommands", "root": "/nowhere"}, "backbone": {"name": "simple"},
-              "frontend": {"name": "nnaudio", "setting": "B"}, "train": {"epochs": "choice([5, 10])", "batch_size": 50}}
-    assert clip_steps(config) is None
-    assert clip_steps({**config, "train": {"epochs": 2, "batch_size": 50}}, limit_train_batches=3) == 2 * 150
-    assert recorded_rate({**config, "task": "asr"}, 0.0)[0] is None
+              "frontend": {"name": "nnaudio", "setting": "B"}, "train": {"epochs": 5, "batch_size": 50}}
+    drawn = PlannedTrial.model_validate({**config, "sampled": {"train.epochs": Sampled("choice", (5, 10))}})
+    assert clip_steps(drawn) is None
+    assert clip_steps(TrialConfig.model_validate({**config, "train": {"epochs": 2, "batch_size": 50}}),
+                      limit_train_batches=3) == 2 * 150
+    assert recorded_rate(TrialConfig.model_validate({**config, "task": "asr", "data": {"name": "timit", "root": "/x"}}),
+                         0.0) == (None, "no recorded figure for task asr: use --calibrate", 0.0)
 
 
 def test_smoke_cost_and_calibration_on_this_machine(capsys, cache_dir, tmp_path):

@@ -18,7 +18,7 @@ import yaml
 from specsweep.trainables.calibrate import measure_steps
 from specsweep.data.datasets import prepare_dataset
 from specsweep.data.loaders import make_loaders
-from specsweep.spec import TrainConfig, TrialConfig, expand_trials, load_spec
+from specsweep.spec import TrainConfig, TrialConfig, load_spec, plan_trials
 from specsweep.trainables.tasks import NonFiniteLossError
 from specsweep.trainables.trial import build_trial_task, trainer_options, trial_data
 
@@ -89,7 +89,7 @@ def test_a_nonfinite_loss_on_the_gpu_stops_the_fit_before_validation(speech_comm
 
 def test_gpu_measurement_of_a_model():
     spec = load_spec(QUICKSTART, smoke=True)
-    measure = measure_steps(expand_trials(spec)[3], cpus=1, seconds=1.0)
+    measure = measure_steps(plan_trials(spec)[3], cpus=1, seconds=1.0)
     assert measure.device == torch.cuda.get_device_name(0)
     assert measure.total_mib > measure.peak_mib > 0
     assert measure.busy is not None and 0 < measure.busy <= 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -231,6 +232,28 @@ def test_trials_and_their_components_never_import_the_driver():
               if not _within(a, DRIVER + ("specsweep.cli", "specsweep.__main__", "specsweep.reference", "specsweep"))
               and _within(b, DRIVER)]
     assert upward == []
+
+
+# A trial config read by key: `config["train"]`, `trial.config.get("seed")`,
+# `t["config"]["frontend"]`. Only the spec (its schema, TrialConfig, trial_value) and the
+# plan read trial configs so; everything else goes through them.
+_CONFIG_READ = re.compile(r"""(\w*config\w*|\[["']config["']\])\s*(\[|\.get\()\s*["'](task|data|frontend|backbone|train|seed)["']""")
+TRIAL_CONFIG_READERS = ("specsweep.spec", "specsweep.plan")
+
+
+def test_trial_configs_are_read_by_key_only_in_the_spec_and_the_plan():
+    reads = [f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}"
+             for path in sorted(PACKAGE.rglob("*.py")) if not _within(_module_name(path), TRIAL_CONFIG_READERS)
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if _CONFIG_READ.search(line)]
+    assert reads == []
+
+
+def test_the_config_read_pattern_finds_what_it_names():
+    found = [bool(_CONFIG_READ.search(line)) for line in (
+        'epochs = config["train"]["epochs"]', 'trial.config.get("train", {})', 't["config"].get("seed")',
+        'config.get("name")', 'trial_value(config, "seed")', 'params["seed"]')]
+    assert found == [True, True, True, False, False, False]
 
 
 def test_private_ray_modules_only_where_required():

@@ -28,7 +28,6 @@ from specsweep.plan.packing import (
     TrialResources,
     device_data_mib,
     gpu_share,
-    packing_configs,
     packing_key,
     packing_from_record,
     packing_record,
@@ -36,7 +35,8 @@ from specsweep.plan.packing import (
     trials_per_gpu,
 )
 from specsweep.rundir import RUN_FILE, RunDirError
-from specsweep.spec import SpecError, expand_trials, load_spec, validate_spec
+from specsweep.plan.plan import plan_sweep
+from specsweep.spec import SpecError, TrialConfig, load_spec, plan_trials, validate_spec
 from test_resume import _spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,36 +83,41 @@ def test_gpu_shares_fit_on_one_gpu(n):
 def test_data_on_the_device_counts_every_split(tmp_path, cache_dir, speech_commands_tree):
     train = {"data_path": "auto"}
     # Declared sizes: the embedded set's 1,448 / 196 / 174 one-second int16 clips, an int64 target each.
-    mib = device_data_mib({"data": {"name": "embedded_kws"}, "train": train})
+    mib = device_data_mib(_trial({"name": "embedded_kws"}, train))
     assert mib == pytest.approx((1_448 + 196 + 174) * (16_000 * 2 + 8) / 2**20)
-    assert device_data_mib({"data": {"name": "embedded_kws"}, "train": {"data_path": "loader"}}) == 0.0
+    assert device_data_mib(_trial({"name": "embedded_kws"}, {"data_path": "loader"})) == 0.0
     # Variable-length utterances stay with the DataLoader.
-    assert device_data_mib({"data": {"name": "embedded_phonemes"}, "train": train}) == 0.0
+    assert device_data_mib(_trial({"name": "embedded_phonemes"}, train, task="asr")) == 0.0
     # Speech Commands declares its training size only: the rest is counted from the prepared tree.
     sc = {"name": "speechcommands", "root": str(speech_commands_tree)}
     prepared = prepare_dataset(sc)
     clips = sum(len(prepared.dataset(split)) for split in ("train", "val", "test"))
-    assert device_data_mib({"data": sc, "train": train}) == pytest.approx(clips * (16_000 * 2 + 8) / 2**20)
+    assert device_data_mib(_trial(sc, train)) == pytest.approx(clips * (16_000 * 2 + 8) / 2**20)
     # Not prepared on this machine: unknown, not a guess.
-    assert device_data_mib({"data": {"name": "speechcommands", "root": str(tmp_path / "none")}, "train": train}) is None
+    assert device_data_mib(_trial({"name": "speechcommands", "root": str(tmp_path / "none")}, train)) is None
+
+
+def _trial(data, train, task="kws"):
+    return TrialConfig.model_validate({"task": task, "data": data, "frontend": {"name": "nnaudio"},
+                                       "backbone": {"name": "simple"}, "train": train})
 
 
 def test_one_measurement_per_distinct_model(tmp_path):
     spec = load_spec(_auto(QUICKSTART, tmp_path))
-    configs = packing_configs(spec)
+    configs = plan_sweep(spec).packing_trials
     # Seeds share a model; the four settings do not.
-    assert len(expand_trials(spec)) == 8 and len(configs) == 4
-    assert sorted(c["frontend"]["setting"] for c in configs) == ["A", "B", "C", "D"]
+    assert len(plan_trials(spec)) == 8 and len(configs) == 4
+    assert sorted(c.setting for c in configs) == ["A", "B", "C", "D"]
     # A sampled size that shapes the model is measured at the ends of its range, choices at each value.
     spec = load_spec(_auto(QUICKSTART, tmp_path, "random", **{"frontend.n_mels": {"randint": [10, 41]},
                                                    "train.batch_size": {"choice": [16, 32]}}))
-    configs = packing_configs(spec)
-    assert {(c["frontend"]["n_mels"], c["train"]["batch_size"]) for c in configs} == {
+    configs = plan_sweep(spec).packing_trials
+    assert {(c.frontend["n_mels"], c.train.batch_size) for c in configs} == {
         (10, 16), (10, 32), (40, 16), (40, 32)}
     assert len(configs) == 16
     # Sampled values that do not shape the model add nothing to measure.
     spec = load_spec(_auto(QUICKSTART, tmp_path, "random", **{"train.lr": {"loguniform": [0.001, 0.1]}}))
-    assert len(packing_configs(spec)) == 4
+    assert len(plan_sweep(spec).packing_trials) == 4
 
 
 def _gpu_measure(peak: float, busy: float, rate: float = 3_000.0) -> StepMeasure:
@@ -121,9 +126,9 @@ def _gpu_measure(peak: float, busy: float, rate: float = 3_000.0) -> StepMeasure
 
 def test_trials_ask_for_their_models_share(tmp_path):
     spec = load_spec(_auto(QUICKSTART, tmp_path))
-    configs = packing_configs(spec)
+    configs = plan_sweep(spec).packing_trials
     busy = {"A": 0.1, "B": 0.2, "C": 0.5, "D": 1.0}
-    measures = {model_key(c): _gpu_measure(600, busy[c["frontend"]["setting"]]) for c in configs}
+    measures = {model_key(c): _gpu_measure(600, busy[c.setting]) for c in configs}
     plans = plan_packing(measures, configs)
     assert {p.label.split()[2].rstrip(","): p.per_gpu for p in plans.values()} == {"A": 20, "B": 10, "C": 4, "D": 2}
     # What the run directory records reads back the same, and Tune gets each trial's share.
@@ -133,11 +138,12 @@ def test_trials_ask_for_their_models_share(tmp_path):
     assert isinstance(resources, TrialResources)
     # Tune pickles the trainable with its resources.
     resources = pickle.loads(pickle.dumps(resources))
-    for trial in expand_trials(spec):
-        request = resources(trial).required_resources
-        assert request == {"CPU": 1.0, "GPU": gpu_share(20 // {"A": 1, "B": 2, "C": 5, "D": 10}[trial["frontend"]["setting"]])}
+    for trial in plan_trials(spec):
+        request = resources(trial.as_dict()).required_resources
+        assert request == {"CPU": 1.0, "GPU": gpu_share(20 // {"A": 1, "B": 2, "C": 5, "D": 10}[trial.setting])}
     # A model between the measured ones gets the largest share measured.
-    other = {**expand_trials(spec)[0], "frontend": {**expand_trials(spec)[0]["frontend"], "n_mels": 33}}
+    first = plan_trials(spec)[0].as_dict()
+    other = {**first, "frontend": {**first["frontend"], "n_mels": 33}}
     assert resources(other).required_resources["GPU"] == 0.5
     # No GPUs (an empty record): trials ask for CPUs only; a fixed number stays a plain request.
     assert resources.__class__(1.0, {})(other).required_resources == {"CPU": 1.0}
@@ -147,7 +153,7 @@ def test_trials_ask_for_their_models_share(tmp_path):
 
 def test_a_model_too_large_for_the_gpu_is_named(tmp_path):
     spec = load_spec(_auto(KWS_SETTINGS, tmp_path))
-    configs = packing_configs(spec)
+    configs = plan_sweep(spec).packing_trials
     measures = {model_key(c): _gpu_measure(79_000, 0.5) for c in configs}
     with pytest.raises(PackingError, match=r"setting A, batch 100, speechcommands on NVIDIA H100.*"
                                            r"data on the device unknown.*lower train.batch_size"):
@@ -156,9 +162,9 @@ def test_a_model_too_large_for_the_gpu_is_named(tmp_path):
 
 def test_cost_of_auto_from_recorded_packing_and_from_a_gpu_calibration(tmp_path):
     spec = load_spec(_auto(KWS_SETTINGS, tmp_path))
-    trials = expand_trials(spec)
+    trials = plan_trials(spec)
     cost = sweep_cost(trials, spec.resources.cpus, spec.resources.gpus)
-    eager = GPU_RATES["bcresnet", False]
+    eager = GPU_RATES["kws", "bcresnet", False]
     bcresnet = next(t for t in cost["per_trial"] if "eager, DataLoader" in t["rate_source"])
     # Recorded: as many per GPU as in the recorded figure, each its part of the GPU's clips/s.
     assert bcresnet["gpus"] == 1 / eager.trials and bcresnet["clips_per_s"] == eager.per_gpu / eager.trials
@@ -198,7 +204,7 @@ def test_the_same_model_on_larger_data_packs_fewer(tmp_path):
     the device path counts towards its memory."""
     spec = load_spec(_auto(QUICKSTART, tmp_path, **{"frontend.setting": {"grid": ["A"]},
                                                    "data.clips_per_word": {"grid": [6, 2000]}}))
-    configs = packing_configs(spec)
+    configs = plan_sweep(spec).packing_trials
     assert len(configs) == 2 and len({model_key(c) for c in configs}) == 1
     measures = {model_key(configs[0]): StepMeasure(clips_per_s=3_000.0, device="GPU", total_mib=24_000.0,
                                                    peak_mib=1_000.0, busy=0.01)}
@@ -208,11 +214,11 @@ def test_the_same_model_on_larger_data_packs_fewer(tmp_path):
         plan = plans[packing_key(config)]
         expected = int(USABLE * 24_000 // (1_000 + device_data_mib(config) + CONTEXT_MIB))
         assert plan.per_gpu == expected
-        per_gpu[config["data"]["clips_per_word"]] = plan.per_gpu
+        per_gpu[config.data["clips_per_word"]] = plan.per_gpu
     assert per_gpu[2000] < per_gpu[6]
     resources = TrialResources(1.0, plans)
-    for trial in expand_trials(spec):
-        assert resources(trial).required_resources["GPU"] == gpu_share(per_gpu[trial["data"]["clips_per_word"]])
+    for trial in plan_trials(spec):
+        assert resources(trial.as_dict()).required_resources["GPU"] == gpu_share(per_gpu[trial.data["clips_per_word"]])
 
 
 def test_trials_packed_onto_gpus_are_not_resumed_where_ray_has_none(ray_session, tmp_path):
@@ -227,8 +233,9 @@ def test_trials_packed_onto_gpus_are_not_resumed_where_ray_has_none(ray_session,
     assert info["gpu_packing"] == []
     # What a start on a GPU would have recorded for this model.
     spec = load_spec(path)
-    measures = {model_key(c): _gpu_measure(600, 0.2) for c in packing_configs(spec)}
-    info["gpu_packing"] = packing_record(plan_packing(measures, packing_configs(spec)))
+    configs = plan_sweep(spec).packing_trials
+    measures = {model_key(c): _gpu_measure(600, 0.2) for c in configs}
+    info["gpu_packing"] = packing_record(plan_packing(measures, configs))
     run_file.write_text(json.dumps(info))
     before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "runs").rglob("*"))
     with pytest.raises(LaunchError, match=r"packed onto GPUs .*up to 0\.1 GPU each.*the Ray here has no GPU"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from specsweep.spec import SpecError, expand_trials, load_spec, num_trials, smoke_spec, validate_spec
+from specsweep.spec import SpecError, load_spec, num_trials, plan_trials, smoke_spec, validate_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = yaml.safe_load((ROOT / "sweeps" / "quickstart.yaml").read_text())
@@ -93,9 +93,9 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_quickstart_expands_to_eight_trials():
     spec = load_spec(ROOT / "sweeps" / "quickstart.yaml")
-    trials = expand_trials(spec)
+    trials = plan_trials(spec)
     assert num_trials(spec) == len(trials) == 8
-    assert sorted((t["frontend"]["setting"], t["seed"]) for t in trials) == [
+    assert sorted((t.setting, t.seed) for t in trials) == [
         (s, seed) for s in "ABCD" for seed in (1, 2)
     ]
 

@@ -9,7 +9,7 @@ from specsweep.cli import main
 from specsweep.data.datasets import prepare_dataset
 from specsweep.frontends import build_frontend
 from specsweep.sweep.launcher import run_sweep
-from specsweep.spec import SweepSpec, expand_trials, load_spec
+from specsweep.spec import SweepSpec, load_spec, plan_trials
 from specsweep.results.status import read_trials
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,8 +45,7 @@ def test_there_are_paper_sweeps_for_both_tasks():
 @pytest.mark.parametrize("path", SWEEPS, ids=_id)
 def test_spec_validates_and_plans_every_setting(path, capsys):
     spec = load_spec(path)
-    trials = expand_trials(spec)
-    settings = {t["frontend"]["setting"] for t in trials}
+    settings = {t.setting for t in plan_trials(spec)}
     # The study masked STFT bins in settings A and C only; every other sweep compares all four.
     assert settings == (set("AC") if path.parent.name == "paper" and "maskout" in path.name else set("ABCD"))
     assert main(["inspect", str(path), "--json", "--smoke-test"]) == 0
@@ -60,7 +59,7 @@ def test_sweep_runs_in_smoke_mode(path, ray_session, tmp_path):
     outcome = run_sweep(path, storage=tmp_path, name="smoke", smoke=True)
     assert outcome.exit_code == 0
     trials = read_trials(outcome.run_dir)
-    assert len(trials) == len(expand_trials(spec))
+    assert len(trials) == len(plan_trials(spec))
     metric = spec.metric.replace("val_", "test_")
     for t in trials:
         assert t["status"] == "TERMINATED"

@@ -247,14 +247,14 @@ def test_run_names_show_every_swept_value_and_differ_within_a_sweep(tmp_path: Pa
     trial's number."""
     import yaml
 
-    from specsweep.spec import TrialConfig, expand_trials, load_spec
+    from specsweep.spec import TrialConfig, load_spec, plan_trials
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml").read_text())
     raw["search"]["space"]["train.lr"] = {"grid": [0.01, 0.001, 0.0001]}
     path = tmp_path / "lr.yaml"
     path.write_text(yaml.safe_dump(raw))
     spec = load_spec(path)
-    configs = expand_trials(spec)
+    configs = [trial.as_dict() for trial in plan_trials(spec)]
     keys = list(spec.search.space)
     names = [tracking.run_name(TrialConfig.model_validate(c), c, keys) for c in configs]
     assert len(set(names)) == len(configs) == 4 * 3 * 2
