@@ -17,6 +17,11 @@ T = TypeVar("T", bound=Callable[..., Any])
 D = TypeVar("D")
 
 
+class RegistrationError(ValueError):
+    """A component registered with a description its registry does not take, or under a
+    name registered already."""
+
+
 @dataclasses.dataclass(frozen=True)
 class NoDescription:
     """The description of a component whose definition says all there is (a front-end's or
@@ -55,7 +60,7 @@ class Registry(Generic[D]):
     >>> SHAPES.register("kite", corners=4, sides=4)(lambda: 1)
     Traceback (most recent call last):
     ...
-    TypeError: shape 'kite': unknown description key 'sides'; allowed: corners, regular
+    specsweep.registry.RegistrationError: shape 'kite': unknown description key 'sides'; allowed: corners, regular
     """
 
     def __init__(self, kind: str, about: Callable[..., D] = NoDescription) -> None:  # type: ignore[assignment]
@@ -66,23 +71,22 @@ class Registry(Generic[D]):
         self._named = "name" in params
         self._keys = {key: param for key, param in params.items() if key != "name"}
 
-    def register(self, name: str, **description: Any) -> Callable[[T], T]:
+    def register(self, name: str, /, **description: Any) -> Callable[[T], T]:
         """A decorator registering its class or builder function as ``name``, described by
         ``description`` (the keyword arguments of the registry's ``about`` type).
 
         Raises
         ------
-        TypeError
-            For a description key the type does not take, or a required one left out.
-        ValueError
-            When ``name`` is registered already.
+        RegistrationError
+            For a description key the type does not take, a required one left out, a value
+            the type refuses, or a ``name`` registered already.
         """
         about = self._describe(name, description)
 
         def decorator(definition: T) -> T:
             if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is registered twice: by "
-                                 f"{_qualname(self._entries[name][0])} and by {_qualname(definition)}")
+                raise RegistrationError(f"{self.kind} {name!r} is registered twice: by "
+                                        f"{_qualname(self._entries[name][0])} and by {_qualname(definition)}")
             self._entries[name] = (definition, about)
             return definition
 
@@ -92,14 +96,18 @@ class Registry(Generic[D]):
         unknown = sorted(set(description) - set(self._keys))
         if unknown:
             allowed = ", ".join(self._keys) or "none"
-            raise TypeError(f"{self.kind} {name!r}: unknown description key{'s' * (len(unknown) > 1)} "
-                            f"{', '.join(map(repr, unknown))}; allowed: {allowed}")
+            raise RegistrationError(f"{self.kind} {name!r}: unknown description key{'s' * (len(unknown) > 1)} "
+                                    f"{', '.join(map(repr, unknown))}; allowed: {allowed}")
         missing = [key for key, param in self._keys.items()
                    if param.default is inspect.Parameter.empty and key not in description]
         if missing:
-            raise TypeError(f"{self.kind} {name!r}: description key{'s' * (len(missing) > 1)} "
-                            f"{', '.join(map(repr, missing))} missing")
-        return self.about_type(**description, **({"name": name} if self._named else {}))
+            raise RegistrationError(f"{self.kind} {name!r}: description key{'s' * (len(missing) > 1)} "
+                                    f"{', '.join(map(repr, missing))} missing")
+        try:
+            return self.about_type(**description, **({"name": name} if self._named else {}))
+        except (TypeError, ValueError) as error:
+            # A pydantic model's own checks of the values (a dataclass makes none).
+            raise RegistrationError(f"{self.kind} {name!r}: {error}") from error
 
     def get(self, name: str) -> Callable[..., Any]:
         """The class or builder function registered as ``name``; KeyError naming the registered ones."""
