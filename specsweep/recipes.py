@@ -40,7 +40,7 @@ class Recipe:
     description : str
         What the recipe is, in a few words (reports name it).
     paper_protocol : bool
-        Whether it is the original study's protocol (paper comparisons require it).
+        Whether it is the original study's protocol (study reports note runs whose recipe is not).
     """
 
     description: str
