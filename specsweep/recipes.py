@@ -2,8 +2,8 @@
 
 A spec names one with ``recipe:``; the preset fills whatever the spec leaves out, and every
 value the spec gives wins, so a paper spec can change one value and keep the rest. A recipe
-has one preset per task, because the study trained keyword spotting and phoneme
-recognition differently.
+is a registered builder from a task's name to its preset, because the study trained keyword
+spotting and phoneme recognition differently; its :class:`Recipe` description says what it is.
 
 ``paper`` is the protocol of the trainable-STFT-Mel study (heungky/trainable-STFT-Mel; the
 facts are listed in docs/protocol.md). ``quick`` is specsweep's short recipe for CPU
@@ -11,9 +11,9 @@ machines and demonstrations: not the paper's protocol.
 
 Examples
 --------
->>> RECIPES.get("paper").preset("kws")["train"]["optimizer"]
+>>> RECIPES.build("paper", task="kws")["train"]["optimizer"]
 'sgd'
->>> asr = RECIPES.get("paper").preset("asr")["train"]
+>>> asr = RECIPES.build("paper", task="asr")["train"]
 >>> asr["test_weights"], asr["best_by"]
 ('best', 'val_loss')
 >>> apply_recipe({"recipe": "paper", "task": "kws", "train": {"epochs": 3},
@@ -23,34 +23,43 @@ Examples
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional
 
 from specsweep.registry import Registry
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """Per-task presets: ``train`` values, and ``data`` values per dataset name (applied only
-    when the spec's ``data.name`` is that dataset)."""
+    """The description of a registered recipe, whose builder takes a task's name and returns
+    its presets: ``{"train": values, "data": {dataset name: values}}`` (data values apply
+    only when the spec's ``data.name`` is that dataset).
+
+    Parameters
+    ----------
+    description : str
+        What the recipe is, in a few words (reports name it).
+    paper_protocol : bool
+        Whether it is the original study's protocol (study reports note runs whose recipe is not).
+    """
 
     description: str
     paper_protocol: bool
-    train: Dict[str, Dict[str, Any]]
-    data: Dict[str, Dict[str, Dict[str, Any]]] = field(default_factory=dict)
-
-    def preset(self, task: str) -> Dict[str, Any]:
-        return {"train": copy.deepcopy(self.train.get(task, {})),
-                "data": copy.deepcopy(self.data.get(task, {}))}
 
 
-RECIPES = Registry("recipe")
+RECIPES = Registry("recipe", about=Recipe)
 
-RECIPES.register("paper")(Recipe(
-    description="the trainable-STFT-Mel study's protocol",
-    paper_protocol=True,
-    train={
+
+def _presets(task: str, train: Dict[str, Dict[str, Any]],
+             data: Optional[Dict[str, Dict[str, Dict[str, Any]]]] = None) -> Dict[str, Any]:
+    """A recipe's presets of ``task`` from its ``train`` and ``data`` values per task."""
+    return {"train": train.get(task, {}), "data": (data or {}).get(task, {})}
+
+
+@RECIPES.register("paper", description="the trainable-STFT-Mel study's protocol", paper_protocol=True)
+def paper(task: str) -> Dict[str, Any]:
+    """The study's training per task and its dataset protocols."""
+    return _presets(task, train={
         # SGD at one rate for front-end and backbone, no schedule; the last epoch's weights are tested.
         "kws": {"optimizer": "sgd", "lr": 1e-3, "frontend_lr": None, "momentum": 0.9, "weight_decay": 1e-3,
                 "schedule": "constant", "warmup_epochs": 0.0, "epochs": 200, "batch_size": 100,
@@ -64,17 +73,16 @@ RECIPES.register("paper")(Recipe(
                 "schedule": "constant", "warmup_epochs": 0.0, "epochs": 400, "batch_size": 16,
                 "eval_batch_size": 1, "test_weights": "best", "best_by": "val_loss",
                 "shuffle": False, "drop_last": False, "ctc_drop_frames": 2},
-    },
-    data={
+    }, data={
         "kws": {"speechcommands": {"test_set": "archive", "silence": "paper"}},
         "asr": {"timit": {"protocol": "paper"}},
-    },
-))
+    })
 
-RECIPES.register("quick")(Recipe(
-    description="specsweep's short CPU recipe, not the paper's protocol",
-    paper_protocol=False,
-    train={
+
+@RECIPES.register("quick", description="specsweep's short CPU recipe, not the paper's protocol", paper_protocol=False)
+def quick(task: str) -> Dict[str, Any]:
+    """Short training per task, for CPU machines and demonstrations."""
+    return _presets(task, train={
         # Adam at a high rate with a cosine schedule trains BC-ResNet-1 in a dozen epochs; the
         # front-end's bases (Mel weights of 0.002-0.013) get a rate small enough to stay filters.
         "kws": {"optimizer": "adam", "lr": 0.02, "frontend_lr": 2e-5, "weight_decay": 0.0,
@@ -83,8 +91,7 @@ RECIPES.register("quick")(Recipe(
         "asr": {"optimizer": "adam", "lr": 3e-3, "frontend_lr": 2e-5, "weight_decay": 0.0,
                 "schedule": "cosine", "warmup_epochs": 1.0, "epochs": 30, "batch_size": 16,
                 "test_weights": "best", "best_by": None},
-    },
-))
+    })
 
 
 def _fill(preset: Mapping[str, Any], given: Mapping[str, Any]) -> Dict[str, Any]:
@@ -101,7 +108,7 @@ def apply_recipe(raw: Dict[str, Any]) -> Dict[str, Any]:
     task = raw.get("task")
     if not isinstance(name, str) or name not in RECIPES or not isinstance(task, str):
         return raw
-    preset = RECIPES.get(name).preset(task)
+    preset = RECIPES.build(name, task=task)
     out = dict(raw)
     train = raw.get("train", {})
     if isinstance(train, Mapping):

@@ -43,12 +43,12 @@ from pydantic_core import PydanticUndefined
 
 from specsweep.backbones import BACKBONES, backbone_param_names
 from specsweep.cli import build_parser
-from specsweep.data.datasets import DATASETS, dataset_task
+from specsweep.data.datasets import DATASETS
 from specsweep.frontends import FRONTENDS, SETTINGS
 from specsweep.frontends.base import constructor_parameters
 from specsweep.recipes import RECIPES
 from specsweep.registry import Registry
-from specsweep.search import SCHEDULERS, SEARCHERS, search_rules
+from specsweep.search import SCHEDULERS, SEARCHERS
 from specsweep.spec import (
     CheckpointConfig,
     FailureConfig,
@@ -212,13 +212,17 @@ def _field_default(field: FieldInfo) -> Any:
     return field.default
 
 
+def recipe_tasks(name: str) -> Dict[str, Dict[str, Any]]:
+    """The presets of recipe ``name`` for each task it presets anything for."""
+    presets = {task: RECIPES.build(name, task=task) for task in TASKS.names()}
+    return {task: preset for task, preset in presets.items() if preset["train"] or preset["data"]}
+
+
 def recipe_presets(section: str, key: str, dataset: Optional[str] = None) -> str:
     """What each recipe sets ``section.key`` to, per task (``data`` keys: for ``dataset``)."""
     sets = []
     for name in RECIPES.names():
-        recipe = RECIPES.get(name)
-        for task in sorted(set(recipe.train) | set(recipe.data)):
-            preset = recipe.preset(task)
+        for task, preset in recipe_tasks(name).items():
             values = preset["train"] if section == "train" else preset["data"].get(dataset, {})
             if key in values:
                 sets.append(f"{name} ({task}): `{yaml_text(values[key])}`")
@@ -308,7 +312,7 @@ def component_section(section: str, title: str, intro: str, components: Iterable
 
 
 def dataset_sections() -> List[str]:
-    components = (Component(name, f"Task `{dataset_task(name)}`. {_prose(builder.__doc__)}",
+    components = (Component(name, f"Task `{DATASETS.about(name).task}`. {_prose(builder.__doc__)}",
                             dict(inspect.signature(builder).parameters), _hints(builder), parameter_docs(builder))
                   for name, builder in ((name, DATASETS.get(name)) for name in DATASETS.names()))
     return component_section(
@@ -357,7 +361,7 @@ def backbone_sections() -> List[str]:
 def task_section() -> List[str]:
     rows = []
     for name in TASKS.names():
-        task = TASKS.get(name)
+        task = TASKS.about(name)
         metrics = ", ".join(f"`{metric}` ({mode})" for metric, mode in {**task.val_metrics, **task.train_metrics}.items())
         rows.append([f"`{name}`", task.head, f"`{task.metric}`", metrics, f"`{task.datasets_of}` datasets"])
     return ["## Tasks (`task`)", "",
@@ -369,8 +373,8 @@ def search_sections() -> List[str]:
     def yes(flag: bool) -> str:
         return "yes" if flag else "no"
 
-    searchers = [[f"`{name}`", _prose(SEARCHERS.get(name).__doc__), yes(search_rules(name).grid),
-                  yes(search_rules(name).sampled), yes(search_rules(name).several_seeds)] for name in SEARCHERS.names()]
+    searchers = [[f"`{name}`", _prose(SEARCHERS.get(name).__doc__), yes(rules.grid), yes(rules.sampled),
+                  yes(rules.several_seeds)] for name, rules in ((name, SEARCHERS.about(name)) for name in SEARCHERS.names())]
     schedulers = [[f"`{name}`", _prose(SCHEDULERS.get(name).__doc__)] for name in SCHEDULERS.names()]
     return ["## Searchers (`search.algorithm`)", "",
             *table(["algorithm", "what it does", "grid values", "sampled values", "several seeds"], searchers), "",
@@ -382,9 +386,9 @@ def recipe_section() -> List[str]:
              "A recipe fills the `train` keys (and, for the dataset it names, the `data` keys) that a spec leaves "
              "out; every value the spec gives wins. The values per task:", ""]
     for name in RECIPES.names():
-        recipe = RECIPES.get(name)
-        tasks = sorted(set(recipe.train) | set(recipe.data))
-        presets = {task: recipe.preset(task) for task in tasks}
+        recipe = RECIPES.about(name)
+        presets = recipe_tasks(name)
+        tasks = list(presets)
         keys = list(dict.fromkeys(key for task in tasks for key in presets[task]["train"]))
         rows = [[f"`train.{key}`"] + [f"`{yaml_text(presets[t]['train'][key])}`" if key in presets[t]["train"] else ""
                                       for t in tasks] for key in keys]

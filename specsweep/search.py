@@ -7,17 +7,25 @@ the first seed, and returns a Ray Tune searcher, or None for Tune's own variant 
 dimensions). A scheduler's builder takes the spec's ``scheduler`` section and the most
 reports a trial makes, and returns a Ray Tune trial scheduler; Tune gives it the sweep's
 metric and mode. The spec validation allows exactly the registered names, so a new
-searcher or scheduler is one more registered builder here.
+searcher or scheduler is one more registered builder here, with what the validation checks
+beside it: a searcher's :class:`SearchRules`, a scheduler's :class:`SchedulerChecks`.
 
 Ray Tune is imported by the builders, not here: the spec validation reads the registered
 names without loading Ray.
+
+Examples
+--------
+>>> search_rules("optuna")
+SearchRules(grid=False, sampled=True, several_seeds=False)
+>>> scheduler_problems("fifo", None, 10)
+[]
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 from specsweep.registry import Registry
 
@@ -25,39 +33,38 @@ if TYPE_CHECKING:
     from ray.tune.schedulers import TrialScheduler
     from ray.tune.search import Searcher
 
-SEARCHERS = Registry("searcher")
-SCHEDULERS = Registry("scheduler")
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 @dataclass(frozen=True)
 class SearchRules:
     """What a searcher can do with a spec's search space, checked before any trial starts:
     ``grid`` values (tried each in turn), ``sampled`` dimensions (choice and ranges), and
-    ``several_seeds`` (each configuration run once per seed)."""
+    ``several_seeds`` (each configuration run once per seed). The description of a
+    registered searcher; by default it can do everything."""
 
     grid: bool = True
     sampled: bool = True
     several_seeds: bool = True
 
 
-def rules(**allowed: bool) -> Callable[[F], F]:
-    """Give a searcher's builder its :class:`SearchRules` (by default it can do everything)."""
+@dataclass(frozen=True)
+class SchedulerChecks:
+    """The description of a registered scheduler: ``problems(config, max_t)``, a check of
+    its spec section against the reports a trial makes (one line per problem), run before
+    Ray starts; None when any section its schema allows will do."""
 
-    def mark(builder: F) -> F:
-        builder.rules = SearchRules(**allowed)  # type: ignore[attr-defined]
-        return builder
+    problems: Optional[Callable[[Any, int], List[str]]] = None
 
-    return mark
+
+SEARCHERS = Registry("searcher", about=SearchRules)
+SCHEDULERS = Registry("scheduler", about=SchedulerChecks)
 
 
 def search_rules(name: str) -> SearchRules:
     """The rules of the searcher registered as ``name``."""
-    return getattr(SEARCHERS.get(name), "rules", SearchRules())
+    return SEARCHERS.about(name)
 
 
-@SEARCHERS.register("grid")
-@rules(sampled=False)
+@SEARCHERS.register("grid", sampled=False)
 def grid_search(config: Any, metric: str, mode: str, seed: int) -> Optional["Searcher"]:
     """Every point of the grid, a trial each: Tune's variant generator (None)."""
     return None
@@ -70,8 +77,7 @@ def random_search(config: Any, metric: str, mode: str, seed: int) -> Optional["S
     return None
 
 
-@SEARCHERS.register("optuna")
-@rules(grid=False, several_seeds=False)
+@SEARCHERS.register("optuna", grid=False, several_seeds=False)
 def optuna_searcher(config: Any, metric: str, mode: str, seed: int) -> "Searcher":
     """Optuna's TPE sampler, seeded by ``seed``, proposing each trial from the results so far."""
     from ray.tune.search.optuna import OptunaSearch
@@ -87,21 +93,10 @@ def fifo_scheduler(config: Any, max_t: int) -> "TrialScheduler":
     return FIFOScheduler()
 
 
-def checked_by(problems: Callable[[Any, int], List[str]]) -> Callable[[F], F]:
-    """Give a scheduler's builder a check of its spec section against the reports a trial
-    makes (``problems(config, max_t)``: one line per problem), run before Ray starts."""
-
-    def mark(builder: F) -> F:
-        builder.problems = problems  # type: ignore[attr-defined]
-        return builder
-
-    return mark
-
-
 def scheduler_problems(name: str, config: Any, max_t: int) -> List[str]:
     """Problems of the ``scheduler`` section ``config`` of the scheduler registered as
     ``name``, for trials that report ``max_t`` times."""
-    check = getattr(SCHEDULERS.get(name), "problems", None)
+    check = SCHEDULERS.about(name).problems
     return check(config, max_t) if check is not None else []
 
 
@@ -122,8 +117,7 @@ def _asha_problems(config: Any, max_t: int) -> List[str]:
     return []
 
 
-@SCHEDULERS.register("asha")
-@checked_by(_asha_problems)
+@SCHEDULERS.register("asha", problems=_asha_problems)
 def asha_scheduler(config: Any, max_t: int) -> "TrialScheduler":
     """Asynchronous successive halving: at each rung (``grace_period`` reports, then
     ``reduction_factor`` times as many) a trial outside the best ``1/reduction_factor``

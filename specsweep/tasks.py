@@ -2,16 +2,18 @@
 
 A task says what a model needs to solve it and how it is judged: the head of the backbone,
 how many outputs ``n`` labels need, the metrics it reports with the direction in which each
-improves, the default one a search optimises, whether its clips have one length, and the
-Lightning module that trains it. This module imports neither torch nor Lightning: spec
-validation, ``inspect`` and the driver read these facts; only trials build the module.
+improves, the default one a search optimises, whether its clips have one length (a
+:class:`Task`, the description given beside its registration), and the Lightning module that
+trains it (what its registered builder makes). This module imports neither torch nor
+Lightning: spec validation, ``inspect`` and the driver read these facts; only trials build
+the module.
 
 Examples
 --------
->>> kws = TASKS.get("kws")
+>>> kws = get_task("kws")
 >>> kws.head, kws.num_outputs(12), kws.metric, kws.mode(kws.metric)
 ('utterance', 12, 'val_acc', 'max')
->>> asr = TASKS.get("asr")
+>>> asr = get_task("asr")
 >>> asr.head, asr.num_outputs(61), asr.mode("val_per")
 ('frames', 62, 'min')
 >>> sorted(asr.metrics)
@@ -26,15 +28,16 @@ from typing import Any, Dict, FrozenSet, Literal, Optional
 
 from specsweep.registry import Registry
 
-TASKS = Registry("task")
-
 
 @dataclass(frozen=True)
 class Task:
-    """What a task is, apart from its training code.
+    """What a task is, apart from its training code: the description of a registered task,
+    whose builder makes its Lightning module.
 
     Parameters
     ----------
+    name : str
+        The registered name (given by the registry).
     head : {"utterance", "frames"}
         The backbone's head: one prediction per clip (classification) or per frame (CTC).
     extra_outputs : int
@@ -49,8 +52,6 @@ class Task:
         Clips of one length: batches can be gathered on the device without padding.
     class_sampling : bool
         Training clips can be drawn with per-class weights (classification).
-    module : str
-        ``"package.module:Class"`` of the Lightning module, imported only when built.
     data_task : str, optional
         The task whose datasets this one trains on (None: its own): a variant of a task,
         e.g. keyword spotting scored otherwise, keeps its datasets.
@@ -64,7 +65,6 @@ class Task:
     metric: str
     fixed_length: bool
     class_sampling: bool
-    module: str
     data_task: Optional[str] = None
 
     @property
@@ -91,31 +91,40 @@ class Task:
     def build(self, net: Any, train: Any, data: Any) -> Any:
         """The Lightning module training ``net`` (a :class:`~specsweep.model.SpectrogramModel`)
         with the optimiser of ``train`` (a :class:`~specsweep.spec.TrainConfig`) on ``data``
-        (a :class:`~specsweep.data.datasets.PreparedData`: its labels and its protocol's scoring)."""
-        module, _, cls = self.module.partition(":")
-        return getattr(importlib.import_module(module), cls).for_data(net, train, data)
+        (a :class:`~specsweep.data.datasets.PreparedData`: its labels and its protocol's scoring),
+        made by the task's registered builder."""
+        return TASKS.build(self.name, net=net, train=train, data=data)
 
 
-def register_task(task: Task) -> Task:
-    return TASKS.register(task.name)(task)
+TASKS = Registry("task", about=Task)
 
 
-register_task(Task(
-    name="kws", head="utterance", extra_outputs=0,
-    val_metrics={"val_acc": "max", "val_loss": "min"},
-    train_metrics={"train_acc": "max", "train_loss": "min"},
-    metric="val_acc", fixed_length=True, class_sampling=True,
-    module="specsweep.trainables.tasks:KWSTask",
-))
+def _lightning_task(cls: str) -> Any:
+    """The class ``cls`` of :mod:`specsweep.trainables.tasks`."""
+    # The Lightning modules sit in the layer above (they import torch and Lightning, which
+    # spec validation and the driver must not load): found by name when a trial builds one.
+    return getattr(importlib.import_module("specsweep.trainables.tasks"), cls)
+
+
+@TASKS.register("kws", head="utterance", extra_outputs=0,
+                val_metrics={"val_acc": "max", "val_loss": "min"},
+                train_metrics={"train_acc": "max", "train_loss": "min"},
+                metric="val_acc", fixed_length=True, class_sampling=True)
+def keyword_spotting(net: Any, train: Any, data: Any) -> Any:
+    """Keyword spotting: one class per clip, cross-entropy, accuracy (``KWSTask``)."""
+    return _lightning_task("KWSTask").for_data(net, train, data)
+
+
 # Class 0 is the CTC blank, so the model has one output more than there are phones.
-register_task(Task(
-    name="asr", head="frames", extra_outputs=1,
-    val_metrics={"val_per": "min", "val_loss": "min"},
-    train_metrics={"train_loss": "min"},
-    metric="val_per", fixed_length=False, class_sampling=False,
-    module="specsweep.trainables.tasks:ASRTask",
-))
+@TASKS.register("asr", head="frames", extra_outputs=1,
+                val_metrics={"val_per": "min", "val_loss": "min"},
+                train_metrics={"train_loss": "min"},
+                metric="val_per", fixed_length=False, class_sampling=False)
+def phoneme_recognition(net: Any, train: Any, data: Any) -> Any:
+    """Phoneme recognition: CTC over frames, phone error rate (``ASRTask``)."""
+    return _lightning_task("ASRTask").for_data(net, train, data)
 
 
 def get_task(name: str) -> Task:
-    return TASKS.get(name)
+    """The description of the task registered as ``name``."""
+    return TASKS.about(name)

@@ -99,5 +99,5 @@ def test_spec_values_win_over_the_recipe():
 
 
 def test_quickstart_recipe_is_labelled_not_paper():
-    assert not RECIPES.get("quick").paper_protocol and RECIPES.get("paper").paper_protocol
+    assert not RECIPES.about("quick").paper_protocol and RECIPES.about("paper").paper_protocol
     assert load_spec(ROOT / "sweeps" / "quickstart.yaml").recipe == "quick"

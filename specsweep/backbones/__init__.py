@@ -12,14 +12,10 @@ from typing import Any, Dict, Sequence
 
 from torch import nn
 
+from specsweep.backbones.base import BACKBONES
 from specsweep.backbones.bcresnet import BCResNet
 from specsweep.backbones.simple import SimpleModel
 from specsweep.contract import Footprint
-from specsweep.registry import Registry
-
-BACKBONES = Registry("backbone")
-BACKBONES.register("bcresnet")(BCResNet)
-BACKBONES.register("simple")(SimpleModel)
 
 _BUILT_BY_TASK = {"input_shape", "num_outputs", "head"}
 

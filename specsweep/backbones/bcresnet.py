@@ -8,6 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from specsweep.backbones.base import BACKBONES
 from specsweep.contract import Footprint, PositiveFloat, PositiveInt, Probability
 
 # Four stages of at least one block each.
@@ -98,6 +99,7 @@ class BCResBlock(nn.Module):
 _MAX_CHANNELS = 2**20
 
 
+@BACKBONES.register("bcresnet")
 class BCResNet(nn.Module):
     """BC-ResNet on a log-spectrogram ``(batch, bins, frames)``.
 

@@ -7,9 +7,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from specsweep.backbones.base import BACKBONES
 from specsweep.contract import Footprint, PositiveInt
 
 
+@BACKBONES.register("simple")
 class SimpleModel(nn.Module):
     """Linear layer on the flattened log-spectrogram, or a BiLSTM + per-frame linear layer.
 

@@ -13,7 +13,7 @@ import json
 import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Dict, List, Literal, Optional, TypeVar, Union
+from typing import Annotated, Any, Callable, Dict, List, Literal, Optional, Union
 
 from pydantic import Field
 
@@ -21,16 +21,6 @@ from specsweep.contract import Seed
 from specsweep.data import speechcommands
 from specsweep.data.cache import CachedAudio, ClipSource, build_cache, default_cache_root
 from specsweep.registry import Registry
-
-T = TypeVar("T", bound=Callable[..., Any])
-
-DATASETS = Registry("dataset")
-# What each dataset is, answered without preparing it (see :func:`describe_dataset`).
-DESCRIBERS: Dict[str, Callable[..., "DatasetInfo"]] = {}
-# The task each dataset serves, whatever its arguments: a spec pairing KWS with a phoneme
-# corpus fails before anything is described or prepared.
-_DATASET_TASKS: Dict[str, str] = {}
-
 
 # A total (train, valid and test are split from it) or the three counts. The bounds are
 # TIMIT's scale: describing the corpus phonemizes every planned utterance (about 1 s per 800).
@@ -40,15 +30,6 @@ UtteranceCounts = Union[Annotated[int, Field(ge=3, le=3 * MAX_UTTERANCES_PER_SPL
                                   Field(min_length=3, max_length=3)]]
 # Speech Commands v2 has at most about 4,000 clips of a keyword.
 ClipsPerWord = Annotated[int, Field(ge=1, le=10_000)]
-
-
-def register_dataset(name: str, task: str, describe: Callable[..., "DatasetInfo"]) -> Callable[[T], T]:
-    """Register a dataset for ``task``: its builder (decorated; prepares the data, its
-    arguments are the spec's ``data`` keys) and ``describe``, which takes any of the same
-    arguments and says what the data is without preparing it."""
-    _DATASET_TASKS[name] = task
-    DESCRIBERS[name] = describe
-    return DATASETS.register(name)
 
 
 @dataclass(frozen=True)
@@ -75,6 +56,28 @@ class DatasetInfo:
         """The clip length that sizes models: the fixed one, or one second of variable-length
         utterances (where backbones depend on the number of bins only)."""
         return self.clip_samples or self.sample_rate
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """What a registered dataset is, beside its builder (which prepares the data; its
+    arguments are the spec's ``data`` keys).
+
+    Parameters
+    ----------
+    task : str
+        The task the dataset serves, whatever its arguments: a spec pairing keyword spotting
+        with a phoneme corpus fails before anything is described or prepared.
+    describe : callable
+        Takes any of the builder's arguments and returns the :class:`DatasetInfo` of the data
+        without preparing it (see :func:`describe_dataset`).
+    """
+
+    task: str
+    describe: Callable[..., DatasetInfo]
+
+
+DATASETS = Registry("dataset", about=DatasetEntry)
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ def _describe_speech_commands(test_set: str = "list", silence: str = "spans", **
                        {"train": SPEECH_COMMANDS_TRAIN_CLIPS, "val": None, "test": test})
 
 
-@register_dataset("speechcommands", "kws", _describe_speech_commands)
+@DATASETS.register("speechcommands", task="kws", describe=_describe_speech_commands)
 def speech_commands(
     root: str,
     cache_dir: Optional[str] = None,
@@ -182,7 +185,7 @@ def _describe_embedded_kws(seed: Seed = 0, clips_per_word: Optional[int] = None,
                        dict(sizes))
 
 
-@register_dataset("embedded_kws", "kws", _describe_embedded_kws)
+@DATASETS.register("embedded_kws", task="kws", describe=_describe_embedded_kws)
 def embedded_kws(seed: Seed = 0, clips_per_word: Optional[ClipsPerWord] = None, cache_dir: Optional[str] = None,
                  test_set: Literal["list", "archive"] = "list") -> PreparedData:
     """The synthesized 12-class keyword set, generated on first use into the cache.
@@ -222,7 +225,7 @@ def _describe_timit(protocol: str = "standard", **_: Any) -> DatasetInfo:
                        per_average=per_average)  # type: ignore[arg-type]
 
 
-@register_dataset("timit", "asr", _describe_timit)
+@DATASETS.register("timit", task="asr", describe=_describe_timit)
 def timit(root: str, cache_dir: Optional[str] = None, protocol: Literal["standard", "paper"] = "standard") -> PreparedData:
     """TIMIT phoneme recognition; ``protocol`` picks splits, targets and scoring.
 
@@ -267,7 +270,7 @@ def _describe_embedded_phonemes(seed: Seed = 0, n_utterances: Optional[Utterance
                        dict(zip(("train", "val", "test"), phoneme_corpus_split_sizes(seed, **params))))
 
 
-@register_dataset("embedded_phonemes", "asr", _describe_embedded_phonemes)
+@DATASETS.register("embedded_phonemes", task="asr", describe=_describe_embedded_phonemes)
 def embedded_phonemes(seed: Seed = 0, n_utterances: Optional[UtteranceCounts] = None, cache_dir: Optional[str] = None) -> PreparedData:
     """The synthesized phoneme-recognition set, generated on first use into the cache."""
     from specsweep.data.embedded.phonemes import ensure_phoneme_corpus
@@ -353,12 +356,12 @@ def _described(config_json: str) -> DatasetInfo:
     # Spec validation describes the data once per search value: the embedded phoneme
     # corpus's inventory takes a second to phonemize.
     config = json.loads(config_json)
-    return DESCRIBERS[config["name"]](**{k: v for k, v in config.items() if k != "name"})
+    return DATASETS.about(config["name"]).describe(**{k: v for k, v in config.items() if k != "name"})
 
 
 def dataset_task(name: str) -> str:
     """The task the dataset registered as ``name`` serves (its description's, for any arguments)."""
-    return _DATASET_TASKS[name]
+    return DATASETS.about(name).task
 
 
 # The word clips of Speech Commands v0.02 outside validation_list.txt and testing_list.txt
@@ -375,6 +378,6 @@ def declared_train_clips(config: Dict[str, Any]) -> Optional[int]:
     return describe_dataset(config).split_sizes.get("train")
 
 
-__all__ = ["DATASETS", "DESCRIBERS", "cache_splits", "DatasetConfigError", "DatasetInfo", "PreparedData", "dataset_config_problems",
+__all__ = ["DATASETS", "cache_splits", "DatasetConfigError", "DatasetEntry", "DatasetInfo", "PreparedData", "dataset_config_problems",
            "dataset_param_names", "dataset_task", "declared_train_clips", "default_cache_root", "describe_dataset",
-           "prepare_dataset", "prepare_dataset_once", "register_dataset"]
+           "prepare_dataset", "prepare_dataset_once"]

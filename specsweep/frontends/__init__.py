@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from specsweep.contract import Footprint
 from specsweep.frontends.base import (
+    FRONTENDS,
     SETTINGS,
     FrontEnd,
     constructor_parameters,
@@ -26,7 +27,6 @@ from specsweep.frontends.base import (
 )
 from specsweep.frontends.fastaudio import FastAudioFrontEnd
 from specsweep.frontends.nnaudio import NnAudioFrontEnd
-from specsweep.registry import Registry
 
 __all__ = [
     "FRONTENDS",
@@ -42,10 +42,6 @@ __all__ = [
     "setting_name",
     "validate_frontend_config",
 ]
-
-FRONTENDS = Registry("frontend")
-FRONTENDS.register("nnaudio")(NnAudioFrontEnd)
-FRONTENDS.register("fastaudio")(FastAudioFrontEnd)
 
 # Keys of a front-end config that are not constructor arguments.
 CONFIG_KEYS = ("name", "setting")

@@ -9,6 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from specsweep.registry import Registry
+
+# The front-ends a spec's ``frontend.name`` selects; each registers where its class is defined.
+FRONTENDS = Registry("frontend")
+
 # Settings of the original experiments: (trainable STFT, trainable filterbank).
 SETTINGS: Dict[str, Tuple[bool, bool]] = {
     "A": (False, False),

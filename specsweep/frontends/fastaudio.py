@@ -10,7 +10,7 @@ from speechbrain.processing.features import Filterbank
 from torch import nn
 from torchaudio.functional import amplitude_to_DB
 
-from specsweep.frontends.base import is_number, raise_problems, with_defaults
+from specsweep.frontends.base import FRONTENDS, is_number, raise_problems, with_defaults
 from specsweep.frontends.stft import StftFrontEnd
 
 
@@ -19,6 +19,7 @@ TOP_DB_OVER = ("batch", "clip")
 DB_SCALES = (10, 20)
 
 
+@FRONTENDS.register("fastaudio")
 class FastAudioFrontEnd(StftFrontEnd):
     """Log (dB) filterbank energies of learnable triangular filters (SpeechBrain's
     :class:`~speechbrain.processing.features.Filterbank` holds the centres and bandwidths

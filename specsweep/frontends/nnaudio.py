@@ -9,10 +9,11 @@ import torch
 from nnAudio.librosa_functions import get_mel
 from torch import nn
 
-from specsweep.frontends.base import is_number, raise_problems, with_defaults
+from specsweep.frontends.base import FRONTENDS, is_number, raise_problems, with_defaults
 from specsweep.frontends.stft import StftFrontEnd
 
 
+@FRONTENDS.register("nnaudio")
 class NnAudioFrontEnd(StftFrontEnd):
     """Log-Mel spectrogram in the style of nnAudio's ``MelSpectrogram``, where the STFT
     kernels and the Mel basis can each be trained (settings A-D).

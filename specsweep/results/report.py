@@ -40,7 +40,7 @@ def protocol_line(spec: SweepSpec) -> str:
     from specsweep.recipes import RECIPES
 
     t = spec.train
-    recipe = "no recipe" if spec.recipe is None else f"recipe {spec.recipe} ({RECIPES.get(spec.recipe).description})"
+    recipe = "no recipe" if spec.recipe is None else f"recipe {spec.recipe} ({RECIPES.about(spec.recipe).description})"
     data = ", ".join(f"{k} {v}" for k, v in spec.data.items() if k in ("name", "test_set", "protocol"))
     tested = "the last epoch's weights" if t.test_weights == "last" else f"the best epoch's weights by {t.best_by or spec.metric}"
     return (f"Protocol: {recipe}; {t.optimizer} lr {t.lr:g}, {t.schedule} schedule, {t.epochs} epochs, "

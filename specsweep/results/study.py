@@ -291,7 +291,7 @@ def data_notes(specs: Iterable[SweepSpec]) -> List[str]:
             paper = PAPER_DATA_NAMES[PAPER_DATA[spec.task]] if spec.task in PAPER_DATA else "the paper's data"
             notes.append(f"Data {name} is not {paper} (the paper's data: Speech Commands / TIMIT): effects and "
                          f"verdicts here are about {name}, not the paper's results.")
-        if spec.recipe is None or not RECIPES.get(spec.recipe).paper_protocol:
+        if spec.recipe is None or not RECIPES.about(spec.recipe).paper_protocol:
             notes.append(f"{spec.name}: recipe {spec.recipe or 'none'} is not the paper's protocol (recipe: paper).")
     return list(dict.fromkeys(notes))
 
