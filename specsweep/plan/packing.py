@@ -164,8 +164,8 @@ def packing_trials(spec: SweepSpec, trials: Sequence[PlannedTrial]) -> List[Plan
     sampled = sized_values(spec, keys=_PACKING_KEYS, sampled_only=True)
     distinct: Dict[str, PlannedTrial] = {}
     for trial in trials:
-        for chosen in variant_combinations(sampled):
-            variant = trial.with_values(chosen)
+        for _, setting in variant_combinations(sampled):
+            variant = trial.with_values(setting)
             distinct.setdefault(packing_key(variant), variant)
     return list(distinct.values())
 
