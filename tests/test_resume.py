@@ -260,3 +260,29 @@ def test_asha_stops_the_same_trials_after_a_killed_driver(ray_session, tmp_path)
     assert "nothing to resume" not in resumed.stdout, "the kill came after the sweep had ended"
     # Had the resume lost the rungs, a starved trial judged first at its rung would run on.
     assert _iterations(run_dir) == baseline
+
+
+def test_objects_pickled_under_modules_that_moved_still_load():
+    """Tune pickles the callbacks, the trial folder namer and the trials' resource request
+    into a run's tuner.pkl by module and name; runs written before the modules moved to
+    specsweep.sweep and specsweep.plan are unpickled through MOVED_MODULES."""
+    import pickle
+
+    from specsweep.plan.packing import TrialResources
+    from specsweep.sweep.launcher import MOVED_MODULES, _moved_modules, _trial_dirname
+    from specsweep.sweep.progress import SweepProgress
+
+    pickled = []
+    for obj in (SweepProgress("val_acc", "max", 2, 8, labels=["frontend.setting", "seed"]), TrialResources(1.0, {})):
+        # Protocol 0 names a class as "module\nname\n": the old name is written in its place.
+        module = type(obj).__module__
+        old = next(o for o, new in MOVED_MODULES.items() if new == module)
+        pickled.append((pickle.dumps(obj, protocol=0).replace(module.encode() + b"\n", old.encode() + b"\n"), type(obj)))
+    # The trial folder namer, as runs from before rundir.py owned it named it.
+    pickled.append((b"cspecsweep.launcher\n_trial_dirname\n.", type(_trial_dirname)))
+    for data, kind in pickled:
+        with pytest.raises(ModuleNotFoundError):
+            pickle.loads(data)
+        with _moved_modules():
+            loaded = pickle.loads(data)
+        assert type(loaded) is kind and not any(old in sys.modules for old in MOVED_MODULES)
