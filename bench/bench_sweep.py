@@ -78,7 +78,7 @@ def write_spec(folder: Path, trials: int, epochs: int, tiny: bool) -> Path:
 
 
 def timed_ray_init(num_cpus: int) -> float:
-    from specsweep.sweep.launcher import start_ray
+    from specsweep.sweep.cluster import start_ray
 
     start = time.perf_counter()
     start_ray(num_cpus=num_cpus)

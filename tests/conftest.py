@@ -63,7 +63,7 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory):
     Ray starts because trial workers inherit the environment of the driver."""
     import ray
 
-    from specsweep.sweep.launcher import start_ray
+    from specsweep.sweep.cluster import start_ray
 
     os.environ.setdefault("SPECSWEEP_CACHE", str(tmp_path_factory.mktemp("cache")))
     os.environ["WANDB_MODE"] = "offline"

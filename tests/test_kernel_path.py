@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # A local Ray started as a sweep starts it; one worker reports the kernels torch picked there.
 WORKER_PATH = """
 import ray, torch
-from specsweep.sweep.launcher import start_ray
+from specsweep.sweep.cluster import start_ray
 
 
 @ray.remote

@@ -19,7 +19,8 @@ from specsweep.contract import StepMeasure
 from specsweep.plan.cost import GPU_RATES, model_key, shared_rate, sweep_cost
 from specsweep.data.datasets import prepare_dataset
 from specsweep.sweep.gpus import MEASURES_FILE, MeasureCache
-from specsweep.sweep.launcher import LaunchError, _trial_resources, resume_sweep, run_sweep
+from specsweep.sweep.cluster import LaunchError
+from specsweep.sweep.launcher import _trial_resources, resume_sweep, run_sweep
 from specsweep.plan.packing import (
     CONTEXT_MIB,
     MAX_PER_GPU,
