@@ -6,7 +6,7 @@ cells are mean ± std over seeds of the best validation metric over epochs, of t
 metric of the tested weights, and of how far the trainable filterbank and STFT moved
 from their initial values (``frontend/*_drift``, ``||W - W0||_F / ||W0||_F``); the effects
 of B, C, D against A paired by seed with 95 % intervals; and the verdict on each claim of
-docs/claims.yaml. Figures: the effects as a forest plot, the test metric over a numeric
+specsweep/results/claims.yaml. Figures: the effects as a forest plot, the test metric over a numeric
 group value (n_mels), the best trial's learned filterbank per group and setting.
 """
 
@@ -170,7 +170,7 @@ def _series_over(groups: Sequence[Group], key: str, spread: bool = False) -> Dic
 def plot_effects(groups: Sequence[Group], claims: Optional[List[Dict[str, Any]]], path: Path) -> Optional[Path]:
     """Forest plot: one row per group and setting B-D, the paired effect against A with its
     95 % interval, a line at 0, and the paper's figure (a red diamond) where a claim of
-    docs/claims.yaml gives one for that comparison. One panel per test metric."""
+    specsweep/results/claims.yaml gives one for that comparison. One panel per test metric."""
     rows = [r for r in effect_rows(groups) if r["pairs"]]
     if not rows:
         return None

@@ -1,6 +1,6 @@
 """The study's answer from one or several run directories: trials grouped so that a group
 never mixes what differs, each setting's effect against A per group, and the paper's claims
-(docs/claims.yaml) judged against those effects.
+(specsweep/results/claims.yaml) judged against those effects.
 
 A group holds the finished trials that agree on every config value except the setting and
 the seed (task, front-end, backbone, n_mels, mask range, initialisation, ...), and on the
@@ -26,7 +26,8 @@ from specsweep.frontends.base import SETTINGS
 from specsweep.rundir import RunLocation
 from specsweep.spec import SweepSpec, trial_value
 
-CLAIMS_FILE = Path(__file__).resolve().parents[1] / "docs" / "claims.yaml"
+# Shipped inside the package (pyproject's package data), so an installed copy has it too.
+CLAIMS_FILE = Path(__file__).resolve().with_name("claims.yaml")
 DRIFT_KEYS = {"filterbank_drift": "frontend/filterbank_drift", "stft_drift": "frontend/stft_drift"}
 # Config values that the setting decides, or that identify a trial rather than its condition.
 _NOT_GROUPING = {"seed", "frontend.setting", "frontend.trainable_stft", "frontend.trainable_mel",
@@ -300,12 +301,12 @@ def data_notes(specs: Iterable[SweepSpec]) -> List[str]:
 
 
 class ClaimsError(ValueError):
-    """docs/claims.yaml cannot be read or is malformed."""
+    """The claims file cannot be read or is malformed."""
 
 
 def load_claims(path: Path = CLAIMS_FILE) -> Optional[List[Dict[str, Any]]]:
-    """The claims of docs/claims.yaml; None when the file is not there (an installed copy
-    of specsweep without its source tree)."""
+    """The claims of ``path`` (specsweep/results/claims.yaml); None when the file is
+    missing (an install without the package's data)."""
     if not path.is_file():
         return None
     try:
@@ -414,11 +415,11 @@ def _paper_figure(claim: Mapping[str, Any]) -> str:
 
 def claims_markdown(groups: Sequence[Group], specs: Sequence[SweepSpec],
                     claims: Optional[List[Dict[str, Any]]]) -> str:
-    """The verdict on each claim of docs/claims.yaml, with the measured effects and the
+    """The verdict on each claim of specsweep/results/claims.yaml, with the measured effects and the
     paper's figure side by side."""
     if claims is None:
-        return f"## The paper's claims\n\n{CLAIMS_FILE} is not here (specsweep installed without its docs): no verdicts.\n"
-    out = ["## The paper's claims (docs/claims.yaml)\n"]
+        return f"## The paper's claims\n\n{CLAIMS_FILE} is missing from this install: no verdicts.\n"
+    out = ["## The paper's claims (specsweep/results/claims.yaml)\n"]
     out += [f"- {note}" for note in data_notes(specs)]
     out.append("")
     for judged in (judge_claim(c, groups) for c in claims):
