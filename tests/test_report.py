@@ -174,6 +174,25 @@ def test_per_claims_read_lower_as_better():
     assert judge_claim(claims["kws-accuracy-gain"], groups)["verdict"] == "no trials"
 
 
+def test_groups_of_several_runs_are_named_by_what_the_study_varies():
+    """Two runs whose backbones differ, and with them a backbone option (classifier_bias,
+    which sorts first): the groups are named by the backbone, not by the option."""
+    from specsweep.spec import load_spec
+    from specsweep.results.study import RUN_KEY, Run, grouping_keys
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml")
+
+    def run(name, backbone):
+        return Run(name, spec, [{"id": f"{name}-{s}-{seed}", "status": "TERMINATED", "metrics": {}, "config": {
+            "task": "kws", "data": {"name": "embedded_kws"}, "frontend": {"name": "nnaudio", "setting": s},
+            "backbone": backbone, "seed": seed}} for s in "AB" for seed in (1, 2)])
+
+    runs = [run("one", {"name": "bcresnet", "classifier_bias": True}),
+            run("two", {"name": "simple", "classifier_bias": False})]
+    assert grouping_keys(runs) == [RUN_KEY, "backbone.name"]
+    assert grouping_keys(runs[:1]) == []
+
+
 @pytest.mark.parametrize("text", ["claims: null\n", "claims: 3\n", "nothing: []\n", "claims: [{id: x}]\n",
                                   "claims: [\n", "- a\n- b\n"])
 def test_a_damaged_claims_file_is_named(tmp_path, text):

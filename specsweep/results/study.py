@@ -32,6 +32,9 @@ DRIFT_KEYS = {"filterbank_drift": "frontend/filterbank_drift", "stft_drift": "fr
 # Config values that the setting decides, or that identify a trial rather than its condition.
 _NOT_GROUPING = {"seed", "frontend.setting", "frontend.trainable_stft", "frontend.trainable_mel",
                  "frontend.trainable_filterbank"}
+# What the study varies, in the order a group's label names it when it is not swept.
+STUDY_KEYS = ("task", "data.name", "backbone.name", "frontend.name", "frontend.n_mels", "frontend.random_mel_init",
+              "frontend.mask_bins", "train.optimizer", "train.lr", "train.epochs")
 # Datasets of the paper: verdicts on any other data are about that data.
 PAPER_DATA = {"kws": "speechcommands", "asr": "timit"}
 PAPER_DATA_NAMES = {"speechcommands": "Speech Commands", "timit": "TIMIT"}
@@ -127,7 +130,10 @@ def grouping_keys(runs: Sequence[Run]) -> List[str]:
     """
     finished = [(run, _leaves(t["config"])) for run in runs for t in run.trials if t["status"] == "TERMINATED"]
     swept = [k for run in runs for k in run.spec.search.space if k not in _NOT_GROUPING]
-    others = sorted({k for _, leaves in finished for k in leaves} - set(swept) - _NOT_GROUPING)
+    # The study's own dimensions before incidental options (alphabetical), so that a label
+    # says "backbone=simple" rather than the first option that happens to follow from it.
+    others = sorted({k for _, leaves in finished for k in leaves} - set(swept) - _NOT_GROUPING,
+                    key=lambda k: (STUDY_KEYS.index(k) if k in STUDY_KEYS else len(STUDY_KEYS), k))
     chosen: List[str] = []
     count = 1
     for key in dict.fromkeys(swept + others):
