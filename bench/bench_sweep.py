@@ -126,9 +126,9 @@ def ray_start_costs(with_task: bool = True) -> List[Tuple[str, float, float, int
 
 
 def ray_sweep(spec_path: Path, storage: Path, concurrency: int, tiny: bool) -> Dict[str, Any]:
-    from specsweep.sweep.launcher import run_sweep
-    from specsweep.rundir import RunLocation, trial_folder
     from specsweep.results.status import last_result, read_trials
+    from specsweep.rundir import RunLocation, trial_folder
+    from specsweep.sweep.launcher import run_sweep
 
     init_s = timed_ray_init(concurrency)
     start_unix, start = time.time(), time.perf_counter()

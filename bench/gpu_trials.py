@@ -123,9 +123,9 @@ def gpu_sweep(tiny: bool, seeds: int, epochs: int, per_gpu: int) -> str:
     import ray
 
     from specsweep.data.datasets import prepare_dataset
+    from specsweep.results.status import read_trials
     from specsweep.sweep.cluster import start_ray
     from specsweep.sweep.launcher import run_sweep
-    from specsweep.results.status import read_trials
 
     os.environ.setdefault("WANDB_MODE", "offline")
     with tempfile.TemporaryDirectory(prefix="bench-gpu-sweep-") as tmp:

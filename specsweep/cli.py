@@ -165,11 +165,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from specsweep.data.cache import AudioDecodeError
     from specsweep.data.datasets import DatasetConfigError
     from specsweep.data.speechcommands import DatasetMissingError
-    from specsweep.sweep.cluster import LaunchError
     from specsweep.plan.packing import PackingError
     from specsweep.results.report import ReportError
     from specsweep.rundir import RunDirError, StorageError
     from specsweep.spec import SpecError
+    from specsweep.sweep.cluster import LaunchError
 
     try:
         status = (args.func or _command(args.command))(args)

@@ -33,9 +33,9 @@ from ray.tune import ExperimentAnalysis
 from specsweep.contract import StepMeasure
 from specsweep.plan.cost import model_key
 from specsweep.plan.plan import plan_sweep
-from specsweep.sweep.gpus import MEASURES_FILE, MeasureCache
-from specsweep.spec import load_spec
 from specsweep.results.status import read_trials
+from specsweep.spec import load_spec
+from specsweep.sweep.gpus import MEASURES_FILE, MeasureCache
 from test_resume import _spec, _wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from specsweep.cli import main
-from specsweep.plan.cost import CPU_RATES, GPU_RATES, clip_steps, recorded_rate
 from specsweep.data.datasets import declared_train_clips
+from specsweep.plan.cost import CPU_RATES, GPU_RATES, clip_steps, recorded_rate
 from specsweep.spec import PlannedTrial, Sampled, TrialConfig
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"

@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from specsweep.cli import main
-from specsweep.sweep.launcher import run_sweep
 from specsweep.rundir import SPEC_FILE
+from specsweep.sweep.launcher import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -251,9 +251,9 @@ def test_report_names_a_folder_where_report_md_belongs(finished_run, tmp_path, c
 def test_resume_refuses_an_unfinished_trials_damaged_checkpoint(finished_run, tmp_path):
     """Tune would restore an unfinished trial from a damaged checkpoint, fail and retry
     until the trial errors: resume names it first (a whole checkpoint passes)."""
-    from specsweep.sweep.launcher import _damaged_checkpoints
-    from specsweep.rundir import RunLocation
     from specsweep.results.status import read_trials
+    from specsweep.rundir import RunLocation
+    from specsweep.sweep.launcher import _damaged_checkpoints
 
     run_dir = tmp_path / "copy"
     shutil.copytree(finished_run, run_dir)

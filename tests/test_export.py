@@ -20,9 +20,9 @@ import torch
 import specsweep
 from specsweep.cli import main
 from specsweep.results.export import TrialLoadError
+from specsweep.results.status import read_trials
 from specsweep.rundir import RunLocation, load_run, run_info
 from specsweep.spec import TrialConfig
-from specsweep.results.status import read_trials
 from specsweep.trainables.tested import TESTED_FILE
 from specsweep.trainables.trial import trial_data
 

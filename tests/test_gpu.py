@@ -15,10 +15,10 @@ import pytest
 import torch
 import yaml
 
-from specsweep.trainables.calibrate import measure_steps
 from specsweep.data.datasets import prepare_dataset
 from specsweep.data.loaders import make_loaders
 from specsweep.spec import TrainConfig, TrialConfig, load_spec, plan_trials
+from specsweep.trainables.calibrate import measure_steps
 from specsweep.trainables.tasks import NonFiniteLossError
 from specsweep.trainables.trial import build_trial_task, trainer_options, trial_data
 

@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from specsweep.contract import StepMeasure
-from specsweep.plan.cost import GPU_RATES, model_key, shared_rate, sweep_cost
 from specsweep.data.datasets import prepare_dataset
-from specsweep.sweep.gpus import MEASURES_FILE, MeasureCache
+from specsweep.plan.cost import GPU_RATES, model_key, shared_rate, sweep_cost
 from specsweep.sweep.cluster import LaunchError
+from specsweep.sweep.gpus import MEASURES_FILE, MeasureCache
 from specsweep.sweep.launcher import _trial_resources, resume_sweep, run_sweep
 from specsweep.plan.packing import (
     CONTEXT_MIB,
@@ -35,8 +35,8 @@ from specsweep.plan.packing import (
     plan_packing,
     trials_per_gpu,
 )
-from specsweep.rundir import RUN_FILE, RunDirError
 from specsweep.plan.plan import plan_sweep
+from specsweep.rundir import RUN_FILE, RunDirError
 from specsweep.spec import SpecError, TrialConfig, load_spec, plan_trials, validate_spec
 from test_resume import _spec
 

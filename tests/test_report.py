@@ -153,8 +153,8 @@ def test_several_runs_need_an_output_folder(runs, capsys):
 def test_per_claims_read_lower_as_better():
     """The ASR claims on trials as read_trials returns them (PER: lower is better); the
     linear model's PER drops by 0.05 in setting B, BC-ResNet's by 0.01."""
-    from specsweep.spec import load_spec
     from specsweep.results.study import Run, group_trials, judge_claim, load_claims
+    from specsweep.spec import load_spec
 
     spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "paper" / "asr_settings.yaml")
     drop = {"simple": 0.05, "bcresnet": 0.01}
@@ -177,8 +177,8 @@ def test_per_claims_read_lower_as_better():
 def test_groups_of_several_runs_are_named_by_what_the_study_varies():
     """Two runs whose backbones differ, and with them a backbone option (classifier_bias,
     which sorts first): the groups are named by the backbone, not by the option."""
-    from specsweep.spec import load_spec
     from specsweep.results.study import RUN_KEY, Run, grouping_keys
+    from specsweep.spec import load_spec
 
     spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml")
 

@@ -17,9 +17,9 @@ import torch
 import yaml
 
 from asha_trials import GOOD_LR, STARVED_LRS, asha_sweep
-from specsweep.sweep.launcher import run_sweep
-from specsweep.rundir import RunDirError
 from specsweep.results.status import read_trials
+from specsweep.rundir import RunDirError
+from specsweep.sweep.launcher import run_sweep
 from wandb_records import read_run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from asha_trials import GOOD_LR, STARVED_LRS, asha_sweep
-from specsweep.sweep.launcher import run_sweep
+from specsweep.results.status import read_trials
 from specsweep.search import SCHEDULERS, SEARCHERS, build_scheduler, build_searcher
 from specsweep.spec import SpecError, num_trials, param_space, validate_spec
-from specsweep.results.status import read_trials
+from specsweep.sweep.launcher import run_sweep
 
 MINIMAL: Dict[str, Any] = {
     "name": "registry", "task": "kws", "data": {"name": "embedded_kws"}, "frontend": {"name": "nnaudio"},

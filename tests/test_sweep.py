@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from specsweep.cli import main
-from specsweep.sweep.launcher import run_sweep
-from specsweep.rundir import RunDirError
 from specsweep.results.status import read_trials
+from specsweep.rundir import RunDirError
+from specsweep.sweep.launcher import run_sweep
 from wandb_records import read_run
 
 ROOT = Path(__file__).resolve().parents[1]

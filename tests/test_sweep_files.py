@@ -8,9 +8,9 @@ import pytest
 from specsweep.cli import main
 from specsweep.data.datasets import prepare_dataset
 from specsweep.frontends import build_frontend
-from specsweep.sweep.launcher import run_sweep
-from specsweep.spec import SweepSpec, load_spec, plan_trials
 from specsweep.results.status import read_trials
+from specsweep.spec import SweepSpec, load_spec, plan_trials
+from specsweep.sweep.launcher import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "sweeps").rglob("*.yaml"))

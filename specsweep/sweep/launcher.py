@@ -18,12 +18,12 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 from specsweep.layout import CHECKPOINT_FILE
 from specsweep.plan.limits import DEFAULT_MAX_TRIALS
 from specsweep.plan.plan import SweepPlan, plan_sweep
-from specsweep.sweep.cluster import LaunchError, check_cluster, cluster_address, join_ray
+from specsweep.results.status import DamagedRunError, format_table, last_result, read_trials, summary_rows
 from specsweep.rundir import (EXPERIMENT_STATE, RUN_FILE, SPEC_FILE, TRIALS, DamagedFileError, RunDirError, RunLocation,
-                              check_free, check_run_name, claim_run_dir, first_line, load_run, released_on_failure, run_info,
+                              check_free, check_run_name, claim_run_dir, load_run, released_on_failure, run_info,
                               read_bounded, trial_dirname, trial_folder, write_run)
 from specsweep.spec import SweepSpec, load_spec, param_space
-from specsweep.results.status import DamagedRunError, format_table, last_result, read_trials, summary_rows
+from specsweep.sweep.cluster import LaunchError, check_cluster, cluster_address, join_ray
 
 # Tune pickles the experiment's ``trial_dirname_creator`` by name: run directories written
 # before the layout moved to rundir.py name it here, and status, report and resume unpickle it.
@@ -105,12 +105,12 @@ def _build_tuner(plan: SweepPlan, run_dir: RunLocation, smoke: bool, restore: bo
     from ray import tune
 
     from specsweep import tracking
+    from specsweep.search import build_scheduler, build_searcher, stops_early
     from specsweep.sweep.index import TrialIndexCallback
+    from specsweep.sweep.progress import SchedulerState, SweepProgress, set_console
+    from specsweep.trainables.trainable import RunContext, train_trial
 
     spec = plan.spec
-    from specsweep.sweep.progress import SchedulerState, SweepProgress, set_console
-    from specsweep.search import build_scheduler, build_searcher, stops_early
-    from specsweep.trainables.trainable import RunContext, train_trial
 
     limits = {}
     if smoke:

@@ -19,8 +19,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from specsweep.data.datasets import PreparedData
 from specsweep.model import SpectrogramModel
-from specsweep.trainables.plots import plot_confusion_matrix
 from specsweep.spec import TrainConfig
+from specsweep.trainables.plots import plot_confusion_matrix
 
 
 class NonFiniteLossError(FloatingPointError):
