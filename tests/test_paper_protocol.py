@@ -101,3 +101,30 @@ def test_spec_values_win_over_the_recipe():
 def test_quickstart_recipe_is_labelled_not_paper():
     assert not RECIPES.about("quick").paper_protocol and RECIPES.about("paper").paper_protocol
     assert load_spec(ROOT / "sweeps" / "quickstart.yaml").recipe == "quick"
+
+
+@pytest.mark.parametrize("name", ["kws_settings.yaml", "asr_settings.yaml"])
+def test_paper_trials_train_the_mel_basis_as_the_original(name):
+    """The original's optimizers (tasks/speechcommand.py, tasks/Timit.py; docs/protocol.md):
+    KWS SGD with the Mel basis and the STFT in their own group at the backbone's lr,
+    momentum and weight decay; ASR Adam at lr 1e-3 without weight decay. Setting D, so both
+    bases are trainable."""
+    import torch
+
+    from specsweep.data.datasets import PreparedData, describe_dataset
+    from specsweep.spec import plan_trials
+    from specsweep.trainables.trial import build_trial_task
+
+    trial = next(t for t in plan_trials(load_spec(ROOT / "sweeps" / "paper" / name)) if t.setting == "D")
+    task = build_trial_task(trial, PreparedData.from_info(describe_dataset(trial.data), {}))
+    optimizer = task.configure_optimizers()
+    backbone, frontend = optimizer.param_groups
+    assert {id(p) for p in frontend["params"]} == {id(p) for p in task.net.frontend.parameters()}
+    assert len(frontend["params"]) == 3  # the Mel basis and the STFT's sine and cosine kernels
+    expected = TRAIN[trial.task]
+    for group in (backbone, frontend):
+        assert group["lr"] == expected["lr"] and group["weight_decay"] == expected["weight_decay"]
+    if trial.task == "kws":
+        assert type(optimizer) is torch.optim.SGD and frontend["momentum"] == expected["momentum"]
+    else:
+        assert type(optimizer) is torch.optim.Adam
