@@ -32,6 +32,7 @@ import shlex
 import shutil
 import urllib.parse
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
@@ -401,9 +402,20 @@ def load_run(run_dir: Union[Path, str, RunLocation]) -> SweepSpec:
         STORED_RUN.reset(token)
 
 
-def run_info(run_dir: RunLocation) -> Dict[str, Any]:
-    """How the sweep in ``run_dir`` was started (``{"spec", "smoke", "created"}``);
-    RunDirError naming the file when it is missing or damaged."""
+@dataclass(frozen=True)
+class RunInfo:
+    """How the sweep of a run directory was started (its ``specsweep-run.json``): as a
+    ``--smoke-test`` or not, with which ``--set`` arguments, and what ``resources.gpus:
+    auto`` chose (None: not recorded, measured anew on resume)."""
+
+    smoke: bool = False
+    overrides: List[str] = field(default_factory=list)
+    gpu_packing: Optional[List[Dict[str, Any]]] = None
+
+
+def run_info(run_dir: RunLocation) -> RunInfo:
+    """How the sweep in ``run_dir`` was started; RunDirError naming the file when it is
+    missing or damaged."""
     path = run_dir.child(RUN_FILE)
     if not run_dir.exists(RUN_FILE):
         raise RunDirError(f"{path} is missing; write {{\"smoke\": false}} (true if the run was a --smoke-test) "
@@ -415,12 +427,16 @@ def run_info(run_dir: RunLocation) -> Dict[str, Any]:
                           f"--smoke-test) into it to resume") from None
     if not isinstance(info, dict):
         raise RunDirError(f"{path} is damaged (not a JSON object); write {{\"smoke\": false}} into it to resume")
-    packing = info.get("gpu_packing")
+    packing = info.get("gpu_packing", RunInfo.gpu_packing)
     if packing is not None and not (isinstance(packing, list) and all(isinstance(row, dict) for row in packing)):
         raise RunDirError(f"{path}: gpu_packing must be a list of mappings (what resources.gpus: auto chose), got "
                           f"{str(packing)[:100]!r}; remove the key to measure anew on resume")
     # A resume with smoke set runs the smoke test's batch limits on a full run's trials.
-    if not isinstance(info.get("smoke", False), bool):
+    if not isinstance(info.get("smoke", RunInfo.smoke), bool):
         raise RunDirError(f"{path}: smoke must be true or false, got {info['smoke']!r}; write false (true if the run "
                           f"was a --smoke-test) to resume")
-    return info
+    overrides = info.get("set", [])
+    if not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
+        raise RunDirError(f"{path}: set must be the list of the run's --set arguments, got {str(overrides)[:100]!r}; "
+                          f"remove the key to resume (the spec kept in the run directory has them applied)")
+    return RunInfo(smoke=info.get("smoke", RunInfo.smoke), overrides=overrides, gpu_packing=packing)

@@ -216,7 +216,8 @@ def test_resume_names_a_damaged_tuner_pickle(content, finished_run, tmp_path, ca
     (_DEEP, "JSON nested too deeply"),
     (f'{{"smoke": false, "created": {_DIGITS}}}', "created: must be a whole number of at most 64 bits"),
     ('{"smoke": false, "gpu_packing": "all"}', "gpu_packing must be a list of mappings"),
-], ids=["nested-100000-deep", "integer-of-5000-digits", "gpu-packing-a-string"])
+    ('{"smoke": false, "set": [1, {"a": 2}]}', "set must be the list of the run's --set arguments"),
+], ids=["nested-100000-deep", "integer-of-5000-digits", "gpu-packing-a-string", "set-not-strings"])
 def test_resume_names_a_damaged_run_file(content, reason, finished_run, tmp_path, capsys):
     run_dir = tmp_path / "copy"
     shutil.copytree(finished_run, run_dir)

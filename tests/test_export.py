@@ -74,7 +74,7 @@ def test_set_overrides_are_the_run_directorys_spec(run_dir):
     spec = load_run(run_dir)
     assert spec.seeds == [3]
     assert spec.search.space["frontend.setting"].grid == ["A", "D"]
-    assert run_info(RunLocation(run_dir))["set"] == ["search.space.frontend.setting={grid: [A, D]}", "seeds=[3]"]
+    assert run_info(RunLocation(run_dir)).overrides == ["search.space.frontend.setting={grid: [A, D]}", "seeds=[3]"]
     configs = [t["config"] for t in read_trials(run_dir)]
     assert sorted((c["frontend"]["setting"], c["seed"]) for c in configs) == [("A", 3), ("D", 3)]
 

@@ -261,12 +261,11 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
     run_dir = RunLocation(run_dir)
     spec = load_run(run_dir)
     info = run_info(run_dir)
-    smoke = info.get("smoke", False)
-    if spec.resources.auto_gpus and info.get("gpu_packing") is not None:
+    if spec.resources.auto_gpus and info.gpu_packing is not None:
         from specsweep.plan.packing import packing_from_record
 
         try:
-            packing_from_record(info["gpu_packing"])
+            packing_from_record(info.gpu_packing)
         except ValueError as err:
             raise RunDirError(f"{run_dir.child(RUN_FILE)}: its gpu_packing record is damaged ({err}); remove that "
                               f"entry to have resume measure the GPUs again") from None
@@ -296,12 +295,12 @@ def resume_sweep(run_dir: Union[Path, str], address: Optional[str] = None, resta
     _prepare_data(plan)
     join_ray(address, num_cpus)
     # The resources the sweep started with; a run from before gpus: auto was recorded measures anew.
-    gpu_packing = info.get("gpu_packing")
+    gpu_packing = info.gpu_packing
     if gpu_packing is None:
         gpu_packing = _resolve_gpus(plan)
     else:
         _require_recorded_gpus(gpu_packing, run_dir)
-    tuner = _build_tuner(plan, run_dir, smoke, restore=True, restart_errored=restart_errored, verbose=verbose,
+    tuner = _build_tuner(plan, run_dir, info.smoke, restore=True, restart_errored=restart_errored, verbose=verbose,
                          gpu_packing=gpu_packing)
     return _finish(tuner, spec, run_dir)
 
