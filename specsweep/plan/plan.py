@@ -9,11 +9,12 @@ spec and the plan read trial configs through them, never by key.
 
 Examples
 --------
->>> from specsweep.spec import validate_spec
->>> spec = validate_spec({"name": "x", "task": "kws", "data": {"name": "embedded_kws"},
-...                       "frontend": {"name": "nnaudio"}, "backbone": {"name": "simple"}, "seeds": [1, 2],
-...                       "search": {"space": {"frontend.setting": {"grid": ["A", "B", "C", "D"]}}}})
->>> plan = plan_sweep(spec)
+The quickstart's plan: settings A-D, two seeds each.
+
+>>> from pathlib import Path
+>>> from specsweep.spec import load_spec
+>>> plan = plan_sweep(load_spec(Path(__file__).parents[2] / "sweeps" / "quickstart.yaml"))
+>>> plan.check("quickstart.yaml")
 >>> plan.count, plan.makeup, [t.setting for t in plan.trials][:3]
 (8, '4 frontend.setting × 2 seeds × 1 sample', ['A', 'A', 'B'])
 >>> plan.describe(plan.trials[2])
