@@ -524,8 +524,13 @@ class TrialConfig(ModelConfig):
                 "backbone": copy.deepcopy(self.backbone), "train": self.train.model_dump(), "seed": self.seed}
 
     def value(self, key: str) -> Any:
-        """The value at a dotted ``key`` (``train.lr``, ``frontend.n_mels``), None where absent."""
-        return trial_value(self.as_dict(), key)
+        """The value at a dotted ``key`` (``train.lr``, ``frontend.n_mels``), None where
+        absent; a section (``frontend``, ``train``) as a plain dict. Read in place, not
+        copied: the caller must not change it."""
+        node: Any = self
+        for part in key.split("."):
+            node = getattr(node, part, None) if isinstance(node, BaseModel) else trial_value(node, part)
+        return node.model_dump() if isinstance(node, BaseModel) else node
 
 
 class PlannedTrial(TrialConfig):
@@ -556,8 +561,13 @@ class PlannedTrial(TrialConfig):
         return config
 
     def value(self, key: str) -> Any:
-        """The value at a dotted ``key``: its :class:`Sampled` marker where it is drawn."""
-        return trial_value(self.as_dict(markers=True), key)
+        """The value at a dotted ``key``: its :class:`Sampled` marker where it is drawn (a
+        section holding a drawn value comes with its marker in place)."""
+        if key in self.sampled:
+            return self.sampled[key]
+        if any(drawn.startswith(f"{key}.") for drawn in self.sampled):
+            return trial_value(self.as_dict(markers=True), key)
+        return super().value(key)
 
     def with_values(self, chosen: Dict[str, Any]) -> "PlannedTrial":
         """This trial with the values ``chosen`` (by dotted key) in place of its draws or

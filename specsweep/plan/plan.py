@@ -119,12 +119,20 @@ class SweepPlan:
                 counts[key] = model_footprint_for(trial, describe_dataset(trial.data)).trainable
             return counts[key]
 
+        spans: Dict[str, Dict[str, Any]] = {}
         plan = []
         for trial in self.trials:
-            # Few combinations per trial: a plan may hold 10,000 trials.
-            each = [count(trial.with_values(setting))
-                    for _, setting in limits.variant_combinations(sampled, max_combinations=64)]
-            plan.append({part: _span([c[part] for c in each]) for part in each[0]})
+            # Trials of one planned model (seeds, learning rates) share its counts: a plan
+            # may hold 10,000 trials.
+            planned = trial.as_dict(markers=True)
+            model = json.dumps([planned[part] for part in ("task", "data", "frontend", "backbone")], sort_keys=True,
+                               default=str)
+            if model not in spans:
+                # Few combinations per model.
+                each = [count(trial.with_values(setting))
+                        for _, setting in limits.variant_combinations(sampled, max_combinations=64)]
+                spans[model] = {part: _span([c[part] for c in each]) for part in each[0]}
+            plan.append(spans[model])
         return plan
 
     def models_to_time(self) -> Optional[Dict[str, PlannedTrial]]:
