@@ -668,7 +668,10 @@ def data_config_from_flags(name: str, settings: Sequence[str], root: Optional[st
     problems = number_problems(config)
     if problems:
         raise DatasetConfigError("; ".join(f"--set {p.removeprefix('name').lstrip('.')}" for p in problems))
-    config.update({"root": root} if root else {}, **({"download": True} if download else {}))
+    if root:
+        config["root"] = root
+    if download:
+        config["download"] = True
     problems = _section_problems("data", config, None)
     if problems:
         flags = {"data.name": "dataset", "data.root": "--root", "data.download": "--download"}
