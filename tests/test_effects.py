@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -81,3 +83,27 @@ def test_seeds_to_resolve_gives_the_first_number_of_pairs_whose_interval_exclude
     half = lambda n: stats.t.ppf(0.975, n - 1) * 0.03 / np.sqrt(n)  # noqa: E731
     assert half(needed) < 0.02 <= half(needed - 1)
     assert seeds_to_resolve(0.0, 0.03) is None and seeds_to_resolve(0.02, None) is None
+
+
+def test_identical_differences_and_non_finite_metrics_resolve_nothing():
+    """Two seeds that each gained the same one test clip measure no spread: no interval,
+    not resolved. A NaN metric is left out of the pairs rather than making the effect NaN."""
+    from specsweep.results.effects import paired_effects
+
+    (same,) = paired_effects({"A": {1: 1 / 55, 2: 2 / 55}, "B": {1: 2 / 55, 2: 3 / 55}}, "max")
+    assert same.interval.low is None and same.reading == "not resolved"
+    (diverged,) = paired_effects({"A": {1: 0.5, 2: 0.6, 3: 0.7}, "B": {1: 0.6, 2: 0.8, 3: float("nan")}}, "max")
+    assert math.isnan(diverged.interval.mean)  # paired_effects takes what it is given
+    from pathlib import Path
+
+    from specsweep.results.study import Run, group_trials
+    from specsweep.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml")
+    trials = [{"id": f"{s}{seed}", "status": "TERMINATED", "metrics": {"test_acc": value},
+               "config": {"task": "kws", "data": {"name": "embedded_kws"}, "frontend": {"name": "nnaudio", "setting": s},
+                          "backbone": {"name": "bcresnet"}, "seed": seed}}
+              for s, values in (("A", (0.5, 0.6, 0.7)), ("B", (0.6, 0.8, float("nan")))) for seed, value in zip((1, 2, 3), values)]
+    (group,) = group_trials([Run("r", spec, trials)])
+    (effect,) = group.effects()
+    assert effect.interval.n == 2 and math.isfinite(effect.interval.mean) and effect.unpaired

@@ -122,8 +122,9 @@ def interval(diffs: Sequence[float], confidence: float = CONFIDENCE) -> Interval
         return Interval(mean, None, None, 1, "one pair: no interval")
     sd = float(values.std(ddof=1))
     if sd == 0:
-        # Identical differences: nothing varies to put an interval around.
-        return Interval(mean, mean, mean, n, f"{PAIRED_T} (identical differences)", sd)
+        # Identical differences (two seeds that each changed the same test clip) measure no
+        # spread, not a spread of 0: a zero-width interval would call the effect resolved.
+        return Interval(mean, None, None, n, "identical differences: no spread, no interval", sd)
     low, high = (t_interval if n < BOOTSTRAP_MIN_PAIRS else bootstrap_interval)(values, confidence)
     return Interval(mean, float(low), float(high), n, PAIRED_T if n < BOOTSTRAP_MIN_PAIRS else BOOTSTRAP, sd)
 
@@ -174,18 +175,16 @@ def verdict(iv: Interval, direction: str) -> str:
 
 def seeds_to_resolve(mean: float, sd: Optional[float], confidence: float = CONFIDENCE) -> Optional[int]:
     """The fewest pairs whose t-interval, at spread ``sd`` of the differences, excludes 0 for
-    an effect of size ``mean``; None when that is unknown (no spread measured, no effect) or
-    over :data:`MAX_SEEDS`.
+    an effect of size ``mean``; None when that is unknown (no spread measured, identical
+    differences, no effect) or over :data:`MAX_SEEDS`.
 
     Examples
     --------
     >>> seeds_to_resolve(0.01, 0.02)
     18
     """
-    if sd is None or not np.isfinite(sd) or not np.isfinite(mean) or mean == 0:
+    if sd is None or not np.isfinite(sd) or sd == 0 or not np.isfinite(mean) or mean == 0:
         return None
-    if sd == 0:
-        return 2
     n = np.arange(2, MAX_SEEDS + 1)
     half = stats.t.ppf((1 + confidence) / 2, n - 1) * sd / np.sqrt(n)
     enough = np.nonzero(half < abs(mean))[0]

@@ -12,6 +12,7 @@ module without loading matplotlib.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -176,7 +177,9 @@ def group_trials(runs: Sequence[Run]) -> List[Group]:
             setting = run.spec.describe(t["config"])["setting"]
             for kind, key in kinds.items():
                 value = t["metrics"].get(key)
-                if isinstance(value, (int, float)):
+                # A non-finite metric (a diverged trial's NaN) is left out: the seed then shows
+                # as unpaired, named in the report, instead of turning every effect into NaN.
+                if isinstance(value, (int, float)) and math.isfinite(value):
                     # A seed repeated within a group (a resumed copy) keeps its first trial.
                     group.values[kind].setdefault(setting, {}).setdefault(trial_value(t["config"], "seed"), float(value))
     return list(groups.values())
