@@ -36,7 +36,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from specsweep.contract import UsageError
+from specsweep.contract import UsageError, pydantic_problems
 from specsweep.layout import TESTED_FILE
 from specsweep.rundir import CHECKPOINTS, RunDirError, RunLocation, first_line, load_run, trial_folder
 from specsweep.spec import SweepSpec, TrialConfig
@@ -99,7 +99,11 @@ def _torch_load(run_dir: RunLocation, relative: str) -> Dict[str, Any]:
     try:
         state = torch.load(io.BytesIO(run_dir.read_bytes(relative)), map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
-        raise TrialLoadError(f"{run_dir.child(relative)} is damaged ({first_line(err)})") from None
+        # torch's own text for these advises loading with weights_only=False, which is wrong
+        # (and unsafe) for a damaged file.
+        reason = "not a torch file specsweep wrote" if isinstance(err, (pickle.UnpicklingError, RuntimeError)) else (
+            first_line(err))
+        raise TrialLoadError(f"{run_dir.child(relative)} is damaged ({reason})") from None
     if not isinstance(state, dict):
         raise TrialLoadError(f"{run_dir.child(relative)} is damaged (not a dictionary of weights)")
     return state
@@ -192,8 +196,8 @@ def _trial_config(config: Any, what: str) -> TrialConfig:
     try:
         return TrialConfig.model_validate(config)
     except ValidationError as err:
-        raise TrialLoadError(f"{what}: its config does not validate ({first_line(err)}); was it written by another "
-                             f"version of specsweep?") from None
+        raise TrialLoadError(f"{what}: its config does not validate ({'; '.join(pydantic_problems(err))}); was it "
+                             f"written by another version of specsweep?") from None
 
 
 def _model(config: TrialConfig, weights: Dict[str, torch.Tensor], source: str, **card: Any) -> nn.Module:
@@ -202,8 +206,13 @@ def _model(config: TrialConfig, weights: Dict[str, torch.Tensor], source: str, *
     from specsweep.data.datasets import describe_dataset
     from specsweep.tasks import get_task
 
-    info = describe_dataset(config.data)
-    model = build_model_for(config, info)
+    try:
+        info = describe_dataset(config.data)
+        model = build_model_for(config, info)
+    except (ValueError, KeyError, TypeError) as err:
+        # A config that validates as a TrialConfig but names an unknown component or a value
+        # its component refuses (a hand-edited run).
+        raise TrialLoadError(f"{source}: the trial's model cannot be built from its config ({first_line(err)})") from None
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
