@@ -316,3 +316,35 @@ def address_problem(text: str) -> Optional[str]:
     if not port.isdigit() or len(port) > 5 or not 1 <= int(port) <= 65535:
         return f"port must be a number in 1-65535, got {port[:40]!r} in {text[:200]!r}"
     return None
+
+
+# Far above any real spec (the paper's hold about a hundred values), far below what
+# exhausts memory when YAML aliases nest ("billion laughs").
+MAX_SPEC_VALUES = 100_000
+
+
+def expanded_size(value: Any) -> int:
+    """How many values ``value`` holds once every repeated reference is counted as a copy
+    (YAML aliases load as shared objects that validation would expand), counted once per
+    distinct object.
+
+    Examples
+    --------
+    >>> row = [1, 2, 3]
+    >>> expanded_size({"a": row, "b": row})  # the mapping, 2 keys, the list twice
+    11
+    """
+    sizes: Dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if isinstance(node, dict):
+            children: Any = [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            children = node
+        else:
+            return 1
+        if id(node) not in sizes:
+            sizes[id(node)] = 1 + sum(size(child) for child in children)
+        return sizes[id(node)]
+
+    return size(value)

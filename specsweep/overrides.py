@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Sequence, Tuple, Type
 
 import yaml
 
+from specsweep.contract import MAX_SPEC_VALUES, expanded_size
+
 # Sections whose keys are themselves dotted key paths.
 _DOTTED_KEY_SECTIONS = ("search.space", "smoke.overrides")
 
@@ -39,9 +41,18 @@ def parse_setting(setting: str, loader: Type[yaml.SafeLoader] = yaml.SafeLoader)
     if not sep or not key.strip():
         raise OverrideError(f"--set {shown}: expected KEY=VALUE")
     try:
-        return key.strip(), yaml.load(value, Loader=loader)
+        parsed = yaml.load(value, Loader=loader)
+        # YAML aliases load as shared objects: one that holds itself, or aliases nested
+        # tenfold, would send every later check into endless recursion or billions of values.
+        size = expanded_size(parsed)
     except yaml.YAMLError as err:
         raise OverrideError(f"--set {shown}: the value is not valid YAML ({getattr(err, 'problem', err)})") from None
+    except RecursionError:
+        raise OverrideError(f"--set {shown}: the value nests too deeply (a YAML alias that holds itself?)") from None
+    if size > MAX_SPEC_VALUES:
+        raise OverrideError(f"--set {shown}: the value expands to {size:,} values (YAML aliases repeat what they "
+                            f"name), more than a spec may hold ({MAX_SPEC_VALUES:,})")
+    return key.strip(), parsed
 
 
 def _key_path(key: str) -> List[str]:

@@ -42,7 +42,8 @@ import yaml
 
 from specsweep.contract import STORED_RUN, numbers_checked, parse_int
 from specsweep.layout import CHECKPOINT_FILE
-from specsweep.spec import MAX_SPEC_BYTES, MAX_SPEC_VALUES, SweepSpec, UniqueKeyLoader, expanded_size, validate_spec
+from specsweep.contract import MAX_SPEC_VALUES, expanded_size
+from specsweep.spec import MAX_SPEC_BYTES, SweepSpec, UniqueKeyLoader, validate_spec
 
 SPEC_FILE = "specsweep.yaml"
 RUN_FILE = "specsweep-run.json"

@@ -18,7 +18,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from specsweep.backbones import BACKBONES, backbone_param_names
-from specsweep.contract import (MAX_INT_DIGITS, STORED_RUN, Seed, WholeNumber, argument_problems, numbers_checked, parse_int,
+from specsweep.contract import (MAX_INT_DIGITS, MAX_SPEC_VALUES, STORED_RUN, Seed, WholeNumber, argument_problems, expanded_size, numbers_checked, parse_int,
                                 pydantic_problems)
 from specsweep.data.datasets import DATASETS, dataset_param_names, dataset_task, describe_dataset
 from specsweep.frontends import FRONTENDS, frontend_setting, validate_frontend_config
@@ -1017,38 +1017,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
 UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", UniqueKeyLoader.construct_yaml_int)
 
 
-# Far above any real spec (the paper's hold about a hundred values), far below what
-# exhausts memory when YAML aliases nest ("billion laughs").
-MAX_SPEC_VALUES = 100_000
 # Far above any real spec file (the paper's are about 2 KB); a larger file is not read.
 MAX_SPEC_BYTES = 4 * 2**20
-
-
-def expanded_size(value: Any) -> int:
-    """How many values ``value`` holds once every repeated reference is counted as a copy
-    (YAML aliases load as shared objects that validation would expand), counted once per
-    distinct object.
-
-    Examples
-    --------
-    >>> row = [1, 2, 3]
-    >>> expanded_size({"a": row, "b": row})  # the mapping, 2 keys, the list twice
-    11
-    """
-    sizes: Dict[int, int] = {}
-
-    def size(node: Any) -> int:
-        if isinstance(node, dict):
-            children: Any = [*node.keys(), *node.values()]
-        elif isinstance(node, list):
-            children = node
-        else:
-            return 1
-        if id(node) not in sizes:
-            sizes[id(node)] = 1 + sum(size(child) for child in children)
-        return sizes[id(node)]
-
-    return size(value)
 
 
 def load_spec(path: Union[str, Path], smoke: bool = False, overrides: Sequence[str] = ()) -> SweepSpec:

@@ -352,6 +352,9 @@ def _cache_env(name: str) -> Callable[[Dict[str, Path]], List[str]]:
 
 
 # (case id, setup returning argv, text the message must contain)
+# Six levels of aliases, each ten of the one before: a million values from a short string.
+_LAUGHS = "[&a [1,1,1,1,1,1,1,1,1,1], " + ", ".join(
+    f"&{b} [{', '.join([f'*{a}'] * 10)}]" for a, b in zip("abcde", "bcdef")) + "]"
 COMMAND_CASES = [
     ("int-of-5000-digits", _text(yaml.safe_dump(BASE).replace("n_mels: 40", f"n_mels: {_DIGITS}")),
      "frontend.n_mels: must be a whole number of at most 64 bits (|n| <= 9223372036854775807), got an integer of 5,000 "
@@ -404,6 +407,14 @@ COMMAND_CASES = [
                                          "test_set=["], "--set test_set=[: the value is not valid YAML"),
     ("prepare-missing-root", lambda ws: ["data", "prepare", "speechcommands", "--root", str(ws["tmp"] / "no")],
      "Speech Commands v2 not found"),
+    ("set-alias-holds-itself", lambda ws: (ws["spec"].write_text(yaml.safe_dump(BASE)),
+                                           ["inspect", str(ws["spec"]), "--set", "train.epochs=&a [*a]"])[1],
+     "--set train.epochs=&a [*a]: the value nests too deeply"),
+    ("set-aliases-nested", lambda ws: (ws["spec"].write_text(yaml.safe_dump(BASE)),
+                                       ["inspect", str(ws["spec"]), "--set", "train.lr=" + _LAUGHS])[1],
+     "the value expands to 1,234,567 values"),
+    ("prepare-set-alias-holds-itself", lambda ws: ["data", "prepare", "embedded_kws", "--set", "seed=&a [*a]"],
+     "--set seed=&a [*a]: the value nests too deeply"),
     ("max-trials-zero", lambda ws: ["inspect", "x.yaml", "--max-trials", "0"], "--max-trials"),
     ("num-cpus-negative", lambda ws: ["run", "x.yaml", "--num-cpus", "-2"], "--num-cpus"),
     ("inspect-huge-grid", lambda ws: (ws["spec"].write_text(yaml.safe_dump(_grid(7, 10))),
