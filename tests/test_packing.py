@@ -243,7 +243,9 @@ def test_trials_packed_onto_gpus_are_not_resumed_where_ray_has_none(ray_session,
         resume_sweep(tmp_path / "runs" / "packed")
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "runs").rglob("*")) == before
     # A damaged record is named, not a traceback.
-    for damaged in ({"model": "x"}, [{"model": "x"}], [{**info["gpu_packing"][0], "gpus": 7}]):
+    # A model key that is a list reached a dict as a key (a TypeError traceback).
+    for damaged in ({"model": "x"}, [{"model": "x"}], [{**info["gpu_packing"][0], "gpus": 7}],
+                    [{**info["gpu_packing"][0], "model": [1]}], [{**info["gpu_packing"][0], "per_gpu": "x"}]):
         run_file.write_text(json.dumps({**info, "gpu_packing": damaged}))
         with pytest.raises(RunDirError, match=r"specsweep-run\.json: (gpu_packing must be a list of mappings|its gpu_packing record is damaged)"):
             resume_sweep(tmp_path / "runs" / "packed")

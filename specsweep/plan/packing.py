@@ -28,9 +28,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Annotated, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from specsweep.contract import StepMeasure
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+
+from specsweep.contract import StepMeasure, pydantic_problems
 from specsweep.data.datasets import describe_dataset
 from specsweep.plan.cost import model_key
 from specsweep.spec import PlannedTrial, SweepSpec, TrialConfig
@@ -57,12 +59,15 @@ class Packing:
     """What ``auto`` chose for one model: ``per_gpu`` trials share a GPU, each asking for
     ``gpus``; ``why`` names the limits; ``measure`` is the model's measurement alone."""
 
-    model: str
-    label: str
-    per_gpu: int
-    gpus: float
-    why: str
+    model: Annotated[str, Field(strict=True)]
+    label: Annotated[str, Field(strict=True)]
+    per_gpu: Annotated[int, Field(ge=1, strict=True)]
+    gpus: Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=False)]
+    why: Annotated[str, Field(strict=True)]
     measure: Dict[str, Any]
+
+    # How packing_from_record reads a recorded row back: a key no sweep writes is damage.
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
 
 def packing_key(trial: TrialConfig) -> str:
@@ -204,10 +209,12 @@ def packing_from_record(rows: Any) -> Dict[str, Packing]:
     plans = {}
     for i, row in enumerate(rows):
         try:
-            plan = Packing(**row)
-        except TypeError as err:
-            raise ValueError(f"plan {i}: {err}") from None
-        if not isinstance(plan.gpus, (int, float)) or isinstance(plan.gpus, bool) or not 0 <= plan.gpus <= 1:
-            raise ValueError(f"plan {i}: gpus must be a number in [0, 1], got {plan.gpus!r}")
+            plan = _RECORD.validate_python(row)
+        except ValidationError as err:
+            raise ValueError(f"plan {i}: {'; '.join(pydantic_problems(err))}") from None
         plans[plan.model] = plan
     return plans
+
+
+# Every field's type and range, as a run file read back must have them.
+_RECORD = TypeAdapter(Packing)
