@@ -94,6 +94,17 @@ class SearchParam(_Strict):
         return Sampled(self.form, tuple(getattr(self, self.form)))
 
 
+def distinct(values: Sequence[Any]) -> List[Any]:
+    """``values`` without repeats, in order (values may be lists or mappings).
+
+    Examples
+    --------
+    >>> distinct([20, {"a": 1}, 20, {"a": 1}, 40])
+    [20, {'a': 1}, 40]
+    """
+    return list({json.dumps(v, sort_keys=True, default=str): v for v in values}.values())
+
+
 @dataclass(frozen=True)
 class Sampled:
     """A value a trial draws from a search dimension when it starts (``choice``,
@@ -118,7 +129,7 @@ class Sampled:
         """The values that bound what the draw may be: a choice's distinct values, a
         range's two ends (``randint`` excludes its high end)."""
         if self.form == "choice":
-            return list({json.dumps(v, sort_keys=True): v for v in self.args}.values())
+            return distinct(self.args)
         if self.form == "randint":
             return [self.args[0], self.args[1] - 1]
         return list(self.args)
@@ -819,9 +830,10 @@ def _range_values(param: SearchParam) -> List[Any]:
     >>> _range_values(SearchParam(uniform=(1, 10))), _range_values(SearchParam(randint=(1, 10)))
     ([1.0, 10.0, 5.5], [1, 9])
     """
-    low, high = getattr(param, param.form)
+    ends = param.sampled().ends()
     if param.form == "randint":
-        return [low, high - 1]
+        return ends
+    low, high = ends
     inside = math.sqrt(low * high) if param.form == "loguniform" else low + (high - low) / 2
     if inside.is_integer():
         inside = math.nextafter(inside, high)

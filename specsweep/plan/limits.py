@@ -57,14 +57,13 @@ def sized_values(spec: SweepSpec, keys: Tuple[str, ...] = SIZE_KEYS,
     ``sampled_only`` the sampled ones), with the values that bound what they change: a
     grid's or choice's distinct values, a sampled range's two ends (randint's upper end
     is exclusive)."""
+    from specsweep.spec import distinct
+
     values = {}
     for key, p in spec.search.space.items():
         if not key.startswith(keys) or (sampled_only and p.form == "grid"):
             continue
-        if p.form == "grid":
-            values[key] = list({json.dumps(v, sort_keys=True): v for v in p.grid}.values())
-        else:
-            values[key] = p.sampled().ends()
+        values[key] = distinct(p.grid) if p.form == "grid" else p.sampled().ends()
     return values
 
 
@@ -221,19 +220,6 @@ def local_resource_problems(spec: SweepSpec, num_cpus: Optional[int] = None) -> 
         problems.append(f"resources.gpus: a trial asks for {spec.resources.fixed_gpus:g} GPUs but this machine has {gpus}; "
                         f"allowed: at most {gpus} (or join a cluster with GPUs with --address)")
     return problems
-
-
-def check_plan(spec: SweepSpec, source: str, max_trials: int = DEFAULT_MAX_TRIALS, local: bool = False,
-               num_cpus: Optional[int] = None) -> None:
-    """Raise :class:`SpecError` with every plan problem (and, for a local Ray, every
-    resource problem) of ``spec``."""
-    from specsweep.spec import SpecError
-
-    problems = plan_problems(spec, max_trials)
-    if local:
-        problems += local_resource_problems(spec, num_cpus)
-    if problems:
-        raise SpecError(source, problems)
 
 
 def data_configs(spec: SweepSpec) -> List[Dict[str, Any]]:
