@@ -974,8 +974,11 @@ def spec_problems(raw: Any, check_smoke: bool = True) -> List[str]:
     # check what is left; their lines about a value taken out would repeat these.
     problems, raw, taken = numbers_checked(raw)
     if problems:
+        # A key whose value held a refused number (a search dimension's choice) is named
+        # by that line already; checked again, it would be judged by the None left in its place.
         return problems + [p for p in spec_problems(raw, check_smoke)
-                           if not any(p.startswith((f"{path}:", f"{path}.")) or f" {path}:" in p for path in taken)]
+                           if not any(p.startswith((f"{path}:", f"{path}.")) or f" {path}:" in p
+                                      or path.startswith(f"{p.partition(':')[0]}.") for path in taken)]
     try:
         SweepSpec.model_validate(raw)
     except ValidationError as err:

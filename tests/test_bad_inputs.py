@@ -579,3 +579,13 @@ def test_a_run_directory_from_before_a_new_check_still_reads(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "new.yaml")]) == 2
     err = capsys.readouterr().err
     assert "seeds: [1] given more than once" in err and "train.epochs: must be a whole number" in err
+
+
+def test_a_refused_number_in_a_choice_is_named_once(workspace, capsys):
+    """NaN in a search choice is one line at its place; the key is not judged again by the
+    None the number check leaves there ("value None: must be a valid integer")."""
+    workspace["spec"].write_text(yaml.safe_dump(_with(search={"algorithm": "random", "space": {
+        "train.epochs": {"choice": [1, float("nan")]}}})))
+    printed = _refused(["inspect", str(workspace["spec"])], capsys, workspace["tmp"])
+    assert "search.space.train.epochs.choice.1: must be a finite number, got nan" in printed
+    assert "None" not in printed
