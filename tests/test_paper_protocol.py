@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from specsweep.cli import main
+from specsweep.frontends import frontend_argument
 from specsweep.recipes import RECIPES
 from specsweep.spec import load_spec, validate_spec
 
@@ -30,7 +31,8 @@ DATA = {"speechcommands": {"test_set": "archive", "silence": "paper"}, "timit": 
 BACKBONE_PARAMS = {("kws", "bcresnet"): 9160, ("asr", "bcresnet"): 29640,
                    ("kws", "simple"): 48492, ("asr", "simple"): 22974}
 STFT_PARAMS = 2 * 241 * 480
-FILTERBANK_PARAMS = {"nnaudio": 40 * 241, "fastaudio": 80}
+# A Mel basis row of 241 STFT bins per bin; a FastAudio centre and bandwidth per bin.
+FILTERBANK_PARAMS_PER_BIN = {"nnaudio": 241, "fastaudio": 2}
 
 
 def _plan(path, capsys):
@@ -51,21 +53,19 @@ def test_paper_trials_carry_the_original_values(path, capsys):
             assert config["train"][key] == pytest.approx(value), (path.name, key)
         for key, value in DATA[config["data"]["name"]].items():
             assert config["data"][key] == value, (path.name, key)
-        # nnAudio / FastAudio STFT of the study: n_fft 480, hop 160 (the front-end defaults).
-        assert fe.get("n_fft", 480) == 480 and fe.get("hop_length", 160) == 160 and fe.get("center", True)
+        # nnAudio / FastAudio STFT of the study: n_fft 480, hop 160, centred frames, as the
+        # front-end gets them (the spec's value, else its constructor's default).
+        resolved = {key: frontend_argument(fe, key) for key in ("n_fft", "hop_length", "center", "trainable_stft_eps")}
         # nnAudio's trainable STFT adds 1e-8 under its magnitude's root.
-        assert fe.get("trainable_stft_eps", 1e-8) == 1e-8
-        n_mels = fe.get("n_mels", 40)
+        assert resolved == {"n_fft": 480, "hop_length": 160, "center": True, "trainable_stft_eps": 1e-8}, path.name
+        n_mels = frontend_argument(fe, "n_mels")
         if n_mels != 40:
             assert bb["name"] == "simple", "the study's n_mels runs use the simple model"
         else:
             assert params["backbone"] == BACKBONE_PARAMS[task, bb["name"]], (path.name, bb["name"])
         setting = fe["setting"]
         assert params["stft"] == (STFT_PARAMS if setting in "CD" else 0)
-        expected_fb = FILTERBANK_PARAMS[fe["name"]] * n_mels // 40 if setting in "BD" else 0
-        if fe["name"] == "nnaudio":
-            expected_fb = 241 * n_mels if setting in "BD" else 0
-        assert params["filterbank"] == expected_fb
+        assert params["filterbank"] == (FILTERBANK_PARAMS_PER_BIN[fe["name"]] * n_mels if setting in "BD" else 0)
         if fe.get("mask_bins"):
             assert fe["mask_bins"] == [25, 50] and fe["power"] == 1.0 and setting in "AC"
 
