@@ -182,3 +182,29 @@ def test_run_all_rejects_unknown_names():
     proc = subprocess.run([sys.executable, "-m", "bench.run_all", "--only", "nope"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown benchmark" in proc.stderr
+
+
+def _run_script(*argv: str, timeout: int = 300) -> str:
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_effects_coverage_prints_a_row_per_pair_count():
+    """The script docs/report.md quotes for the bootstrap's threshold runs (a few runs here)."""
+    (table,) = tables(_run_script("bench.effects_coverage", "--runs", "50", "--resamples", "99", "--pairs", "5", "40"))
+    assert [row[0] for row in table["rows"]] == ["5", "40"]
+    assert all(cell.endswith("%") for row in table["rows"] for cell in row[1:])
+
+
+def test_mel_drift_prints_the_clamped_basis_per_step():
+    """The script docs/protocol.md quotes runs a paper KWS trial's step; the basis it reports
+    lies in [0, 1], where the clamp after every step holds it whatever the step did."""
+    out = _run_script("bench.mel_drift", "sweeps/paper/kws_settings.yaml", "--setting", "B", "--backbone", "simple",
+                      "--steps", "1")
+    (step,) = [line for line in out.splitlines() if line.startswith("step ")]
+    low, high = map(float, step.split("basis in [")[1].split("]")[0].split(", "))
+    assert step.startswith("step 1: gradient") and 0 <= low <= high <= 1
