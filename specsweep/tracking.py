@@ -110,8 +110,10 @@ def run_id(sweep_dir: str, trial_id: str) -> str:
     return f"{trial_id}-{digest}"
 
 
-# Swept keys the base of a run name already shows.
-_NAMED_KEYS = {"task", "backbone.name", "frontend.name", "frontend.setting", "frontend.n_mels", "seed"}
+# Swept keys the base of a run name already shows (masked bins as "mask25-50", a random Mel
+# initialisation as "randinit").
+_NAMED_KEYS = {"task", "backbone.name", "frontend.name", "frontend.setting", "frontend.n_mels", "frontend.mask_bins",
+               "frontend.random_mel_init", "seed"}
 
 
 def run_name(trial: "TrialConfig", config: Dict[str, Any], swept_keys: Sequence[str] = (),
@@ -131,6 +133,9 @@ def run_name(trial: "TrialConfig", config: Dict[str, Any], swept_keys: Sequence[
     ...           "train": {"lr": 0.001}}
     >>> run_name(TrialConfig.model_validate(config), config, ["train.lr", "frontend.setting"])
     'kws-bcresnet-nnaudio-B-mels40-lr0.001-seed1'
+    >>> masked = {**config, "frontend": {**config["frontend"], "mask_bins": [0, 10], "random_mel_init": True}}
+    >>> run_name(TrialConfig.model_validate(masked), masked, ["frontend.mask_bins", "frontend.random_mel_init"])
+    'kws-bcresnet-nnaudio-B-mels40-mask0-10-randinit-seed1'
     """
     from specsweep.frontends import frontend_argument
     from specsweep.spec import swept_values

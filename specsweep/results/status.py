@@ -13,7 +13,8 @@ from specsweep.rundir import (ERROR_FILE, EXPERIMENT_STATE, RESULT_FILE, TRIALS,
                               trial_id_of)
 from specsweep.spec import SweepSpec, trial_config_problem
 
-STATUSES = ("PENDING", "RUNNING", "TERMINATED", "ERROR")
+# In the order the status line counts them.
+STATUSES = ("TERMINATED", "RUNNING", "PENDING", "ERROR")
 # A running sweep rewrites its experiment state in place: a file read mid-write is read
 # again after this many seconds before it counts as damaged.
 _REWRITE_WAIT_S = 0.5
@@ -296,7 +297,7 @@ def status_command(args: Any) -> int:
                          indent=1, default=str))
     else:
         print(format_table(summary_rows(trials, spec), spec))
-        counts = {s: sum(t["status"] == s for t in trials) for s in ("TERMINATED", "RUNNING", "PENDING", "ERROR")}
+        counts = {s: sum(t["status"] == s for t in trials) for s in STATUSES}
         print(", ".join(f"{v} {k.lower()}" for k, v in counts.items()))
     if damage:
         print(f"specsweep: {damage}\nthe table shows what could still be read; `specsweep resume` refuses this "
