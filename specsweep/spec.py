@@ -685,7 +685,8 @@ def data_config_from_flags(name: str, settings: Sequence[str], root: Optional[st
         config["download"] = True
     problems = _section_problems("data", config, None)
     if problems:
-        flags = {"data.name": "dataset", "data.root": "--root", "data.download": "--download"}
+        # Named as the user gave them: the dataset, its flags, and the rest as --set KEY.
+        flags = {"data.name": "dataset", "data.root": "--root", "data.download": "--download", "data.": "--set "}
         raise UsageError("data prepare: " + "; ".join(
             next((p.replace(k, v, 1) for k, v in flags.items() if p.startswith(k)), p) for p in problems))
     return config

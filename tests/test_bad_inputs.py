@@ -413,6 +413,8 @@ COMMAND_CASES = [
     ("set-aliases-nested", lambda ws: (ws["spec"].write_text(yaml.safe_dump(BASE)),
                                        ["inspect", str(ws["spec"]), "--set", "train.lr=" + _LAUGHS])[1],
      "the value expands to 1,234,567 values"),
+    ("prepare-set-out-of-range", lambda ws: ["data", "prepare", "embedded_kws", "--set", "clips_per_word=0"],
+     "data prepare: --set clips_per_word: must be greater than or equal to 1"),
     ("prepare-set-alias-holds-itself", lambda ws: ["data", "prepare", "embedded_kws", "--set", "seed=&a [*a]"],
      "--set seed=&a [*a]: the value nests too deeply"),
     ("max-trials-zero", lambda ws: ["inspect", "x.yaml", "--max-trials", "0"], "--max-trials"),
