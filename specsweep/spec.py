@@ -280,6 +280,9 @@ class WandbConfig(_Strict):
     log_checkpoints: bool = False
 
 
+MAX_EPOCHS = 100_000
+
+
 class TrainConfig(_Strict):
     """Training values of a trial.
 
@@ -330,7 +333,9 @@ class TrainConfig(_Strict):
         ``torch.compile`` the model (CUDA graphs on a GPU) to cut the per-step launch overhead.
     """
 
-    epochs: WholeNumber = Field(10, ge=1)
+    # Far above the study's 400; a count past it is a typo that inspect would price in
+    # trillions of trial-hours and a trial would never finish.
+    epochs: WholeNumber = Field(10, ge=1, le=MAX_EPOCHS)
     batch_size: WholeNumber = Field(100, ge=1)
     eval_batch_size: Optional[WholeNumber] = Field(None, ge=1)
     test_weights: Literal["best", "last"] = "best"

@@ -113,6 +113,8 @@ SPEC_CASES: List[tuple] = [
     ("lr-negative", _with(train__lr=-1), [], "train.lr: must be greater than 0"),
     ("frontend-lr-inf", _with(train__frontend_lr=float("inf")), [], "train.frontend_lr"),
     ("epochs-zero", _with(train__epochs=0), [], "train.epochs"),
+    ("epochs-past-any-study", _with(train__epochs=2**63 - 1), [],
+     "train.epochs: must be less than or equal to 100000"),
     ("batch-zero", _with(train__batch_size=0), [], "train.batch_size"),
     ("n-fft-huge", _with(frontend__n_fft=65536), [], "frontend.n_fft: must be at most the clip length"),
     ("n-fft-one", _with(frontend__n_fft=1), [], "frontend.n_fft"),
