@@ -158,10 +158,13 @@ def test_per_claims_read_lower_as_better():
 
     spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "paper" / "asr_settings.yaml")
     drop = {"simple": 0.05, "bcresnet": 0.01}
+    # BC-ResNet's seeds vary otherwise than the linear model's (the same values, permuted):
+    # the gains' differences then have a spread, as measured ones always do.
+    noise = {"simple": B_NOISE, "bcresnet": {1: B_NOISE[3], 2: B_NOISE[1], 3: B_NOISE[2]}}
     trials = [{"id": f"{backbone}-{setting}-{seed}", "status": "TERMINATED", "config": {
                    "task": "asr", "data": {"name": "timit"}, "frontend": {"name": "nnaudio", "setting": setting},
                    "backbone": {"name": backbone}, "seed": seed},
-               "metrics": {"test_per": 0.4 + SEED[seed] - (drop[backbone] + B_NOISE[seed] if setting == "B" else 0.0)}}
+               "metrics": {"test_per": 0.4 + SEED[seed] - (drop[backbone] + noise[backbone][seed] if setting == "B" else 0.0)}}
               for backbone in drop for setting in "AB" for seed in (1, 2, 3)]
     groups = group_trials([Run("asr", spec, trials)])
     assert [g.title for g in groups] == ["backbone=simple", "backbone=bcresnet"]
