@@ -229,14 +229,23 @@ def test_resume_names_a_damaged_run_file(content, reason, finished_run, tmp_path
     assert _digest(run_dir) == before
 
 
-def test_report_names_a_checkpoint_that_is_a_list(finished_run, tmp_path, capsys):
+def test_report_draws_the_tested_weights_and_names_them_when_damaged(finished_run, tmp_path, capsys):
+    """The filterbank figure draws the weights the trial tested (tested.pt), as export does:
+    a checkpoint that is a list, or whose callback state was hand-edited, costs the figure
+    only its dashed initial line; a damaged tested.pt is named, exit 2, no traceback."""
     run_dir = tmp_path / "copy"
     shutil.copytree(finished_run, run_dir)
     checkpoint = sorted(run_dir.glob("trial_*/checkpoint_*/checkpoint.ckpt"))[-1]
     torch.save([1, 2, 3], checkpoint)
-    assert main(["report", str(run_dir), "--out", str(tmp_path / "report")]) == 2
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "best_filterbanks.png").is_file()
+    torch.save({"callbacks": {"FrontendFigures": {"initial": "x"}}, "state_dict": {}}, checkpoint)
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "report2")]) == 0
+    tested = checkpoint.parents[1] / "tested.pt"
+    tested.write_bytes(b"not a torch file")
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "report3")]) == 2
     out, err = capsys.readouterr()
-    assert f"{checkpoint} is damaged (a list, not a Lightning checkpoint)" in err and "Traceback" not in out + err
+    assert f"{tested} is damaged (not a torch file specsweep wrote)" in err and "Traceback" not in out + err
 
 
 def test_report_names_a_folder_where_report_md_belongs(finished_run, tmp_path, capsys):

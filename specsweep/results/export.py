@@ -124,10 +124,11 @@ def _from_checkpoints(run_dir: RunLocation, folder: str, config: TrialConfig, sp
     for relative in reversed(run_dir.glob(f"{folder}/{CHECKPOINTS}")):
         state = _torch_load(run_dir, relative)
         if config.train.test_weights == "best":
-            kept = state.get("callbacks", {}).get(best_key, {})
-            if kept.get("weights") and kept.get("best_epoch") == tested_epoch:
+            callbacks = state.get("callbacks")
+            kept = callbacks.get(best_key) if isinstance(callbacks, dict) else None
+            if isinstance(kept, dict) and isinstance(kept.get("weights"), dict) and kept.get("best_epoch") == tested_epoch:
                 return _net_weights(kept["weights"]), relative
-        elif state.get("epoch") == tested_epoch and "state_dict" in state:
+        elif state.get("epoch") == tested_epoch and isinstance(state.get("state_dict"), dict):
             return _net_weights(state["state_dict"]), relative
     return None
 
@@ -185,7 +186,12 @@ def load_trial(run_dir: Union[str, Path, RunLocation], trial_id: str = "best") -
         return _load_weights_file(Path(run_dir))
     run = RunLocation(run_dir)
     spec = load_run(run)
-    trial = _pick_trial(read_trials(run), str(trial_id), spec, run)
+    return tested_model(run, _pick_trial(read_trials(run), str(trial_id), spec, run), spec)
+
+
+def tested_model(run: RunLocation, trial: Dict[str, Any], spec: SweepSpec) -> nn.Module:
+    """:func:`load_trial` for a trial already read (a record of
+    :func:`~specsweep.results.status.read_trials`) of the run ``run`` of ``spec``."""
     config = _trial_config(trial["config"], f"trial {trial['id']} of {run}")
     weights, source, epoch = _tested_weights(run, trial, config, spec)
     return _model(config, weights, run.child(source).uri, run_dir=run.uri, trial_id=trial["id"],

@@ -28,6 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from specsweep.layout import TESTED_FILE  # noqa: E402
 from specsweep.rundir import (CHECKPOINTS, REPORT_DIR, DamagedFileError, RunLocation, first_line, load_run,  # noqa: E402
                               read_bounded, trial_folder)
 from specsweep.spec import SweepSpec  # noqa: E402
@@ -222,48 +223,40 @@ def _best_trial_per_setting(group: Group) -> Dict[str, Dict[str, Any]]:
     return best
 
 
-def tested_state(run_dir: RunLocation, trial_dir: str) -> Optional[Dict[str, Any]]:
-    """From the latest Tune checkpoint in ``run_dir``'s folder ``trial_dir``:
-    ``{"weights": ..., "initial_filterbank": ...}``, the weights the trial tests (its best
-    epoch's when it keeps them, else the latest) and the filterbank it started from."""
+def _initial_filterbank(run_dir: RunLocation, trial_dir: str) -> Optional[torch.Tensor]:
+    """The filterbank a trial started from, as its latest Tune checkpoint keeps it (the
+    ``FrontendFigures`` callback's state); None where no checkpoint holds a readable one:
+    the figure then has no dashed line, and the report goes on."""
     checkpoints = run_dir.glob(f"{trial_dir}/{CHECKPOINTS}")
     if not checkpoints:
         return None
     try:
         state = torch.load(io.BytesIO(read_bounded(run_dir, checkpoints[-1])), map_location="cpu", weights_only=True)
-        callbacks = state.get("callbacks", {}) if isinstance(state, dict) else None
-        if not (isinstance(state, dict) and isinstance(state.get("state_dict"), dict) and isinstance(callbacks, dict)
-                and all(isinstance(c, dict) for c in callbacks.values())):
-            raise RuntimeError(f"a {type(state).__name__}, not a Lightning checkpoint")
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, DamagedFileError) as err:
-        raise ReportError(f"{run_dir.child(checkpoints[-1]).display} is damaged ({str(err).splitlines()[0]}); the tables "
-                          f"are written, the filterbank figure needs it: move that checkpoint folder aside to draw "
-                          f"the others") from None
-    kept = [c["weights"] for k, c in callbacks.items() if k.startswith("BestWeights") and c.get("weights")]
-    initial = callbacks.get("FrontendFigures", {}).get("initial", {}).get("filterbank")
-    return {"weights": kept[0] if kept else state["state_dict"], "initial_filterbank": initial}
-
-
-def _learned_filterbank(run_dir: RunLocation, trial: Dict[str, Any]) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
-    """``(learned, initial)`` filterbanks ``(n_bins, n_freq)`` of a finished trial."""
-    from specsweep.assembly import build_model_for
-    from specsweep.data.datasets import describe_dataset
-    from specsweep.spec import TrialConfig
-
-    state = tested_state(run_dir, trial_folder(trial["id"]))
-    if state is None:
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, DamagedFileError):
         return None
-    where = run_dir.child(trial_folder(trial["id"])).display
+    callbacks = state.get("callbacks") if isinstance(state, dict) else None
+    figures = callbacks.get("FrontendFigures") if isinstance(callbacks, dict) else None
+    initial = figures.get("initial") if isinstance(figures, dict) else None
+    bank = initial.get("filterbank") if isinstance(initial, dict) else None
+    return bank if isinstance(bank, torch.Tensor) and bank.dim() == 2 else None
+
+
+def _learned_filterbank(run_dir: RunLocation, trial: Dict[str, Any],
+                        spec: SweepSpec) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """``(tested, initial)`` filterbanks ``(n_bins, n_freq)`` of a finished trial: the
+    tested weights' (:func:`~specsweep.results.export.tested_model`, as ``load_trial`` and
+    ``export`` read them), over the one it started from; None for a trial folder holding
+    no weights at all (nothing to draw)."""
+    from specsweep.results.export import TrialLoadError, tested_model
+
+    folder = trial_folder(trial["id"])
+    if not (run_dir.is_file(f"{folder}/{TESTED_FILE}") or run_dir.glob(f"{folder}/{CHECKPOINTS}")):
+        return None
     try:
-        config = TrialConfig.model_validate(trial["config"])
-        model = build_model_for(config, describe_dataset(config.data))
-        weights = state["weights"]
-        model.load_state_dict({k.removeprefix("net."): v for k, v in weights.items() if k.startswith("net.")})
-    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as err:
-        # A config or weights that no model of this version takes (damaged, or another version's).
-        raise ReportError(f"{where}: its config or checkpoint does not make a model ({first_line(err)[:200]}); the "
-                          f"tables are written, the filterbank figure needs it") from None
-    return model.frontend.filterbank().detach(), state["initial_filterbank"]
+        model = tested_model(run_dir, trial, spec)
+    except TrialLoadError as err:
+        raise ReportError(f"{err}; the tables are written, the filterbank figure needs it") from None
+    return model.frontend.filterbank().detach(), _initial_filterbank(run_dir, folder)
 
 
 def plot_best_filterbanks(groups: Sequence[Group], path: Path) -> Optional[Path]:
@@ -272,7 +265,7 @@ def plot_best_filterbanks(groups: Sequence[Group], path: Path) -> Optional[Path]
     panels = []
     for g in groups:
         best = _best_trial_per_setting(g)
-        banks = {s: _learned_filterbank(g.run.location, t) for s, t in sorted(best.items())}
+        banks = {s: _learned_filterbank(g.run.location, t, g.run.spec) for s, t in sorted(best.items())}
         row = [(s, best[s], b) for s, b in banks.items() if b is not None]
         if row:
             panels.append((g, row))
