@@ -171,8 +171,8 @@ def _pairs(mask: Any) -> List[List[int]]:
 
 def init_run(settings: WandbSettings, directory: Path, run_id_: str, name: str, config: Dict[str, Any],
              tags: List[str], job_type: str = "trial") -> Any:
-    """Start or resume the W&B run of a trial (``job_type``); fall back to offline when
-    online fails, so that no key and no network never fail a sweep.
+    """Start or resume the W&B run of a trial or a report (``job_type``); fall back to
+    offline when online fails, so that no key and no network never fail a sweep or a report.
 
     What the process prints through Python's ``sys.stdout`` and ``sys.stderr`` (Lightning,
     warnings, logging) while the run is open goes to the run's console log (W&B's Logs
@@ -197,7 +197,7 @@ def init_run(settings: WandbSettings, directory: Path, run_id_: str, name: str, 
     except Exception as err:  # wandb raises its own error types for network and auth failures
         if mode != "online":
             raise
-        log.warning("W&B online init failed (%s); logging this trial offline instead", type(err).__name__)
+        log.warning("W&B online init failed (%s); logging this %s offline instead", type(err).__name__, job_type)
         # wandb's service still holds the run id of the online attempt, which it keeps
         # trying: an offline run of the same id is refused ("run ID is in use") until the
         # service is gone.

@@ -212,3 +212,26 @@ def test_the_shipped_claims_file_loads():
 
     claims = load_claims()
     assert claims and {c["id"] for c in claims} >= {"kws-accuracy-gain", "asr-per-drop"}
+
+
+def test_an_online_report_whose_server_fails_is_logged_offline(runs, tmp_path):
+    """A W&B key but no server (a closed loopback port): the report's W&B run falls back to
+    offline, as a trial's does, and says how to upload it (it ended in a traceback); the
+    key reaches no file."""
+    import os
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = "feedface" * 5
+    env = {**os.environ, "WANDB_MODE": "online", "WANDB_API_KEY": key, "WANDB_BASE_URL": f"http://127.0.0.1:{port}",
+           "WANDB_INIT_TIMEOUT": "5"}
+    done = subprocess.run([sys.executable, "-m", "specsweep", "report", str(runs["settings"]), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "W&B: wandb sync " in done.stdout and "Traceback" not in done.stderr
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path

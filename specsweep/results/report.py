@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import pickle
+import uuid
 import shlex
 import statistics
 import tempfile
@@ -426,12 +427,13 @@ def publish_to_wandb(runs: Sequence[Run], groups: Sequence[Group], files: Dict[s
     columns, rows = side_by_side(groups)
     first, spec = runs[0], runs[0].spec
     test_key = groups[0].test_key if groups else spec.metric.replace("val_", "test_")
-    run = wandb.init(project=spec.wandb.project, entity=spec.wandb.entity, group=spec.wandb.group or first.name,
-                     name=f"{first.name}-report", job_type="report", dir=str(files["csv"].parent), mode=mode,
-                     tags=spec.wandb.tags, config={"sweep": spec.name, "metric": spec.metric, "mode": spec.mode,
-                                                   "protocol": protocol_line(spec),
-                                                   "runs": [r.name for r in runs]},
-                     reinit="finish_previous", settings=wandb.Settings(silent=True, console="off"))
+    # tracking's init: an online report whose server fails falls back to offline, as trials do.
+    settings = tracking.WandbSettings(project=spec.wandb.project, entity=spec.wandb.entity,
+                                      group=spec.wandb.group or first.name, mode=mode, tags=spec.wandb.tags)
+    # A new W&B run per report: an id of its own (a trial's is stable, for resuming it).
+    run = tracking.init_run(settings, files["csv"].parent, f"report-{uuid.uuid4().hex[:12]}", f"{first.name}-report",
+                            {"sweep": spec.name, "metric": spec.metric, "mode": spec.mode,
+                             "protocol": protocol_line(spec), "runs": [r.name for r in runs]}, [], job_type="report")
     try:
         table = wandb.Table(columns=columns, data=rows)
         logged: Dict[str, Any] = {"settings": table, "results": tables["csv"], "effects_table": tables["effects_csv"],
