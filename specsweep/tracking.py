@@ -133,7 +133,7 @@ def run_name(trial: "TrialConfig", config: Dict[str, Any], swept_keys: Sequence[
     ...           "train": {"lr": 0.001}}
     >>> run_name(TrialConfig.model_validate(config), config, ["train.lr", "frontend.setting"])
     'kws-bcresnet-nnaudio-B-mels40-lr0.001-seed1'
-    >>> masked = {**config, "frontend": {**config["frontend"], "mask_bins": [0, 10], "random_mel_init": True}}
+    >>> masked = {**config, "frontend": {"name": "nnaudio", "setting": "B", "mask_bins": [0, 10], "random_mel_init": True}}
     >>> run_name(TrialConfig.model_validate(masked), masked, ["frontend.mask_bins", "frontend.random_mel_init"])
     'kws-bcresnet-nnaudio-B-mels40-mask0-10-randinit-seed1'
     """
