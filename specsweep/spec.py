@@ -459,6 +459,11 @@ class SweepSpec(_Strict):
     def mode(self) -> str:
         return self.search.mode or get_task(self.task).mode(self.metric)
 
+    @property
+    def test_metric(self) -> str:
+        """What a trial reports after testing for the sweep's metric (``val_acc``: ``test_acc``)."""
+        return self.metric.replace("val_", "test_")
+
     def describe(self, config: Union["TrialConfig", Dict[str, Any]]) -> Dict[str, Any]:
         """The few values that tell ``config`` (a planned trial, or a trial's config as Tune
         or a run directory gives it) apart from the sweep's other trials: the setting, the

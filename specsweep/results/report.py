@@ -426,7 +426,7 @@ def publish_to_wandb(runs: Sequence[Run], groups: Sequence[Group], files: Dict[s
         tables[kind] = wandb.Table(columns=rows[0], data=rows[1:])
     columns, rows = side_by_side(groups)
     first, spec = runs[0], runs[0].spec
-    test_key = groups[0].test_key if groups else spec.metric.replace("val_", "test_")
+    test_key = groups[0].test_key if groups else spec.test_metric
     # tracking's init: an online report whose server fails falls back to offline, as trials do.
     settings = tracking.WandbSettings(project=spec.wandb.project, entity=spec.wandb.entity,
                                       group=spec.wandb.group or first.name, mode=mode, tags=spec.wandb.tags)

@@ -248,7 +248,7 @@ def last_result(run_dir: RunLocation, trial_dir: str) -> Dict[str, Any]:
 def summary_rows(trials: List[Dict[str, Any]], spec: SweepSpec) -> List[Dict[str, Any]]:
     """One row per trial for :func:`format_table`: its id, :meth:`~specsweep.spec.SweepSpec.describe`, status,
     best validation metric and test metric."""
-    test_metric = spec.metric.replace("val_", "test_")
+    test_metric = spec.test_metric
     rows = []
     for t in trials:
         m = t["metrics"]

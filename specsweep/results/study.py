@@ -71,7 +71,7 @@ class Group:
 
     @property
     def test_key(self) -> str:
-        return self.metric.replace("val_", "test_")
+        return self.run.spec.test_metric
 
     @property
     def mode(self) -> str:
@@ -163,7 +163,7 @@ def group_trials(runs: Sequence[Run]) -> List[Group]:
     names = _names(keys)
     groups: Dict[Tuple[str, ...], Group] = {}
     for run in runs:
-        kinds = {"val": f"best_{run.spec.metric}", "test": run.spec.metric.replace("val_", "test_"), **DRIFT_KEYS}
+        kinds = {"val": f"best_{run.spec.metric}", "test": run.spec.test_metric, **DRIFT_KEYS}
         for t in run.trials:
             if t["status"] != "TERMINATED":
                 continue
