@@ -180,15 +180,17 @@ def test_status_of_a_damaged_state_still_lists_the_trials(finished_run, tmp_path
     assert "experiment_state" in listing["damaged"][0]
 
 
-def test_report_names_a_damaged_checkpoint_after_writing_the_tables(finished_run, tmp_path, capsys):
+def test_report_names_damaged_tested_weights_after_writing_the_tables(finished_run, tmp_path, capsys):
+    """The filterbank figure reads the weights the trial tested (tested.pt; checkpoints only
+    for runs from before it): truncated, it is named after the tables are written."""
     run_dir = tmp_path / "copy"
     shutil.copytree(finished_run, run_dir)
-    checkpoint = sorted(run_dir.glob("trial_*/checkpoint_*/checkpoint.ckpt"))[-1]
-    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    tested = sorted(run_dir.glob("trial_*/tested.pt"))[-1]
+    tested.write_bytes(tested.read_bytes()[:1000])
     assert main(["status", str(run_dir)]) == 0
     assert main(["report", str(run_dir), "--out", str(tmp_path / "report")]) == 2
     out, err = capsys.readouterr()
-    assert str(checkpoint) in err and "Traceback" not in out + err
+    assert str(tested) in err and "Traceback" not in out + err
     assert (tmp_path / "report" / "report.md").is_file()
 
 
